@@ -1,0 +1,5 @@
+import sys
+
+from serveprof.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The ``serveprof`` command: one entry point, one module per subcommand.
+
+Subcommand modules are imported only when chosen, so ``serveprof plot`` or
+``serveprof --help`` never pays for importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from serveprof.errors import ServeprofError
+
+# name -> (module exposing ``main(argv) -> int``, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serveprof.server.main", "run the embedded TF-Serving-compatible model server"),
+    "measure": ("serveprof.measure.cli", "measure latency per batch size against a served model"),
+    "coldstart": ("serveprof.measure.coldstart_cli", "measure a model's cold start (load, first inference)"),
+    "acquire": ("serveprof.models.acquire_cli", "download or locate a model's source (tarball, weights, SavedModel)"),
+    "export": ("serveprof.models.export_cli", "export an acquired model as a batchable SavedModel"),
+    "aggregate": ("serveprof.measure.aggregate_cli", "combine per-batch results into the per-model CSVs"),
+    "tables": ("serveprof.report.tables_cli", "write the markdown report and its tables from result CSVs"),
+    "plot": ("serveprof.report.plot_cli", "draw the figures from existing result CSVs (never measures)"),
+    "check-config": ("serveprof.config_cli", "validate a config file and explain every problem"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: serveprof <command> [options]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `serveprof <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from serveprof import __version__
+
+        print(f"serveprof {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"serveprof: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except ServeprofError as error:
+        print(f"serveprof {name}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
