@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("serveprof.measure.aggregate_cli", "combine per-batch results into the per-model CSVs"),
     "tables": ("serveprof.report.tables_cli", "write the markdown report and its tables from result CSVs"),
     "plot": ("serveprof.report.plot_cli", "draw the figures from existing result CSVs (never measures)"),
+    "manifest": ("serveprof.manifest_cli", "write workload/profiling/all: what was profiled and what was not"),
     "check-config": ("serveprof.config_cli", "validate a config file and explain every problem"),
 }
 

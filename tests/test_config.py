@@ -1,0 +1,158 @@
+"""Config validation: every invalid config is refused before any job runs, naming the key and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from serveprof.config import (
+    check_config,
+    load_config_file,
+    measurement_input,
+    merge_configs,
+    model_config_hash,
+    with_defaults,
+)
+from serveprof.errors import ServeprofError
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def tiny_config(**overrides) -> dict:
+    config = {
+        "models": {"m": {"source": "keras", "type": "classification", "application": "MobileNetV2"}},
+        "batch_sizes": [1, 2],
+    }
+    config.update(overrides)
+    return config
+
+
+# (description, config change, key named in the message, words of the fix)
+BAD_CONFIGS = [
+    ("unknown source", {"models": {"m": {"source": "hub", "type": "classification"}}}, "models.m.source", "keras, tf2_zoo, saved_model"),
+    ("keras without application", {"models": {"m": {"source": "keras", "type": "classification"}}}, "models.m", "application:"),
+    ("zoo without url", {"models": {"m": {"source": "tf2_zoo", "type": "detection"}}}, "models.m", "url:"),
+    ("saved_model without path", {"models": {"m": {"source": "saved_model", "type": "detection"}}}, "models.m", "path:"),
+    ("batch size zero", {"batch_sizes": [0, 1]}, "batch_sizes[0]", "whole numbers of 1 or more"),
+    ("negative batch size", {"batch_sizes": [-4]}, "batch_sizes[0]", "whole numbers of 1 or more"),
+    ("non-integer batch size", {"batch_sizes": [1, 2.5]}, "batch_sizes[1]", "whole numbers"),
+    ("duplicate batch sizes", {"batch_sizes": [1, 2, 2]}, "batch_sizes", "distinct"),
+    ("negative requests", {"measure": {"requests": -5}}, "measure.requests", "at least 1"),
+    ("negative time cap", {"measure": {"max_seconds": -1}}, "measure.max_seconds", "positive number of seconds"),
+    ("negative warm-up", {"measure": {"warmup_requests": -1}}, "measure.warmup_requests", "0 or more"),
+    ("unknown top-level key", {"modles": {}}, "unknown key(s) 'modles'", "known top-level keys"),
+    ("unknown measure key", {"measure": {"request": 5}}, "measure: unknown key(s) 'request'", "measure keys are"),
+    (
+        "malformed URL",
+        {"models": {"m": {"source": "tf2_zoo", "type": "detection", "url": "htp:/example.org/x.tar.gz"}}},
+        "models.m.url",
+        "http(s) URL",
+    ),
+    ("model key unusable as a directory", {"models": {"../evil": {"source": "keras", "type": "classification", "application": "X"}}}, "model key '../evil'", "directory name"),
+    ("per-model batch override", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "batch_sizes": [0]}}}, "models.m.batch_sizes[0]", "whole numbers"),
+]
+
+
+@pytest.mark.parametrize("description, change, key, fix", BAD_CONFIGS, ids=[case[0] for case in BAD_CONFIGS])
+def test_bad_config_names_key_and_fix(description, change, key, fix):
+    with pytest.raises(ServeprofError) as caught:
+        check_config(tiny_config(**change))
+    message = str(caught.value)
+    assert key in message, message
+    assert fix in message, message
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ServeprofError) as caught:
+        check_config(tiny_config(batch_sizes=[0], measure={"requests": -1}, extra=1))
+    assert "3 problem(s)" in str(caught.value)
+
+
+def test_default_config_is_valid_and_is_the_seed_workload():
+    config = with_defaults(load_config_file(REPO / "config.yaml"))
+    assert len(config["models"]) == 8
+    assert config["batch_sizes"] == [1, 2, 4, 8, 16, 32]
+    assert config["measure"]["requests"] == 1000
+    keras = {name for name, m in config["models"].items() if m["source"] == "keras"}
+    assert keras == {"nasnet", "inception", "efficient"}
+
+
+def test_defaults_are_filled_without_touching_given_values():
+    config = with_defaults(tiny_config(measure={"requests": 7}))
+    assert config["measure"]["requests"] == 7
+    assert config["measure"]["min_requests"] == 3
+    assert config["measure"]["input"]["kind"] == "auto"
+    assert config["server"]["backend"] == "auto"
+    assert config["strict"] is False
+
+
+def test_models_are_replaced_not_merged():
+    base = {"models": {"a": {"x": 1}, "b": {"x": 2}}, "measure": {"requests": 1000, "max_seconds": 30}}
+    merged = merge_configs(base, {"models": {"c": {"x": 3}}, "measure": {"requests": 5}})
+    assert list(merged["models"]) == ["c"]
+    assert merged["measure"] == {"requests": 5, "max_seconds": 30}
+
+
+def test_measurement_input_resolves_auto_by_model_type():
+    config = with_defaults(
+        tiny_config(
+            models={
+                "cls": {"source": "keras", "type": "classification", "application": "X"},
+                "det": {"source": "tf2_zoo", "type": "detection", "url": "http://h/x.tar.gz", "input_size": [320, 240]},
+            }
+        )
+    )
+    assert measurement_input(config, "cls")["kind"] == "random"
+    detection = measurement_input(config, "det")
+    assert detection["kind"] == "images" and detection["image_size"] == [320, 240]
+
+
+def test_config_hash_changes_with_what_shapes_the_numbers_only():
+    config = with_defaults(tiny_config())
+    before = model_config_hash(config, "m")
+    config["plots"]["dpi"] = 300
+    assert model_config_hash(config, "m") == before
+    config["measure"]["requests"] = 10
+    assert model_config_hash(config, "m") != before
+
+
+def test_check_config_cli_explains(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_config(batch_sizes=[0])))
+    result = subprocess.run(
+        [sys.executable, "-m", "serveprof", "check-config", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "batch_sizes[0]" in result.stderr and "fix:" in result.stderr
+
+
+def test_unparsable_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ServeprofError, match="broken.yaml is not valid YAML"):
+        load_config_file(bad)
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [({"batch_sizes": [0]}, "batch_sizes[0]"), ({"measure": {"max_seconds": -1}}, "measure.max_seconds"), ({"bogus": 1}, "bogus")],
+)
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path, change, key):
+    config = tiny_config(**change)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
+         "--cores", "1", "workload/profiling/all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert key in output and "fix:" in output, output
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
