@@ -1,0 +1,90 @@
+"""``serveprof plot``: draw the figures from existing result CSVs. It never measures.
+
+One job can draw one figure kind (``--only latency``) or one model's figures
+(``--model nasnet``), so a workflow reruns only the figures whose inputs changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from serveprof.errors import ServeprofError
+from serveprof.report import figures
+from serveprof.report.results import load_coldstart, load_latencies, load_summary
+from serveprof.report.style import Style, load_style, model_looks
+
+KINDS = figures.OVERVIEW_KINDS + figures.PER_MODEL_KINDS
+
+
+def parse_kinds(text: str | None) -> list[str]:
+    if text is None:
+        return list(KINDS)
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown or not kinds:
+        raise ServeprofError(
+            f"--only names unknown figure kind(s) {', '.join(map(repr, unknown)) or '(none given)'}",
+            f"pass a comma-separated list of {', '.join(KINDS)}",
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def draw_overview(results: Path, models: list[str], all_models: list[str], kinds: list[str], style: Style, out: Path) -> list[Path]:
+    looks = model_looks(all_models, style)
+    written = []
+    summary = load_summary(results, models) if {"latency", "throughput", "resources"} & set(kinds) else None
+    builders = {
+        "latency": lambda: figures.build_latency_figure(summary, looks, style),
+        "throughput": lambda: figures.build_throughput_figure(summary, looks, style),
+        "resources": lambda: figures.build_resources_figure(summary, looks, style),
+        "coldstart": lambda: figures.build_coldstart_figure(load_coldstart(results, models), looks, style),
+    }
+    for kind in figures.OVERVIEW_KINDS:
+        if kind in kinds:
+            written += figures.save_figure(builders[kind](), out / kind, style)
+    return written
+
+
+def draw_model(results: Path, model: str, style: Style, out: Path) -> list[Path]:
+    summary = load_summary(results, [model])
+    latencies = load_latencies(results, model, summary["batch_size"])
+    fig = figures.build_distribution_figure(model, latencies, summary, style)
+    return figures.save_figure(fig, out / model / "distribution", style)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="serveprof plot", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser.add_argument("--results", type=Path, required=True, help="the run's results folder, e.g. workload/profiling")
+    parser.add_argument("--models", nargs="+", help="the profiled models to draw (required for the overview figures)")
+    parser.add_argument(
+        "--all-models", nargs="+",
+        help="every configured model; colours follow their sorted order so a model keeps its colour in every figure (default: --models)",
+    )  # fmt: skip
+    parser.add_argument("--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. reports/figures")
+    parser.add_argument("--only", help=f"comma-separated figure kinds to draw: {', '.join(KINDS)} (default: all)")
+    parser.add_argument("--model", help="draw only this model's per-model figures (distribution) into OUT/MODEL/")
+    args = parser.parse_args(argv)
+
+    style = load_style(args.style)
+    kinds = parse_kinds(args.only)
+    overview = [kind for kind in kinds if kind in figures.OVERVIEW_KINDS]
+    if args.model is not None:
+        if args.only is not None and overview:
+            raise ServeprofError(
+                f"--model {args.model} draws per-model figures, but --only asks for {', '.join(overview)}",
+                f"drop --model to draw {', '.join(overview)}, or use --only {','.join(figures.PER_MODEL_KINDS)}",
+            )
+        written = draw_model(args.results, args.model, style, args.out)
+    else:
+        if not args.models:
+            raise ServeprofError("no models to draw", "pass --models K1 K2 ... (the profiled models), or --model K for one model's figures")
+        models = list(dict.fromkeys(args.models))
+        all_models = list(dict.fromkeys([*(args.all_models or []), *models]))
+        written = draw_overview(args.results, models, all_models, overview, style, args.out)
+        if "distribution" in kinds:
+            for model in models:
+                written += draw_model(args.results, model, style, args.out)
+    print(f"wrote {len(written)} figure files under {args.out}")
+    return 0

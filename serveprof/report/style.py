@@ -1,0 +1,127 @@
+"""Figure style: the config's ``plots:`` block, validated, and the model -> colour map.
+
+The keys, their types and defaults come from the config schema's ``plots`` node, so
+the Snakefile's validation and ``serveprof plot --style`` can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from serveprof.errors import ServeprofError
+
+# Colour-blind-safe qualitative palettes. Okabe-Ito is ordered so that neighbours
+# differ in hue (blue apart from sky blue) and yellow, the colour hardest to see on
+# white, is used only once eight models are on a figure.
+PALETTES: dict[str, tuple[str, ...]] = {
+    "okabe_ito": ("#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#000000", "#F0E442"),
+    # Paul Tol's "bright" and "muted" schemes (personal.sron.nl/~pault).
+    "tol_bright": ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB"),
+    "tol_muted": ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499"),
+    # matplotlib's default cycle: not designed for colour blindness, offered for familiarity.
+    "tab10": ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"),
+}
+
+# A second cue besides colour, so lines stay apart in greyscale and for any eye.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+@dataclass(frozen=True)
+class Style:
+    formats: tuple[str, ...]
+    dpi: int
+    palette: str
+    log_x: bool  # batch-size axes
+    log_y: bool  # latency and throughput axes (the latency axis of the distribution too)
+    width_in: float
+    height_in: float
+    font_size: float
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        return PALETTES[self.palette]
+
+
+def _plots_schema() -> dict:
+    from serveprof.config import load_schema
+
+    return load_schema()["properties"]["plots"]
+
+
+def parse_style(settings: Mapping[str, Any] | None) -> Style:
+    """A Style from a ``plots:`` mapping; missing keys take the schema's defaults."""
+    import jsonschema
+
+    schema = _plots_schema()
+    settings = dict(settings or {})
+    problems = []
+    for error in jsonschema.Draft202012Validator(schema).iter_errors(settings):
+        where = ".".join(["plots", *map(str, error.absolute_path)])
+        if error.validator == "additionalProperties":
+            unknown = sorted(set(settings) - set(schema["properties"]))
+            message = f"unknown key(s) {', '.join(map(repr, unknown))}"
+        else:
+            message = error.message
+        fix = error.schema.get("x-fix") or schema["x-fix"]
+        problems.append(f"{where}: {message} (fix: {fix})")
+    if problems:
+        raise ServeprofError(
+            "the plot style is invalid:\n  - " + "\n  - ".join(problems),
+            f"use only the keys {', '.join(schema['properties'])} with the values named above",
+        )
+    values = {key: settings.get(key, node["default"]) for key, node in schema["properties"].items()}
+    if values["palette"] not in PALETTES:
+        raise ServeprofError(
+            f"plots.palette {values['palette']!r} is not a known palette",
+            f"set plots.palette to one of {', '.join(PALETTES)}",
+        )
+    values["formats"] = tuple(values["formats"])
+    return Style(**values)
+
+
+def load_style(text: str | None) -> Style:
+    """A Style from ``--style``: JSON text, or the path of a JSON file; None for defaults."""
+    if text is None:
+        return parse_style({})
+    source = "--style"
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source, text = text, Path(text).read_text(encoding="utf-8")
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ServeprofError(
+            f"{source} is not valid JSON ({error})",
+            'pass the plots block as JSON, e.g. --style \'{"formats": ["png"], "dpi": 150}\'',
+        ) from None
+    if not isinstance(settings, dict):
+        raise ServeprofError(f"{source} holds a {type(settings).__name__}, not a JSON object", "pass the plots block as a JSON object {...}")
+    return parse_style(settings)
+
+
+@dataclass(frozen=True)
+class ModelLook:
+    colour: str
+    marker: str
+    linestyle: str
+
+
+def model_looks(all_models: Iterable[str], style: Style) -> dict[str, ModelLook]:
+    """Each model's colour, marker and line style, from its rank among ALL configured models.
+
+    Ranking the whole configured set (not the models on one figure) keeps a model's
+    colour the same in every figure and in every report of the same config. Past the
+    palette's length the colours repeat with the next line style, so models stay apart.
+    """
+    colours = style.colours
+    looks = {}
+    for rank, model in enumerate(sorted(set(all_models))):
+        looks[model] = ModelLook(
+            colour=colours[rank % len(colours)],
+            marker=MARKERS[rank % len(MARKERS)],
+            linestyle=LINESTYLES[(rank // len(colours)) % len(LINESTYLES)],
+        )
+    return looks

@@ -1,0 +1,242 @@
+"""Figures from the fixture run: the plotted data is the CSV data, read back from the artists."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex
+
+from serveprof.errors import ServeprofError
+from serveprof.report import figures
+from serveprof.report.results import load_coldstart, load_latencies, load_summary
+from serveprof.report.style import PALETTES, load_style, model_looks, parse_style
+from tests.report_helpers import ALL_MODELS, PROFILED, PROFILING, coldstart, summary
+
+STYLE = parse_style({"formats": ["png", "svg"], "dpi": 60})
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return load_summary(PROFILING, PROFILED), load_coldstart(PROFILING, PROFILED)
+
+
+@pytest.fixture(scope="module")
+def looks():
+    # Colours from ALL configured models, the unavailable one included.
+    return model_looks(ALL_MODELS, STYLE)
+
+
+def artist(fig, gid: str):
+    found = fig.findobj(lambda item: item.get_gid() == gid)
+    assert len(found) == 1, f"{len(found)} artists with gid {gid!r}"
+    return found[0]
+
+
+def test_latency_lines_are_the_summary_means_with_a_p50_p99_band(frames, looks):
+    fig = figures.build_latency_figure(frames[0], looks, STYLE)
+    for model in PROFILED:
+        expected = summary(model)
+        line = artist(fig, f"mean_ms:{model}")
+        np.testing.assert_array_equal(line.get_xdata(), expected["batch_size"])
+        np.testing.assert_allclose(line.get_ydata(), expected["mean_ms"], rtol=0, atol=1e-9)
+        vertices = artist(fig, f"band:{model}").get_paths()[0].vertices
+        for _, row in expected.iterrows():
+            at_batch = vertices[np.isclose(vertices[:, 0], row["batch_size"]), 1]
+            assert np.isclose(at_batch.min(), row["p50_ms"]) and np.isclose(at_batch.max(), row["p99_ms"])
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert list(ax.get_xticks()) == [1, 2, 4, 8]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["1", "2", "4", "8"]
+    assert "(ms)" in ax.get_ylabel() and "batch size" in ax.get_xlabel() and ax.get_title()
+
+
+def test_cut_short_points_get_open_markers_on_exactly_those_batches(frames, looks):
+    fig = figures.build_latency_figure(frames[0], looks, STYLE)
+    expected = summary("nasnet")
+    cut = expected[expected["truncated"] | expected["low_sample_percentiles"].notna()]
+    marker = artist(fig, "cut:nasnet")
+    np.testing.assert_array_equal(marker.get_xdata(), cut["batch_size"])
+    assert not fig.findobj(lambda item: item.get_gid() == "cut:ssd_mobilenet")  # complete series: no marks
+
+
+def test_linear_axes_when_the_style_says_so(frames, looks):
+    style = parse_style({"log_x": False, "log_y": False})
+    fig = figures.build_throughput_figure(frames[0], looks, style)
+    assert (fig.axes[0].get_xscale(), fig.axes[0].get_yscale()) == ("linear", "linear")
+
+
+def test_throughput_lines_are_the_summary_throughput(frames, looks):
+    fig = figures.build_throughput_figure(frames[0], looks, STYLE)
+    for model in PROFILED:
+        line = artist(fig, f"throughput_per_s:{model}")
+        np.testing.assert_array_equal(line.get_xdata(), summary(model)["batch_size"])
+        np.testing.assert_allclose(line.get_ydata(), summary(model)["throughput_per_s"], atol=1e-9)
+    assert "items/s" in fig.axes[0].get_ylabel()
+
+
+def test_ecdf_steps_are_the_sorted_latencies(frames):
+    model = "nasnet"
+    rows = load_summary(PROFILING, [model])
+    latencies = load_latencies(PROFILING, model, rows["batch_size"])
+    fig = figures.build_distribution_figure(model, latencies, rows, STYLE)
+    for batch in (1, 2, 4, 8):
+        raw = np.loadtxt(PROFILING / model / f"{model}-b{batch}.csv")
+        line = artist(fig, f"ecdf:{batch}")
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        assert line.get_drawstyle() == "steps-post"
+        # A leading point at fraction 0, then one step per request.
+        np.testing.assert_array_equal(x[1:], np.sort(raw))
+        np.testing.assert_allclose(y, np.arange(raw.size + 1) / raw.size)
+        assert x[0] == x[1] and y[-1] == 1.0
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert "batch 8 (n=6, cut short)" in labels and "batch 1 (n=700)" in labels
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_coldstart_bars_are_load_then_first_inference_in_seconds(frames, looks):
+    fig = figures.build_coldstart_figure(frames[1], looks, STYLE)
+    for model in PROFILED:
+        expected = coldstart(model)
+        load, first = artist(fig, f"load:{model}"), artist(fig, f"first:{model}")
+        assert load.get_x() == 0 and np.isclose(load.get_width(), expected["load_ms"] / 1000)
+        assert np.isclose(first.get_x(), expected["load_ms"] / 1000)  # stacked after the load
+        assert np.isclose(first.get_width(), expected["first_infer_ms"] / 1000)
+    assert [label.get_text() for label in fig.axes[0].get_yticklabels()] == PROFILED
+
+
+def test_resources_plot_peak_and_mean_rss_and_cpu(frames, looks):
+    fig = figures.build_resources_figure(frames[0], looks, STYLE)
+    for model in PROFILED:
+        expected = summary(model)
+        for gid, column in (("rss_peak", "rss_peak_mb"), ("rss_mean", "rss_mean_mb"), ("cpu_util_pct", "cpu_util_pct")):
+            line = artist(fig, f"{gid}:{model}")
+            np.testing.assert_array_equal(line.get_xdata(), expected["batch_size"])
+            np.testing.assert_allclose(line.get_ydata(), expected[column], atol=1e-9)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2  # no GPU panels without GPU data
+
+
+def test_gpu_panels_appear_when_gpu_was_measured(frames, looks):
+    with_gpu = frames[0].copy()
+    with_gpu["gpu_util_pct"] = 40.0 + with_gpu["batch_size"]
+    with_gpu["gpu_mem_mb"] = 1000.0
+    fig = figures.build_resources_figure(with_gpu, looks, STYLE)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+    np.testing.assert_allclose(artist(fig, "gpu_util_pct:inception").get_ydata(), 40.0 + summary("inception")["batch_size"])
+
+
+def test_a_model_has_one_colour_in_every_figure(frames, looks):
+    built = {
+        "latency": figures.build_latency_figure(frames[0], looks, STYLE),
+        "throughput": figures.build_throughput_figure(frames[0], looks, STYLE),
+        "coldstart": figures.build_coldstart_figure(frames[1], looks, STYLE),
+        "resources": figures.build_resources_figure(frames[0], looks, STYLE),
+    }
+    gids = {"latency": "mean_ms", "throughput": "throughput_per_s", "coldstart": "load", "resources": "rss_peak"}
+    colours = {}
+    for model in PROFILED:
+        seen = set()
+        for kind, fig in built.items():
+            item = artist(fig, f"{gids[kind]}:{model}")
+            seen.add(to_hex(item.get_color() if hasattr(item, "get_xdata") else item.get_facecolor()))
+        band = artist(built["latency"], f"band:{model}")
+        seen.add(to_hex(band.get_facecolor()[0]))
+        seen.add(to_hex(artist(built["coldstart"], f"first:{model}").get_facecolor()))
+        seen.add(to_hex(artist(built["resources"], f"cpu_util_pct:{model}").get_color()))
+        assert len(seen) == 1, (model, seen)
+        colours[model] = seen.pop()
+    assert len(set(colours.values())) == len(PROFILED)  # and models differ
+    # The rank among ALL configured models decides: efficient (unavailable) takes the first colour.
+    okabe = PALETTES["okabe_ito"]
+    assert colours == {model: okabe[sorted(ALL_MODELS).index(model)].lower() for model in PROFILED}
+
+
+def test_colours_do_not_shift_when_a_figure_shows_fewer_models(frames):
+    everything = model_looks(ALL_MODELS, STYLE)
+    only_nasnet = figures.build_latency_figure(frames[0][frames[0]["model"] == "nasnet"], everything, STYLE)
+    assert to_hex(artist(only_nasnet, "mean_ms:nasnet").get_color()) == everything["nasnet"].colour.lower()
+    many = [f"model_{index}" for index in range(12)]
+    looks = model_looks(many, STYLE)
+    # Past the palette's eight colours, a repeated colour comes with another line style.
+    pairs = {(look.colour, look.linestyle) for look in looks.values()}
+    assert len(pairs) == 12
+
+
+def test_style_validation_names_the_problem_and_the_fix():
+    with pytest.raises(ServeprofError) as error:
+        parse_style({"palette": "rainbow"})
+    assert "rainbow" in error.value.problem and all(name in error.value.fix for name in PALETTES)
+    with pytest.raises(ServeprofError, match="unknown key.*'colour'"):
+        parse_style({"colour": "red"})
+    with pytest.raises(ServeprofError, match="plots.dpi"):
+        parse_style({"dpi": 10})
+    with pytest.raises(ServeprofError, match="plots.formats"):
+        parse_style({"formats": ["gif"]})
+    with pytest.raises(ServeprofError, match="not valid JSON"):
+        load_style("{formats: png}")
+    assert load_style(None) == parse_style({}) and parse_style({}).palette == "okabe_ito"
+
+
+def test_style_comes_from_json_text_or_a_json_file(tmp_path):
+    path = tmp_path / "plots.json"
+    path.write_text('{"palette": "tol_muted", "log_x": false}')
+    from_file, from_text = load_style(str(path)), load_style(path.read_text())
+    assert from_file == from_text and from_file.palette == "tol_muted" and from_file.log_x is False
+    assert from_file.formats == ("png", "svg") and from_file.dpi == 150  # the schema's defaults fill the rest
+
+
+def test_save_writes_every_format_and_redraws_identically(frames, looks, tmp_path):
+    fig = figures.build_coldstart_figure(frames[1], looks, STYLE)
+    first = figures.save_figure(fig, tmp_path / "a" / "coldstart", STYLE)
+    assert [path.name for path in first] == ["coldstart.png", "coldstart.svg"]
+    assert first[0].read_bytes().startswith(b"\x89PNG") and b"<svg" in first[1].read_bytes()[:500]
+    again = figures.save_figure(figures.build_coldstart_figure(frames[1], looks, STYLE), tmp_path / "b" / "coldstart", STYLE)
+    assert [path.read_bytes() for path in first] == [path.read_bytes() for path in again]
+
+
+def run_plot(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "serveprof", "plot", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_plot_cli_draws_one_kind_or_one_model_per_job(tmp_path):
+    style = '{"formats": ["png", "svg"], "dpi": 60}'
+    out = tmp_path / "figures"
+    base = ["--results", str(PROFILING), "--style", style, "--out", str(out)]
+    done = run_plot(*base, "--models", *PROFILED, "--all-models", *ALL_MODELS, "--only", "latency")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*.*")) == ["latency.png", "latency.svg"]
+
+    done = run_plot(*base, "--model", "nasnet")
+    assert done.returncode == 0, done.stderr
+    assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*.*")) == [
+        "latency.png", "latency.svg", "nasnet/distribution.png", "nasnet/distribution.svg"]  # fmt: skip
+
+    refused = run_plot(*base, "--model", "nasnet", "--only", "latency")
+    assert refused.returncode == 1 and "--model nasnet draws per-model figures" in refused.stderr
+    unknown = run_plot(*base, "--models", "nasnet", "--only", "latency,violin")
+    assert unknown.returncode == 1 and "'violin'" in unknown.stderr and "distribution" in unknown.stderr
+    palette = run_plot("--results", str(PROFILING), "--out", str(out), "--models", "nasnet", "--style", '{"palette": "jet"}')
+    assert palette.returncode == 1 and "okabe_ito" in palette.stderr
+
+
+def test_plot_cli_draws_everything_by_default_and_names_a_missing_latency_file(tmp_path):
+    import shutil
+
+    done = run_plot("--results", str(PROFILING), "--models", *PROFILED, "--out", str(tmp_path / "all"), "--style", '{"dpi": 60}')
+    assert done.returncode == 0, done.stderr
+    names = sorted(path.relative_to(tmp_path / "all").as_posix() for path in (tmp_path / "all").rglob("*.png"))
+    assert names == sorted([f"{kind}.png" for kind in figures.OVERVIEW_KINDS] + [f"{m}/distribution.png" for m in PROFILED])
+
+    results = tmp_path / "profiling"
+    shutil.copytree(PROFILING, results)
+    (results / "nasnet" / "nasnet-b4.csv").unlink()
+    failed = run_plot("--results", str(results), "--model", "nasnet", "--out", str(tmp_path / "x"))
+    assert failed.returncode == 1 and "nasnet-b4.csv does not exist" in failed.stderr
+    assert not (tmp_path / "x" / "nasnet").exists()
+
+
+def test_plotting_never_imports_tensorflow():
+    code = "import sys, serveprof.report.plot_cli, serveprof.report.tables_cli; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
