@@ -1,0 +1,175 @@
+"""tensorflow_model_server's command line, as far as the embedded server supports it.
+
+Names and defaults follow tensorflow_serving/model_servers/main.cc and server.h. Both
+``--flag=value`` and ``--flag value`` are accepted; a boolean flag alone means true.
+Flags of tensorflow_model_server that this server does not implement are refused by
+name with a pointer to the real server, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from serveprof.errors import ServeprofError
+
+MiB = 1 << 20
+GRPC_MESSAGE_LIMIT = (1 << 31) - 1  # gRPC sizes are C ints
+_CPUS = os.cpu_count() or 1
+
+
+@dataclass
+class ServerFlags:
+    port: int = 8500
+    rest_api_port: int = 0
+    model_name: str = "default"
+    model_base_path: str = ""
+    rest_api_num_threads: int = 4 * _CPUS
+    rest_api_timeout_in_ms: int = 30000
+    grpc_max_threads: int = 4 * _CPUS
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    tensorflow_session_parallelism: int = 0
+    file_system_poll_wait_seconds: int = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    version: bool = False
+    help: bool = False
+    # Ours, not tensorflow_model_server's.
+    host: str = "127.0.0.1"
+    max_request_bytes: int = 256 * MiB
+
+
+HELP = {
+    "port": "TCP port for the gRPC API (PredictionService, ModelService); must be non-zero",
+    "rest_api_port": "TCP port for the HTTP/REST API; 0 turns REST off",
+    "model_name": "name clients address the model by",
+    "model_base_path": "directory holding numeric version directories (1/, 2/, ...); the highest is served",
+    "rest_api_num_threads": "most REST requests processed at once",
+    "rest_api_timeout_in_ms": "socket timeout of a REST connection (reading a request, idle keep-alive)",
+    "grpc_max_threads": "threads serving gRPC requests",
+    "tensorflow_intra_op_parallelism": "threads one TensorFlow op may use; 0 = TensorFlow's choice",
+    "tensorflow_inter_op_parallelism": "TensorFlow ops run at once; 0 = TensorFlow's choice",
+    "tensorflow_session_parallelism": "sets both parallelism flags above when they are 0",
+    "file_system_poll_wait_seconds": "accepted for compatibility; the version is chosen once at start-up",
+    "enable_batching": "server-side batching: not supported by the embedded server yet",
+    "batching_parameters_file": "BatchingParameters text proto; only with --enable_batching",
+    "version": "print the server and TensorFlow versions and exit",
+    "help": "print this help and exit",
+    "host": "address to bind (serveprof's own flag; TF Serving binds all interfaces)",
+    "max_request_bytes": "largest request body accepted, REST body and gRPC message alike (serveprof's own flag)",
+}
+
+# tensorflow_model_server flags the embedded server does not implement.
+UNSUPPORTED = frozenset({
+    "grpc_socket_path", "rest_api_enable_cors_support", "allow_version_labels_for_unavailable_models",
+    "enable_per_model_batching_parameters", "model_config_file", "model_config_file_poll_wait_seconds",
+    "num_load_threads", "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
+    "flush_filesystem_caches", "tensorflow_session_config_file", "use_alts_credentials", "ssl_config_file",
+    "platform_config_file", "per_process_gpu_memory_fraction", "saved_model_tags", "grpc_channel_arguments",
+    "enable_model_warmup", "num_request_iterations_for_warmup", "monitoring_config_file",
+    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
+    "num_tflite_interpreters_per_pool", "enable_signature_method_name_check", "xla_cpu_compilation_enabled",
+    "xla_gpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file", "mixed_precision",
+    "skip_initialize_tpu", "enable_grpc_healthcheck_service", "enable_serialization_as_tensor_content",
+})
+
+_TYPES = {field.name: field.type for field in fields(ServerFlags)}
+_TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+
+
+def usage() -> str:
+    width = max(map(len, HELP)) + 2
+    defaults = ServerFlags()
+    lines = ["usage: serveprof serve --model_base_path=DIR [--model_name=NAME] [--port=8500] [--rest_api_port=8501] ...", ""]
+    for name, text in HELP.items():
+        lines.append(f"  --{name.ljust(width)}{text} (default {getattr(defaults, name)!r})")
+    return "\n".join(lines)
+
+
+def parse_flags(argv: list[str]) -> ServerFlags:
+    """Parse and check ``argv``; raise ``ServeprofError`` naming the offending flag."""
+    parsed = ServerFlags()
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg in ("-h", "--help", "-help"):
+            parsed.help = True
+            continue
+        if not arg.startswith("--") or arg == "--":
+            raise ServeprofError(f"serveprof serve takes only flags, got the argument {arg!r}",
+                                 "write every option as --name=value (see serveprof serve --help)")
+        name, has_value, value = arg[2:].partition("=")
+        if name in UNSUPPORTED:
+            raise ServeprofError(
+                f"--{name} is a tensorflow_model_server flag the embedded server does not support",
+                "remove it, or use backend tfserving (the real tensorflow_model_server) for it")
+        if name not in _TYPES or name == "help":
+            raise ServeprofError(f"unknown flag --{name}", "see serveprof serve --help for the flags it takes")
+        kind = _TYPES[name]
+        if kind == "bool":
+            if not has_value and index < len(argv) and argv[index].lower() in _TRUE | _FALSE:
+                value, has_value = argv[index], True
+                index += 1
+            setattr(parsed, name, _parse_bool(name, value) if has_value else True)
+            continue
+        if not has_value:
+            if index >= len(argv):
+                raise ServeprofError(f"flag --{name} needs a value", f"write --{name}=VALUE")
+            value = argv[index]
+            index += 1
+        setattr(parsed, name, _parse_int(name, value) if kind == "int" else value)
+    if not (parsed.help or parsed.version):
+        _check(parsed)
+    return parsed
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ServeprofError(f"--{name}={value} is not a boolean", f"write --{name}=true or --{name}=false")
+
+
+def _parse_int(name: str, value: str) -> int:
+    try:
+        return int(value, 10)
+    except ValueError:
+        raise ServeprofError(f"--{name}={value!r} is not an integer", f"give --{name} a whole number") from None
+
+
+def _check(flags: ServerFlags) -> None:
+    if not flags.model_base_path:
+        raise ServeprofError("--model_base_path is required",
+                             "point it at the directory holding the model's version directories (e.g. models/m, with models/m/1/saved_model.pb)")
+    if not flags.model_name:
+        raise ServeprofError("--model_name is empty", "give the model the name clients will use, e.g. --model_name=m")
+    for name in ("port", "rest_api_port"):
+        port = getattr(flags, name)
+        if not 0 <= port <= 65535:
+            raise ServeprofError(f"--{name}={port} is not a TCP port", f"give --{name} a value from 1 to 65535")
+    if flags.port == 0:
+        raise ServeprofError("--port=0: the gRPC API cannot be turned off (tensorflow_model_server requires it too)",
+                             "give --port a free TCP port, e.g. --port=8500")
+    if flags.rest_api_port == flags.port:
+        raise ServeprofError(f"--rest_api_port and --port are both {flags.port}",
+                             "give the REST API a different port, or --rest_api_port=0 to turn REST off")
+    for name in ("rest_api_num_threads", "grpc_max_threads", "rest_api_timeout_in_ms"):
+        if getattr(flags, name) < 1:
+            raise ServeprofError(f"--{name}={getattr(flags, name)} must be at least 1", f"give --{name} a positive number")
+    for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
+                 "tensorflow_session_parallelism", "file_system_poll_wait_seconds"):
+        if getattr(flags, name) < 0:
+            raise ServeprofError(f"--{name}={getattr(flags, name)} is negative", f"give --{name} 0 (automatic) or more")
+    if not 1024 <= flags.max_request_bytes <= GRPC_MESSAGE_LIMIT:
+        raise ServeprofError(f"--max_request_bytes={flags.max_request_bytes} is out of range",
+                             f"give a size from 1024 to {GRPC_MESSAGE_LIMIT} bytes (gRPC's limit)")
+    if flags.enable_batching:
+        raise ServeprofError("--enable_batching: server-side batching is not supported by the embedded server yet",
+                             "drop --enable_batching, or use backend tfserving (the real tensorflow_model_server) for batching")
+    if flags.batching_parameters_file:
+        # tensorflow_model_server refuses this combination the same way (server.cc).
+        raise ServeprofError("--batching_parameters_file is set without --enable_batching=true",
+                             "drop --batching_parameters_file (the embedded server does not batch)")

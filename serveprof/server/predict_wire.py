@@ -1,0 +1,107 @@
+"""Decode a serialized PredictRequest without copying its tensor payloads.
+
+Parsing with ``PredictRequest.FromString`` copies every ``tensor_content`` into the
+protobuf arena, and reading the field copies it again into a new ``bytes``: two full
+copies of a 19 MB batch before TensorFlow even sees it. Instead the request's wire bytes
+are walked field by field (a handful of fields, never per element); each input's
+``tensor_content`` is kept as a memoryview into the request bytes, and everything else
+(model_spec, output_filter, the tensors' dtype and shape, typed value fields) is handed
+to the real protobuf parser, which therefore still validates it.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from serveprof.server.status import invalid_argument
+
+_INPUTS = 2  # PredictRequest.inputs (map<string, TensorProto>)
+_TENSOR_CONTENT = 4  # TensorProto.tensor_content
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+
+class WireError(Exception):
+    pass
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise WireError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: memoryview):
+    """Yield (field number, wire type, start of the field, start of its payload, end)."""
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise WireError("field number 0")
+        if wire_type == _VARINT:
+            _, end = _varint(data, pos)
+        elif wire_type == _FIXED64:
+            end = pos + 8
+        elif wire_type == _FIXED32:
+            end = pos + 4
+        elif wire_type == _LENGTH:
+            length, pos = _varint(data, pos)
+            end = pos + length
+        else:
+            raise WireError(f"unsupported wire type {wire_type}")
+        if end > len(data):
+            raise WireError("field runs past the end of the message")
+        yield number, wire_type, start, pos, end
+        pos = end
+
+
+def decode_predict_request(raw: bytes):
+    """Return ``(request, inputs)``: a PredictRequest with everything but its inputs, and
+    ``{name: (TensorProto without tensor_content, tensor_content memoryview)}``."""
+    from tensorflow.core.framework import tensor_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    data = memoryview(raw)
+    try:
+        other_fields, entries = [], {}
+        for number, wire_type, start, payload, end in _fields(data):
+            if number == _INPUTS and wire_type == _LENGTH:
+                name, tensor_parts = _map_entry(data[payload:end])
+                entries.setdefault(name, []).extend(tensor_parts)  # repeated keys merge, as protobuf maps do
+            else:
+                other_fields.append(data[start:end])
+        request = predict_pb2.PredictRequest.FromString(b"".join(other_fields))
+        inputs = {}
+        for name, parts in entries.items():
+            content, meta = b"", []
+            for part in parts:  # the value messages of one key, concatenated = merged
+                for number, wire_type, start, payload, end in _fields(part):
+                    if number == _TENSOR_CONTENT and wire_type == _LENGTH:
+                        content = part[payload:end]  # last one wins, as for any bytes field
+                    else:
+                        meta.append(part[start:end])
+            inputs[name] = (tensor_pb2.TensorProto.FromString(b"".join(meta)), content)
+    except (WireError, DecodeError) as error:
+        raise invalid_argument(f"Could not parse the PredictRequest: {error}") from None
+    return request, inputs
+
+
+def _map_entry(entry: memoryview) -> tuple[str, list[memoryview]]:
+    name, values = b"", []
+    for number, wire_type, _, payload, end in _fields(entry):
+        if number == 1 and wire_type == _LENGTH:
+            name = entry[payload:end]
+        elif number == 2 and wire_type == _LENGTH:
+            values.append(entry[payload:end])
+    try:
+        return bytes(name).decode("utf-8"), values
+    except UnicodeDecodeError:
+        raise WireError("an input name is not valid UTF-8") from None

@@ -1,0 +1,251 @@
+"""TF Serving's REST API (tensorflow_serving/g3doc/api_rest.md) on a threaded HTTP/1.1 server.
+
+Routes, messages and HTTP codes follow http_rest_api_handler.cc and http_server.cc:
+``GET /v1/models/{name}[/versions/{v}|/labels/{l}][/metadata]`` and
+``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict``; errors are
+``{"error": "..."}``. A body larger than --max_request_bytes is refused with 413 from
+its Content-Length alone, before any of it is read.
+
+Each connection has its own thread (keep-alive connections stay open between
+requests); at most --rest_api_num_threads of them decode, predict and encode at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from serveprof.server.core import ServingCore
+from serveprof.server.json_codec import decode_predict_body, encode_predict_response
+from serveprof.server.ports import bind_error
+from serveprof.server.responses import (
+    metadata_json,
+    model_metadata_response,
+    model_spec_proto,
+    model_status_response,
+    status_json,
+)
+from serveprof.server.status import Code, ServingError, invalid_argument
+
+log = logging.getLogger("serveprof.serve")
+
+# http_rest_api_util.cc; re.ASCII because RE2's \d matches ASCII digits only.
+_FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
+_API = re.compile(r"/v1/.*", _FLAGS)
+_PREDICT = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", _FLAGS)
+_STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", _FLAGS)
+_INT64_MAX = (1 << 63) - 1
+_DRAIN_SECONDS = 2.0
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= 200 else path[:200] + "..."
+
+
+class RestApi:
+    """HTTP method + path + body -> (HTTP status, JSON body), with no socket in sight."""
+
+    def __init__(self, core: ServingCore, num_threads: int):
+        self.core = core
+        self._busy = threading.BoundedSemaphore(num_threads)
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        try:
+            return 200, self._route(method, path, body)
+        except ServingError as error:
+            return error.http_status, orjson.dumps({"error": error.message})
+        except Exception as error:  # noqa: BLE001 - one bad request must not take the server down
+            log.exception("REST %s %s failed unexpectedly", method, _shown(path))
+            return 500, orjson.dumps({"error": f"internal error: {type(error).__name__}: {error}"})
+
+    def _route(self, method: str, path: str, body: bytes) -> bytes:
+        if not _API.fullmatch(path):
+            raise ServingError(Code.NOT_FOUND, f"Not found: {method} {_shown(path)} (the API is under /v1/models/)")
+        match = (_PREDICT if method == "POST" else _STATUS if method == "GET" else None)
+        match = match.fullmatch(path) if match else None
+        if match is None:
+            raise invalid_argument(f"Malformed request: {method} {_shown(path)}")
+        name = _unescape(match.group(1) or "", "Failed to decode model name:")
+        version = _version(match.group(2))
+        label = _unescape(match.group(3), "Failed to decode model version label:") if match.group(3) else None
+        if method == "POST":
+            verb = match.group(4).lower()
+            if verb != "predict":
+                self.core.resolve(name, version, label)  # an unknown model is still a 404
+                raise ServingError(Code.UNIMPLEMENTED, f"{verb} is not supported by the serveprof embedded server; "
+                                                       "use :predict, or backend tfserving")
+            return self._predict(name, version, label, body)
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        spec = model_spec_proto(name, version, label)
+        if match.group(4):
+            from tensorflow_serving.apis import get_model_metadata_pb2
+
+            request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            request.model_spec.CopyFrom(spec)
+            return metadata_json(model_metadata_response(self.core, request))
+        return status_json(model_status_response(self.core, spec))
+
+    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> bytes:
+        chosen = []
+
+        def input_specs(signature_name: str) -> dict:
+            _, servable = self.core.resolve(name, version, label)
+            runner = servable.signatures.get(signature_name)
+            if runner is None:
+                raise invalid_argument(f'Serving signature name: "{signature_name}" not found in signature def')
+            chosen.append(runner)
+            return runner.inputs
+
+        with self._busy:
+            _, arrays, fmt = decode_predict_body(body, input_specs)
+            outputs = self.core.predict(chosen[0], arrays)
+            return encode_predict_response(outputs, fmt)
+
+
+def _unescape(text: str, problem: str) -> str:
+    # The request line arrives as latin-1 text; undo that, then the %XX escapes.
+    try:
+        return unquote_to_bytes(text.encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise invalid_argument(f"{problem}{_shown(text)}") from None
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    number = int(text)
+    if number > _INT64_MAX:
+        raise invalid_argument(f"Failed to convert version: {_shown(text)} to numeric.")
+    return number
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "serveprof-embedded"
+    api: RestApi  # set on the per-server subclass
+    max_body: int
+
+    def setup(self) -> None:
+        super().setup()
+        # Without this, Nagle's algorithm can hold a small response back by 40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("REST %s", format % args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (bad request line, header too long) as JSON like the rest.
+        self.close_connection = True
+        self._respond(code, orjson.dumps({"error": message or explain or "bad request"}))
+
+    def _respond(self, status: int, body: bytes, close: bool = False) -> None:
+        reason = self.responses.get(status, ("",))[0]
+        close = close or self.close_connection
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n")
+        payload = head.encode("latin-1") + (b"" if self.command == "HEAD" else body)
+        self.wfile.write(payload)  # one write: headers and body in the same segment
+        if close:
+            self.close_connection = True
+
+    def _body(self) -> bytes | None:
+        """The request body, or None when an answer has already been sent."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._chunked_body()
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return b""
+        if not declared.strip().isdigit():
+            self._respond(400, orjson.dumps({"error": f"Content-Length {declared[:40]!r} is not a number"}), close=True)
+            return None
+        length = int(declared)
+        if length > self.max_body:
+            self._refuse_oversized(length)
+            return None
+        body = self.rfile.read(length)
+        if len(body) != length:  # the client went away mid-body
+            self.close_connection = True
+            return None
+        return body
+
+    def _chunked_body(self) -> bytes | None:
+        parts, total = [], 0
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                self._respond(400, orjson.dumps({"error": "malformed chunked body"}), close=True)
+                return None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > self.max_body:
+                self._refuse_oversized(total)
+                return None
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(8)
+
+    def _refuse_oversized(self, length: int) -> None:
+        message = (f"Request body of {length} bytes is larger than --max_request_bytes={self.max_body}; "
+                   "send a smaller batch or start the server with a larger --max_request_bytes")
+        self._respond(413, orjson.dumps({"error": message}), close=True)
+        # Lingering close: a client still sending would get a reset (and lose this answer)
+        # if the socket closed with its data unread; discard what arrives for a moment.
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline = time.monotonic() + _DRAIN_SECONDS
+            while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    def _dispatch(self) -> None:
+        body = self._body()
+        if body is None:
+            return
+        status, payload = self.api.handle(self.command, self.path.split("?", 1)[0], body)
+        self._respond(status, payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    block_on_close = False  # shutdown must not wait for idle keep-alive connections
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-answer is routine; keep it out of the log unless debugging.
+        log.debug("REST connection from %s ended with an error", client_address, exc_info=True)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would look the host name up (getfqdn), which can stall.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def start_rest_server(core: ServingCore, host: str, port: int, num_threads: int, timeout_ms: int,
+                      max_request_bytes: int) -> _ThreadingServer:
+    """Bind and serve on a background thread; raise ServeprofError if the port cannot be had."""
+    handler = type("RestHandler", (_Handler,), {
+        "api": RestApi(core, num_threads), "max_body": max_request_bytes, "timeout": timeout_ms / 1000.0})
+    server_class = type("RestServer", (_ThreadingServer,), {
+        "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+    try:
+        server = server_class((host, port), handler)
+    except OSError as error:
+        raise bind_error(host, port, "--rest_api_port", error) from None
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="rest", daemon=True).start()
+    return server

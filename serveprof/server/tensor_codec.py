@@ -1,0 +1,148 @@
+"""TensorProto <-> numpy without per-element Python work.
+
+Requests normally carry ``tensor_content`` (raw little-endian bytes): that becomes an
+ndarray with ``np.frombuffer`` (no copy). The typed repeated fields other clients send
+(``float_val``, ``int_val``, ``string_val`` ...) are accepted too, with TensorFlow's
+rule that a shorter list is padded with its last value. Responses always use
+``tensor_content`` (``ndarray.tobytes``), except strings, which TensorFlow keeps in
+``string_val``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+from serveprof.server.status import invalid_argument
+
+
+@dataclass(frozen=True)
+class DType:
+    enum: int  # tensorflow.DataType number
+    name: str  # TensorFlow's DataTypeString
+    numpy: np.dtype
+    field: str  # the TensorProto repeated field holding values of this type
+    field_numpy: np.dtype  # how that field's values are held before a bit-cast to ``numpy``
+
+
+def _dtype(enum, name, numpy, field, field_numpy=None) -> DType:
+    numpy = np.dtype(numpy)
+    return DType(enum, name, numpy, field, np.dtype(field_numpy) if field_numpy is not None else numpy)
+
+
+# tensorflow/core/framework/types.proto numbers; fields as in tensor.proto.
+DTYPES = {d.enum: d for d in (
+    _dtype(1, "float", np.float32, "float_val"),
+    _dtype(2, "double", np.float64, "double_val"),
+    _dtype(3, "int32", np.int32, "int_val"),
+    _dtype(4, "uint8", np.uint8, "int_val", np.int32),
+    _dtype(5, "int16", np.int16, "int_val", np.int32),
+    _dtype(6, "int8", np.int8, "int_val", np.int32),
+    _dtype(7, "string", object, "string_val"),
+    _dtype(8, "complex64", np.complex64, "scomplex_val", np.float32),
+    _dtype(9, "int64", np.int64, "int64_val"),
+    _dtype(10, "bool", np.bool_, "bool_val"),
+    _dtype(14, "bfloat16", ml_dtypes.bfloat16, "half_val", np.int32),
+    _dtype(17, "uint16", np.uint16, "int_val", np.int32),
+    _dtype(18, "complex128", np.complex128, "dcomplex_val", np.float64),
+    _dtype(19, "half", np.float16, "half_val", np.int32),
+    _dtype(22, "uint32", np.uint32, "uint32_val"),
+    _dtype(23, "uint64", np.uint64, "uint64_val"),
+)}
+STRING = 7
+_BY_NUMPY = {d.numpy: d for d in DTYPES.values()}
+
+
+def dtype_name(enum: int) -> str:
+    known = DTYPES.get(enum)
+    return known.name if known else f"<DataType {enum}>"
+
+
+def dtype_of(array: np.ndarray) -> DType:
+    found = _BY_NUMPY.get(array.dtype)
+    if found is None:
+        raise invalid_argument(f"cannot send a tensor of numpy type {array.dtype}")
+    return found
+
+
+def shape_of(shape_proto) -> tuple[int, ...]:
+    """A request tensor's shape: fully known, every dimension >= 0."""
+    if shape_proto.unknown_rank:
+        raise invalid_argument("tensor parsing error: a request tensor must have a known rank (unknown_rank is set)")
+    dims = tuple(dim.size for dim in shape_proto.dim)
+    if any(size < 0 for size in dims):
+        raise invalid_argument(f"tensor parsing error: shape {list(dims)} has a negative dimension")
+    return dims
+
+
+def to_ndarray(tensor, content=None, max_bytes: int = 1 << 62) -> np.ndarray:
+    """The ndarray a request TensorProto describes.
+
+    ``content`` is its tensor_content when the caller cut it out of the wire bytes
+    itself (a memoryview; see predict_wire); otherwise ``tensor.tensor_content`` is used.
+    The array may alias the request bytes and is then read-only.
+    """
+    dtype = DTYPES.get(tensor.dtype)
+    if dtype is None:
+        raise invalid_argument(f"tensor parsing error: data type {dtype_name(tensor.dtype)} is not supported")
+    shape = shape_of(tensor.tensor_shape)
+    count = math.prod(shape)
+    if count * max(dtype.numpy.itemsize, 1) > max_bytes:
+        raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} needs more than "
+                               f"--max_request_bytes={max_bytes} bytes")
+    if content is None:
+        content = tensor.tensor_content
+    if dtype.enum == STRING:
+        if len(content):
+            raise invalid_argument("tensor parsing error: a string tensor must use string_val, not tensor_content")
+        return _from_field(list(tensor.string_val), dtype, shape, count)
+    if len(content):
+        expected = count * dtype.numpy.itemsize
+        if len(content) != expected:
+            raise invalid_argument(f"tensor parsing error: tensor_content has {len(content)} bytes but shape "
+                                   f"{list(shape)} of {dtype.name} needs {expected}")
+        return np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
+    return _from_field(getattr(tensor, dtype.field), dtype, shape, count)
+
+
+def _from_field(values, dtype: DType, shape: tuple[int, ...], count: int) -> np.ndarray:
+    complex_pairs = dtype.field in ("scomplex_val", "dcomplex_val")
+    flat = np.array(values, dtype=dtype.field_numpy if dtype.enum != STRING else object)
+    if complex_pairs:
+        if flat.size % 2:
+            raise invalid_argument(f"tensor parsing error: {dtype.field} holds an odd number of values")
+        flat = flat.view(dtype.numpy) if flat.size else np.zeros(0, dtype.numpy)
+    elif dtype.numpy != dtype.field_numpy and dtype.enum != STRING:
+        if dtype.field == "half_val":  # 16-bit patterns held in int32
+            flat = flat.astype(np.uint16).view(dtype.numpy)
+        else:
+            info = np.iinfo(dtype.numpy)
+            if flat.size and (flat.min() < info.min or flat.max() > info.max):
+                raise invalid_argument(f"tensor parsing error: {dtype.field} has values out of range for {dtype.name}")
+            flat = flat.astype(dtype.numpy)
+    if flat.size > count:
+        raise invalid_argument(f"tensor parsing error: {dtype.field} has {flat.size} values but shape {list(shape)} "
+                               f"holds {count}")
+    if flat.size < count:
+        # TensorFlow's Tensor::FromProto: missing values repeat the last one (zeros if none).
+        fill = flat[-1] if flat.size else (b"" if dtype.enum == STRING else 0)
+        padded = np.full(count, fill, dtype=dtype.numpy if dtype.enum != STRING else object)
+        padded[: flat.size] = flat
+        flat = padded
+    return flat.reshape(shape)
+
+
+def fill_tensor_proto(array: np.ndarray, tensor) -> None:
+    """Write ``array`` into the (empty) response TensorProto ``tensor``."""
+    dtype = dtype_of(array)
+    tensor.dtype = dtype.enum
+    dims = tensor.tensor_shape.dim
+    for size in array.shape:
+        dims.add().size = size
+    if dtype.enum == STRING:
+        tensor.string_val.extend(array.ravel().tolist())
+    else:
+        tensor.tensor_content = array.astype(dtype.numpy.newbyteorder("<"), copy=False).tobytes()
