@@ -1,0 +1,72 @@
+"""``serveprof aggregate``: one model's per-batch stats JSONs -> ``<model>.csv``, ``summary.csv``, ``provenance.json``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from serveprof.errors import ServeprofError
+from serveprof.measure.provenance import build_provenance
+from serveprof.measure.result_files import (
+    read_coldstart,
+    read_json,
+    write_durations,
+    write_json,
+    write_summary,
+)
+
+STAT_KEYS = ("count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s", "low_sample_percentiles")
+RESOURCE_KEYS = ("cpu_util_pct", "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb")
+JOB_KEYS = ("batch_size", "first_init_ms", "first_aot_ms", "requests_target", "truncated", "truncated_reason", "protocol")
+
+
+def summary_row(doc: Mapping) -> dict:
+    row = {"model": doc["model"], "backend": (doc.get("server") or {}).get("backend")}
+    row.update({key: doc.get(key) for key in JOB_KEYS})
+    row.update({key: doc["stats"].get(key) for key in STAT_KEYS})
+    row.update({key: (doc.get("resources") or {}).get(key) for key in RESOURCE_KEYS})
+    return row
+
+
+def load_stats(model: str, paths: Sequence[Path]) -> list[dict]:
+    docs, seen = [], {}
+    for path in paths:
+        doc = read_json(path, "stats file")
+        if not isinstance(doc, dict) or "stats" not in doc or "batch_size" not in doc:
+            raise ServeprofError(f"{path} is not a serveprof stats file (no batch_size/stats)", "delete it and rerun `serveprof measure` for that batch size")
+        if doc.get("model") != model:
+            raise ServeprofError(f"{path} holds results for model {doc.get('model')!r}, not {model!r}", "pass only that model's stats files")
+        if doc["batch_size"] in seen:
+            raise ServeprofError(
+                f"{path} and {seen[doc['batch_size']]} both hold batch size {doc['batch_size']}",
+                "pass one stats file per batch size",
+            )
+        seen[doc["batch_size"]] = path
+        docs.append(doc)
+    return sorted(docs, key=lambda doc: doc["batch_size"])
+
+
+def aggregate(model: str, stats_paths: Sequence[Path], coldstart: Path | None, acquired: Path, config_hash: str, out_dir: Path) -> dict:
+    docs = load_stats(model, stats_paths)
+    if coldstart is not None:
+        read_coldstart(coldstart)  # refuse a damaged file before writing anything
+    provenance = build_provenance(model, read_json(acquired, "acquisition status"), docs, config_hash)
+    write_durations(out_dir / f"{model}.csv", [(doc["batch_size"], doc["stats"]["mean_ms"]) for doc in docs])
+    write_summary(out_dir / "summary.csv", [summary_row(doc) for doc in docs])
+    write_json(out_dir / "provenance.json", provenance)
+    return provenance
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="serveprof aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--stats", type=Path, nargs="+", required=True, help="stats/b<N>.json files, one per batch size")
+    parser.add_argument("--coldstart", type=Path, help="the model's coldstart.csv (checked, not copied)")
+    parser.add_argument("--acquired", type=Path, required=True, help="data/model/acquired/<model>.json")
+    parser.add_argument("--config-hash", required=True)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    aggregate(args.model, args.stats, args.coldstart, args.acquired, args.config_hash, args.out_dir)
+    print(f"{args.model}: aggregated {len(args.stats)} batch size(s) into {args.out_dir}")
+    return 0

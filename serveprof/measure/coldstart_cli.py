@@ -1,0 +1,51 @@
+"""``serveprof coldstart``: how long a model takes to load, and its first inference at batch 1.
+
+``load_ms`` runs from the server process's start to the model's AVAILABLE status (both
+stamped by the launcher); ``first_infer_ms`` is the first request after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from serveprof.errors import ServeprofError
+from serveprof.launch import terminate_on_sigterm
+from serveprof.measure.cli import add_server_flags, config_defaults, parse_json_flag
+from serveprof.measure.inputs import InputSettings
+from serveprof.measure.protocol import time_one
+from serveprof.measure.result_files import write_coldstart
+from serveprof.measure.session import PROTOCOLS, launched
+
+
+def cold_start(model: str, model_base_path: str, server_config: dict, input_settings: InputSettings, protocol: str, server_log: str | None) -> dict:
+    with launched(model, model_base_path, server_config, protocol, log_path=server_log) as endpoint:
+        server_started_ns, available_ns = endpoint.started_ns, endpoint.available_ns
+        request, _ = endpoint.prepare_request(1, input_settings)
+        on_error = endpoint.on_error(1)
+        first_infer_ms = time_one(endpoint.client.send, request, on_error, "first request (first inference)")
+    return {
+        "model": model,
+        "load_ms": (available_ns - server_started_ns) / 1e6,
+        "first_infer_ms": first_infer_ms,
+        "backend": endpoint.info.get("backend"),
+        "backend_version": endpoint.info.get("version"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="serveprof coldstart", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    add_server_flags(parser)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=config_defaults("measure")["protocol"])
+    parser.add_argument("--out", type=Path, required=True, help="coldstart.csv to write")
+    args = parser.parse_args(argv)
+    if not args.model_base_path:
+        raise ServeprofError("coldstart needs --model-base-path: it launches the server itself", "pass --model-base-path data/model/inference/<model>")
+    server_config = parse_json_flag(args.server, "--server", '{"backend": "embedded"}')
+    with terminate_on_sigterm():
+        row = cold_start(args.model, args.model_base_path, server_config, InputSettings.from_json(args.input), args.protocol, args.server_log)
+    write_coldstart(args.out, row)
+    print(f"serveprof coldstart: {args.model}: load {row['load_ms']:.1f} ms, first inference {row['first_infer_ms']:.1f} ms", file=sys.stderr)
+    return 0

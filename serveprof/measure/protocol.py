@@ -1,0 +1,189 @@
+"""The measurement protocol for one (model, batch size) on a freshly loaded model.
+
+1. the first request at this batch size ("first init": graph tracing, allocations),
+2. the second ("first AoT": whatever the first left to do),
+3. warm-up requests, not recorded: up to ``warmup_requests`` or ``warmup_max_seconds``,
+   whichever comes first,
+4. timed requests until ``requests`` are done or ``max_seconds`` is spent, but never
+   fewer than ``min_requests``; the server's CPU and memory are sampled meanwhile.
+
+A request is built once (``client.prepare``) and re-sent; the timer
+(``time.perf_counter_ns``) brackets the send call alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from serveprof.errors import ServeprofError
+from serveprof.measure.resources import GpuProbe, ResourceSampler
+from serveprof.measure.stats import latency_stats
+
+NS_PER_MS = 1_000_000
+PROGRESS_EVERY_S = 5.0
+
+# Turns a failed send into the exception to raise (for a launched server: the
+# launcher's ServerDied, quoting the server log, when the server is gone).
+OnError = Callable[[BaseException, str], BaseException]
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """The ``measure:`` config keys that shape a series (defaults live in the config schema)."""
+
+    requests: int
+    max_seconds: float
+    min_requests: int
+    warmup_requests: int
+    warmup_max_seconds: float
+    resource_interval_s: float
+
+    def __post_init__(self):
+        checks = [
+            ("requests", self.requests >= 1, "a whole number of at least 1"),
+            ("max_seconds", self.max_seconds > 0, "a positive number of seconds"),
+            ("min_requests", self.min_requests >= 1, "a whole number of at least 1"),
+            ("warmup_requests", self.warmup_requests >= 0, "a whole number of 0 or more"),
+            ("warmup_max_seconds", self.warmup_max_seconds >= 0, "0 or more seconds"),
+            ("resource_interval_s", self.resource_interval_s > 0, "a positive number of seconds"),
+        ]
+        for name, ok, wanted in checks:
+            if not ok:
+                raise ServeprofError(f"{name} is {getattr(self, name)!r}", f"set {name} (--{name.replace('_', '-')}) to {wanted}")
+
+
+@dataclass
+class TimedSeries:
+    latencies_ms: list[float]
+    truncated: bool
+    truncated_reason: str | None
+    elapsed_s: float
+
+
+class Progress:
+    """A log line every few seconds, so a long step shows it is alive."""
+
+    def __init__(self, label: str, target: int, log: Callable[[str], None], every_s: float = PROGRESS_EVERY_S):
+        self.label, self.target, self.every_ns = label, target, int(every_s * 1e9)
+        self.write = log
+        self.started = self.last = time.monotonic_ns()
+
+    def update(self, done: int, total_ns: int) -> None:
+        now = time.monotonic_ns()
+        if now - self.last >= self.every_ns:
+            self.last = now
+            self.log(done, total_ns, now)
+
+    def log(self, done: int, total_ns: int, now: int | None = None) -> None:
+        now = now or time.monotonic_ns()
+        mean = f"{total_ns / done / NS_PER_MS:.3f} ms" if done else "n/a"
+        self.write(f"{self.label}: {done}/{self.target} requests, mean {mean}, {(now - self.started) / 1e9:.1f} s")
+
+
+def time_one(send: Callable[[Any], Any], request: Any, on_error: OnError, what: str) -> float:
+    """One timed request, in ms."""
+    try:
+        start = time.perf_counter_ns()
+        send(request)
+        end = time.perf_counter_ns()
+    except Exception as error:
+        raise on_error(error, what) from error
+    return (end - start) / NS_PER_MS
+
+
+def run_warmup(send: Callable[[Any], Any], request: Any, max_requests: int, max_seconds: float, on_error: OnError) -> int:
+    """Unrecorded requests until either cap; returns how many were sent."""
+    deadline = time.monotonic_ns() + int(max_seconds * 1e9)
+    done = 0
+    while done < max_requests and time.monotonic_ns() < deadline:
+        try:
+            send(request)
+        except Exception as error:
+            raise on_error(error, f"warm-up request {done + 1}") from error
+        done += 1
+    return done
+
+
+def run_timed(
+    send: Callable[[Any], Any],
+    request: Any,
+    *,
+    requests: int,
+    max_seconds: float,
+    min_requests: int,
+    on_error: OnError,
+    progress: Progress | None = None,
+) -> TimedSeries:
+    """Timed requests until ``requests`` or ``max_seconds``, whichever first, but at least ``min_requests``."""
+    minimum = min(min_requests, requests)
+    durations_ns: list[int] = []
+    append = durations_ns.append
+    total_ns = 0
+    started = time.monotonic_ns()
+    deadline = started + int(max_seconds * 1e9)
+    truncated_reason = None
+    while len(durations_ns) < requests:
+        if len(durations_ns) >= minimum and time.monotonic_ns() >= deadline:
+            truncated_reason = f"max_seconds ({max_seconds:g} s) reached after {len(durations_ns)} requests"
+            break
+        try:
+            start = time.perf_counter_ns()
+            send(request)
+            end = time.perf_counter_ns()
+        except Exception as error:
+            raise on_error(error, f"timed request {len(durations_ns) + 1}") from error
+        append(end - start)
+        if progress is not None:
+            total_ns += end - start
+            progress.update(len(durations_ns), total_ns)
+    elapsed_s = (time.monotonic_ns() - started) / 1e9
+    return TimedSeries([ns / NS_PER_MS for ns in durations_ns], truncated_reason is not None, truncated_reason, elapsed_s)
+
+
+def measure_series(
+    send: Callable[[Any], Any],
+    request: Any,
+    batch_size: int,
+    settings: ProtocolSettings,
+    *,
+    pid: int | None,
+    on_error: OnError,
+    log: Callable[[str], None],
+    gpu: GpuProbe | None = None,
+) -> tuple[list[float], dict]:
+    """Steps 1–4 above; returns the latencies and the stats JSON's measurement fields."""
+    log(f"batch {batch_size}: first request (first init)")
+    first_init = time_one(send, request, on_error, "first request (first init)")
+    log(f"batch {batch_size}: first init {first_init:.1f} ms; second request (first AoT)")
+    first_aot = time_one(send, request, on_error, "second request (first AoT)")
+    log(f"batch {batch_size}: first AoT {first_aot:.1f} ms; warm-up (up to {settings.warmup_requests} requests or {settings.warmup_max_seconds:g} s)")
+    warmups = run_warmup(send, request, settings.warmup_requests, settings.warmup_max_seconds, on_error)
+    log(f"batch {batch_size}: {warmups} warm-up request(s); timing up to {settings.requests} requests or {settings.max_seconds:g} s")
+    progress = Progress(f"batch {batch_size}", settings.requests, log)
+    with ResourceSampler(pid, settings.resource_interval_s, gpu=gpu) as sampler:
+        series = run_timed(
+            send, request,
+            requests=settings.requests, max_seconds=settings.max_seconds, min_requests=settings.min_requests,
+            on_error=on_error, progress=progress,
+        )
+    stats = latency_stats(series.latencies_ms, batch_size)
+    log(
+        f"batch {batch_size}: {stats['count']} timed requests in {series.elapsed_s:.1f} s, mean {stats['mean_ms']:.3f} ms, "
+        f"p50 {stats['p50_ms']:.3f} ms" + (f" ({series.truncated_reason})" if series.truncated else "")
+    )
+    fields = {
+        "first_init_ms": first_init,
+        "first_aot_ms": first_aot,
+        "warmup_requests": warmups,
+        "requests_target": settings.requests,
+        "min_requests": settings.min_requests,
+        "max_seconds": settings.max_seconds,
+        "truncated": series.truncated,
+        "truncated_reason": series.truncated_reason,
+        "timed_seconds": series.elapsed_s,
+        "stats": stats,
+        "resources": sampler.summary(),
+    }
+    return series.latencies_ms, fields

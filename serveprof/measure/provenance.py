@@ -1,0 +1,112 @@
+"""Where the numbers came from: host, code revision, versions.
+
+``host_provenance()`` runs inside each measurement job (on the machine that measured,
+which on a cluster is not the one that aggregates) and is stored in the stats JSON;
+``build_provenance`` combines those records into a model's ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import serveprof
+from serveprof.measure.resources import GpuProbe
+
+PACKAGE_ROOT = Path(serveprof.__file__).resolve().parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def git_state(path: Path = PACKAGE_ROOT) -> tuple[str, bool | None]:
+    """(HEAD revision, whether the work tree differs from it) of the checkout holding ``path``.
+
+    ("unknown", None) for an installed copy that is not a git checkout.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30, check=True).stdout
+
+    try:
+        revision = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain").strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+    return revision, dirty
+
+
+def installed_version(distribution: str) -> str | None:
+    """A distribution's version from its metadata: no import (TensorFlow's costs seconds)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def host_provenance(gpu: GpuProbe | None) -> dict:
+    """The measuring host and code; ``gpu`` is the probe the resource sampler uses."""
+    revision, dirty = git_state()
+    return {
+        "hostname": socket.gethostname(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": "; ".join(gpu.names()) if gpu else None,
+        "python_version": platform.python_version(),
+        "serveprof_version": serveprof.__version__,
+        "git_revision": revision,
+        "git_dirty": dirty,
+    }
+
+
+def _agreed(values: Sequence) -> object:
+    """One value if every job agrees, else the distinct values joined, so a mixed run shows."""
+    distinct = list(dict.fromkeys(value for value in values if value is not None))
+    if not distinct:
+        return None
+    return distinct[0] if len(distinct) == 1 else "; ".join(map(str, distinct))
+
+
+def tensorflow_version(server: Mapping) -> str | None:
+    """The serving TF: as the server reported it, else (embedded server, same venv) the installed TF."""
+    if server.get("tensorflow_version"):
+        return server["tensorflow_version"]
+    if server.get("backend") == "embedded":
+        return installed_version("tensorflow")
+    return None
+
+
+def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping], config_hash: str) -> dict:
+    hosts = [doc.get("provenance") or {} for doc in stats_docs]
+    servers = [doc.get("server") or {} for doc in stats_docs]
+    started = [doc["started_at"] for doc in stats_docs if doc.get("started_at")]
+    return {
+        "model": model,
+        "source": acquired.get("source"),
+        "weights": acquired.get("weights"),
+        "backend": _agreed([server.get("backend") for server in servers]),
+        "backend_version": _agreed([server.get("version") for server in servers]),
+        "tensorflow_version": _agreed([tensorflow_version(server) for server in servers]),
+        "serveprof_version": _agreed([host.get("serveprof_version") for host in hosts]) or serveprof.__version__,
+        "python_version": _agreed([host.get("python_version") for host in hosts]),
+        "cpu_model": _agreed([host.get("cpu_model") for host in hosts]),
+        "cpu_count": _agreed([host.get("cpu_count") for host in hosts]),
+        "gpu": _agreed([host.get("gpu") for host in hosts]),
+        "hostname": _agreed([host.get("hostname") for host in hosts]),
+        "config_hash": config_hash,
+        "git_revision": _agreed([host.get("git_revision") for host in hosts]) or "unknown",
+        "git_dirty": _agreed([host.get("git_dirty") for host in hosts]),
+        # ISO 8601 UTC strings of one format sort as times.
+        "started_at": min(started) if started else None,
+    }

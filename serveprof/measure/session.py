@@ -1,0 +1,94 @@
+"""The server a measurement talks to: one freshly launched for it, or one already running.
+
+Either way the protocol sees an ``Endpoint``: a client, the pid whose CPU and memory to
+sample, the server's description for provenance, and what to do when a request fails
+(ask a launched server whether it is still alive, so a crash is reported with its log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from serveprof.errors import ServeprofError
+
+PROTOCOLS = ("grpc", "rest")
+
+
+@dataclass
+class Endpoint:
+    client: Any
+    address: str
+    pid: int | None
+    info: dict
+    freshly_loaded: bool
+    check_alive: Callable[[], None]
+    # time.monotonic_ns() at the server process's start and at AVAILABLE (launched servers only)
+    started_ns: int | None = None
+    available_ns: int | None = None
+
+    def on_error(self, batch_size: int) -> Callable[[BaseException, str], BaseException]:
+        def failure(error: BaseException, what: str) -> BaseException:
+            self.check_alive()  # a dead server raises here, quoting its log
+            if isinstance(error, ServeprofError):  # e.g. the client's ServingRequestError: keep its fix
+                return ServeprofError(f"{what} at batch size {batch_size} failed: {error.problem}", error.fix)
+            return ServeprofError(
+                f"{what} at batch size {batch_size} to {self.address} failed: {error!r}",
+                "read the server log; the model may not accept this batch size or input, or the server ran out of memory",
+            )
+
+        return failure
+
+    def prepare_request(self, batch_size: int, input_settings) -> tuple[Any, dict]:
+        """A request built once from the served signature, and the input description for the stats."""
+        from serveprof.measure.inputs import build_inputs
+
+        try:
+            signature = self.client.signature()
+        except Exception as error:
+            raise self.on_error(batch_size)(error, "reading the model's signature") from error
+        arrays, description = build_inputs(signature.inputs, batch_size, input_settings)
+        return self.client.prepare(arrays), description
+
+
+def make_client(protocol: str, address: str, model: str):
+    from serveprof.client import GrpcClient, RestClient
+
+    if protocol == "grpc":
+        return GrpcClient(address, model)
+    if protocol == "rest":
+        return RestClient(address if address.startswith("http") else f"http://{address}", model)
+    raise ServeprofError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}", "pass --protocol grpc or --protocol rest")
+
+
+def _close(client) -> None:
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
+
+
+@contextlib.contextmanager
+def launched(model: str, model_base_path: str, server_config: dict, protocol: str, log_path: str | None = None) -> Iterator[Endpoint]:
+    """A fresh server with ``model`` loaded; torn down on leaving, whatever happened."""
+    from serveprof.launch import ServerSpec, launch
+
+    spec = ServerSpec.from_config(server_config, model, model_base_path, log_path=log_path)
+    with launch(spec) as server:
+        address = server.grpc_target if protocol == "grpc" else server.rest_url
+        client = make_client(protocol, address, model)
+        try:
+            yield Endpoint(client, address, server.pid, dict(server.info), True, server.check_alive, server.started_ns, server.available_ns)
+        finally:
+            _close(client)
+
+
+@contextlib.contextmanager
+def external(model: str, address: str, protocol: str, pid: int | None = None) -> Iterator[Endpoint]:
+    """A server someone else started: the model was not freshly loaded for this measurement."""
+    client = make_client(protocol, address, model)
+    info = {"backend": "external", "version": None, "command": None, "address": address}
+    try:
+        yield Endpoint(client, address, pid, info, False, lambda: None)
+    finally:
+        _close(client)
