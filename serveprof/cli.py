@@ -7,6 +7,7 @@ Subcommand modules are imported only when chosen, so ``serveprof plot`` or
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from serveprof.errors import ServeprofError
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"serveprof {__version__}")
         return 0
+    # TensorFlow's INFO/WARNING chatter (CUDA probing, oneDNN notes) buries the lines a
+    # user needs in every job log; errors still show. Setting the variable overrides this.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"serveprof: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

@@ -1,0 +1,90 @@
+localrules:
+    aggregate_model,
+
+
+# Each serving job starts its own server (a freshly loaded model) and tears it down.
+# `serving_slot=1` in the default profile keeps two of them from sharing the machine;
+# the cluster profile gives each a node of its own.
+rule cold_start:
+    input:
+        model=saved_model,
+    output:
+        "workload/profiling/{model}/coldstart.csv",
+    log:
+        "logs/cold_start/{model}.log",
+    conda:
+        "../envs/serveprof.yaml"
+    threads: 4
+    resources:
+        serving_slot=1,
+        gpu=1 if config["server"]["gpu"] else 0,
+        mem_mb=16000,
+        runtime=30,
+    params:
+        base_path=lambda wildcards: inference_dir(wildcards.model),
+        server=server_settings,
+        input=input_settings,
+    shell:
+        "exec serveprof coldstart --model {wildcards.model} --model-base-path {params.base_path}"
+        " --server {params.server:q} --input {params.input:q} --out {output} > {log} 2>&1"
+
+
+rule measure_batch:
+    input:
+        model=saved_model,
+    output:
+        latencies="workload/profiling/{model}/{model}-b{batch}.csv",
+        stats="workload/profiling/{model}/stats/b{batch}.json",
+    log:
+        "logs/measure_batch/{model}-b{batch}.log",
+    conda:
+        "../envs/serveprof.yaml"
+    threads: 4
+    resources:
+        serving_slot=1,
+        gpu=1 if config["server"]["gpu"] else 0,
+        mem_mb=16000,
+        runtime=120,
+    params:
+        base_path=lambda wildcards: inference_dir(wildcards.model),
+        server=server_settings,
+        input=input_settings,
+        settings=measure_settings,
+    shell:
+        "exec serveprof measure --model {wildcards.model} --model-base-path {params.base_path}"
+        " --batch-size {wildcards.batch} --server {params.server:q} --input {params.input:q}"
+        " {params.settings} --latencies {output.latencies} --stats {output.stats}"
+        " > {log} 2>&1"
+
+
+rule aggregate_model:
+    input:
+        stats=per_batch_stats,
+        latencies=per_batch_latencies,
+        coldstart=coldstart_result,
+        acquired="data/model/acquired/{model}.json",
+    output:
+        durations=report(
+            "workload/profiling/{model}/{model}.csv",
+            caption="../report/durations.rst",
+            category="{model}",
+            subcategory="Tables",
+        ),
+        summary=report(
+            "workload/profiling/{model}/summary.csv",
+            caption="../report/summary.rst",
+            category="{model}",
+            subcategory="Tables",
+        ),
+        provenance="workload/profiling/{model}/provenance.json",
+    log:
+        "logs/aggregate_model/{model}.log",
+    conda:
+        "../envs/serveprof.yaml"
+    params:
+        config_hash=model_hash,
+    shell:
+        "exec serveprof aggregate --model {wildcards.model} --stats {input.stats}"
+        " --coldstart {input.coldstart} --acquired {input.acquired}"
+        " --config-hash {params.config_hash} --out-dir workload/profiling/{wildcards.model}"
+        " > {log} 2>&1"

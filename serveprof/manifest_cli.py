@@ -1,0 +1,45 @@
+"""``serveprof manifest``: the run's table of contents, ``workload/profiling/all``.
+
+It lists which models were profiled (with their result files) and which were not
+(with the reason and the fix), so a script can tell a finished run from a partial one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+from serveprof.atomic import atomic_write_text
+
+
+def build_manifest(models: list[str], acquired_dir: Path, results_dir: Path) -> dict:
+    profiled, not_profiled = {}, {}
+    for model in models:
+        status = json.loads((acquired_dir / f"{model}.json").read_text())
+        if status["status"] == "ok":
+            profiled[model] = sorted(str(path) for path in (results_dir / model).rglob("*") if path.is_file())
+        else:
+            not_profiled[model] = {"reason": status.get("reason"), "fix": status.get("fix")}
+    return {
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "profiled": profiled,
+        "not_profiled": not_profiled,
+        "report": "reports/report.md",
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="serveprof manifest", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--acquired-dir", type=Path, required=True)
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    manifest = build_manifest(args.models, args.acquired_dir, args.results)
+    atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
+    print(f"profiled: {', '.join(manifest['profiled']) or 'none'}")
+    for model, why in manifest["not_profiled"].items():
+        print(f"not profiled: {model}: {why['reason']} (fix: {why['fix']})")
+    return 0

@@ -1,0 +1,77 @@
+"""Run the real workflow (snakemake as a subprocess) in a scratch directory and read what it did."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
+WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
+
+
+@dataclasses.dataclass
+class Run:
+    returncode: int
+    output: str
+    jobs: list[tuple[str, dict]]  # (rule, wildcards) of every job that ran
+
+    def rules(self) -> set[str]:
+        return {rule for rule, _ in self.jobs}
+
+    def jobs_of(self, rule: str) -> list[dict]:
+        return [wildcards for name, wildcards in self.jobs if name == rule]
+
+
+def parse_jobs(output: str) -> list[tuple[str, dict]]:
+    jobs: list[tuple[str, dict]] = []
+    for line in output.splitlines():
+        header = JOB_HEADER.match(line)
+        if header:
+            jobs.append((header.group(1), {}))
+            continue
+        found = WILDCARDS.match(line)
+        if found and jobs:
+            jobs[-1][1].update(dict(part.split("=", 1) for part in found.group(1).split(", ")))
+    return jobs
+
+
+def workflow_env() -> dict[str, str]:
+    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def workflow_command(workdir: Path, *extra: str, target: str = "workload/profiling/all") -> list[str]:
+    return [
+        str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"), "--cores", "1", *extra, target,
+    ]
+
+
+def run_workflow(workdir: Path, *extra: str, target: str = "workload/profiling/all", timeout: int = 1200) -> Run:
+    command = workflow_command(workdir, *extra, target=target)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=workflow_env(), stdin=subprocess.DEVNULL)
+    output = result.stdout + result.stderr
+    return Run(result.returncode, output, parse_jobs(output))
+
+
+def read_config(workdir: Path) -> dict:
+    return yaml.safe_load((workdir / "config.yaml").read_text())
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def tiny_test_config(zoo_url: str, **models: dict) -> dict:
+    """The repository's tiny test config, with the zoo tarball's live URL and extra models."""
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["models"]["tiny_zoo"]["url"] = zoo_url
+    config["models"].update(models)
+    return config
