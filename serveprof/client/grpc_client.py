@@ -18,8 +18,8 @@ from serveprof.client.protos import (GET_MODEL_METADATA, GET_MODEL_STATUS, PREDI
                                      get_model_status_pb2, predict_pb2)
 from serveprof.client.signature import SignatureInfo, signature_from_map
 from serveprof.errors import ServeprofError
-from serveprof.server.status import ServingError
-from serveprof.server.tensor_codec import fill_tensor_proto, to_ndarray
+from serveprof.wire.status import ServingError
+from serveprof.wire.tensor_codec import fill_tensor_proto, to_ndarray
 
 DEFAULT_TIMEOUT_S = 600.0  # one request of a large model at batch 32 on a CPU takes about a minute
 # Requests and responses of large batches run to hundreds of MB; -1 lifts gRPC's 4 MB default.

@@ -27,8 +27,8 @@ from serveprof.client.grpc_client import DEFAULT_TIMEOUT_S
 from serveprof.client.protos import get_model_metadata_pb2
 from serveprof.client.signature import SignatureInfo, TensorSpecInfo, signature_from_map
 from serveprof.errors import ServeprofError
-from serveprof.server.json_codec import _jsonable
-from serveprof.server.status import ServingError
+from serveprof.wire.json_codec import jsonable
+from serveprof.wire.status import ServingError
 
 _JSON = {"Content-Type": "application/json"}
 # A kept-alive connection the server closed while idle (TF Serving and serveprof serve
@@ -126,7 +126,7 @@ class RestClient:
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> bytes:
         """The JSON predict body for ``inputs``, to be posted any number of times."""
         try:
-            values = {name: _jsonable(name, np.asarray(array)) for name, array in inputs.items()}
+            values = {name: jsonable(name, np.asarray(array)) for name, array in inputs.items()}
         except ServingError as error:
             raise ServeprofError(f"cannot write the inputs as JSON: {error.message}",
                                  "use the gRPC protocol for this model's input types") from None

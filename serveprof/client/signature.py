@@ -2,7 +2,7 @@
 
 Both clients read it from GetModelMetadata's ``signature_def`` (a SignatureDefMap; REST
 returns the same message as JSON), so one function turns it into ``SignatureInfo``.
-The DataType -> numpy table is the embedded server's (serveprof.server.tensor_codec),
+The DataType -> numpy table is the embedded server's (serveprof.wire.tensor_codec),
 which imports neither TensorFlow nor anything else heavy.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serveprof.errors import ServeprofError
-from serveprof.server.tensor_codec import DTYPES, dtype_name
+from serveprof.wire.tensor_codec import DTYPES, dtype_name
 
 
 @dataclass(frozen=True)

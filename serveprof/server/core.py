@@ -12,7 +12,7 @@ import numpy as np
 
 from serveprof.server.servable import ModelHost, Servable, State
 from serveprof.server.signature import SignatureRunner
-from serveprof.server.status import Code, ServingError, invalid_argument, servable_not_found, signature_not_found
+from serveprof.wire.status import Code, ServingError, invalid_argument, servable_not_found, signature_not_found
 
 DEFAULT_SIGNATURE = "serving_default"
 

@@ -18,8 +18,8 @@ from serveprof.server.core import ServingCore, version_of
 from serveprof.server.ports import bind_error
 from serveprof.server.predict_wire import decode_predict_request
 from serveprof.server.responses import model_metadata_response, model_status_response
-from serveprof.server.status import Code, ServingError, invalid_argument
-from serveprof.server.tensor_codec import fill_tensor_proto, to_ndarray
+from serveprof.wire.status import Code, ServingError, invalid_argument
+from serveprof.wire.tensor_codec import fill_tensor_proto, to_ndarray
 
 log = logging.getLogger("serveprof.serve")
 

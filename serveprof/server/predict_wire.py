@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from serveprof.server.status import invalid_argument
+from serveprof.wire.status import invalid_argument
 
 _INPUTS = 2  # PredictRequest.inputs (map<string, TensorProto>)
 _TENSOR_CONTENT = 4  # TensorProto.tensor_content

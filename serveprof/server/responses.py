@@ -8,7 +8,7 @@ the proto's JSON with every field printed; the metadata response is
 from __future__ import annotations
 
 from serveprof.server.core import ServingCore, version_of
-from serveprof.server.status import invalid_argument
+from serveprof.wire.status import invalid_argument
 
 
 def model_status_response(core: ServingCore, model_spec):

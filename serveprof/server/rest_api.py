@@ -24,7 +24,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from serveprof.server.core import ServingCore
-from serveprof.server.json_codec import decode_predict_body, encode_predict_response
+from serveprof.wire.json_codec import decode_predict_body, encode_predict_response
 from serveprof.server.ports import bind_error
 from serveprof.server.responses import (
     metadata_json,
@@ -33,7 +33,7 @@ from serveprof.server.responses import (
     model_status_response,
     status_json,
 )
-from serveprof.server.status import Code, ServingError, invalid_argument
+from serveprof.wire.status import Code, ServingError, invalid_argument
 
 log = logging.getLogger("serveprof.serve")
 

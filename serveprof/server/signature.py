@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serveprof.server.status import invalid_argument
-from serveprof.server.tensor_codec import DTYPES, STRING, DType, dtype_name
+from serveprof.wire.status import invalid_argument
+from serveprof.wire.tensor_codec import DTYPES, STRING, DType, dtype_name
 
 log = logging.getLogger("serveprof.serve")
 

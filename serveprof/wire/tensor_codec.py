@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from serveprof.server.status import invalid_argument
+from serveprof.wire.status import invalid_argument
 
 
 @dataclass(frozen=True)

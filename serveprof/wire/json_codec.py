@@ -19,8 +19,8 @@ import ml_dtypes
 import numpy as np
 import orjson
 
-from serveprof.server.status import invalid_argument
-from serveprof.server.tensor_codec import STRING
+from serveprof.wire.status import invalid_argument
+from serveprof.wire.tensor_codec import STRING
 
 ROW, COLUMNAR = "row", "columnar"
 _DEBUG_CHARS = 200
@@ -254,7 +254,7 @@ def _strings(value: Any, name: str, where: str) -> np.ndarray:
 
 
 def encode_predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
-    values = {name: _jsonable(name, array) for name, array in outputs.items()}
+    values = {name: jsonable(name, array) for name, array in outputs.items()}
     if fmt == COLUMNAR:
         payload = {"outputs": next(iter(values.values())) if len(values) == 1 else values}
     else:
@@ -280,7 +280,7 @@ def _finite(array: np.ndarray) -> bool:
     return array.dtype.kind not in "fc" or bool(np.isfinite(array).all())
 
 
-def _jsonable(name: str, array: np.ndarray):
+def jsonable(name: str, array: np.ndarray):
     """What orjson can write for ``array``: the array itself for plain numbers."""
     if array.dtype == object:  # DT_STRING
         if name.endswith("_bytes"):
