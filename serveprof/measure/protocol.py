@@ -2,8 +2,8 @@
 
 1. the first request at this batch size ("first init": graph tracing, allocations),
 2. the second ("first AoT": whatever the first left to do),
-3. warm-up requests, not recorded: up to ``warmup_requests`` or ``warmup_max_seconds``,
-   whichever comes first,
+3. warm-up requests, not recorded: up to ``warmup_requests``, each started only if it
+   is expected to end within ``warmup_max_seconds``,
 4. timed requests until ``requests`` are done or ``max_seconds`` is spent, but never
    fewer than ``min_requests``; the server's CPU and memory are sampled meanwhile.
 
@@ -93,13 +93,28 @@ def time_one(send: Callable[[Any], Any], request: Any, on_error: OnError, what: 
     return (end - start) / NS_PER_MS
 
 
-def run_warmup(send: Callable[[Any], Any], request: Any, max_requests: int, max_seconds: float, on_error: OnError) -> int:
-    """Unrecorded requests until either cap; returns how many were sent."""
+def run_warmup(
+    send: Callable[[Any], Any],
+    request: Any,
+    max_requests: int,
+    max_seconds: float,
+    on_error: OnError,
+    expected_ms: float = 0.0,
+) -> int:
+    """Unrecorded requests until either cap; returns how many were sent.
+
+    A request is started only if, at the latency last seen (``expected_ms`` to begin
+    with, the first AoT), it would end within ``max_seconds``: a batch-32 request of a
+    big model on a CPU takes a minute, and a 5 s warm-up budget must not cost one.
+    """
     deadline = time.monotonic_ns() + int(max_seconds * 1e9)
+    expected_ns = int(expected_ms * NS_PER_MS)
     done = 0
-    while done < max_requests and time.monotonic_ns() < deadline:
+    while done < max_requests and time.monotonic_ns() + expected_ns < deadline:
         try:
+            start = time.perf_counter_ns()
             send(request)
+            expected_ns = time.perf_counter_ns() - start
         except Exception as error:
             raise on_error(error, f"warm-up request {done + 1}") from error
         done += 1
@@ -159,7 +174,9 @@ def measure_series(
     log(f"batch {batch_size}: first init {first_init:.1f} ms; second request (first AoT)")
     first_aot = time_one(send, request, on_error, "second request (first AoT)")
     log(f"batch {batch_size}: first AoT {first_aot:.1f} ms; warm-up (up to {settings.warmup_requests} requests or {settings.warmup_max_seconds:g} s)")
-    warmups = run_warmup(send, request, settings.warmup_requests, settings.warmup_max_seconds, on_error)
+    warmups = run_warmup(
+        send, request, settings.warmup_requests, settings.warmup_max_seconds, on_error, expected_ms=first_aot
+    )
     log(f"batch {batch_size}: {warmups} warm-up request(s); timing up to {settings.requests} requests or {settings.max_seconds:g} s")
     progress = Progress(f"batch {batch_size}", settings.requests, log)
     with ResourceSampler(pid, settings.resource_interval_s, gpu=gpu) as sampler:
