@@ -85,6 +85,7 @@ rule aggregate_model:
         config_hash=model_hash,
     shell:
         "exec serveprof aggregate --model {wildcards.model} --stats {input.stats}"
+        " --latencies {input.latencies}"
         " --coldstart {input.coldstart} --acquired {input.acquired}"
         " --config-hash {params.config_hash} --out-dir workload/profiling/{wildcards.model}"
         " > {log} 2>&1"

@@ -54,9 +54,9 @@ def inputs(tmp_path: Path) -> dict:
     return {"stats": [stats_dir / "b4.json", stats_dir / "b1.json"], "dir": tmp_path}
 
 
-def aggregate(inputs: dict, out: Path, model: str = "tiny", stats=None) -> subprocess.CompletedProcess:
+def aggregate(inputs: dict, out: Path, model: str = "tiny", stats=None, extra=()) -> subprocess.CompletedProcess:
     args = ["--model", model, "--stats", *map(str, stats or inputs["stats"]), "--coldstart", str(inputs["dir"] / "coldstart.csv"),
-            "--acquired", str(inputs["dir"] / "acquired.json"), "--config-hash", "0123456789abcdef", "--out-dir", str(out)]
+            "--acquired", str(inputs["dir"] / "acquired.json"), "--config-hash", "0123456789abcdef", "--out-dir", str(out), *extra]
     return subprocess.run([sys.executable, "-m", "serveprof", "aggregate", *args], capture_output=True, text=True, timeout=120)
 
 
@@ -133,3 +133,18 @@ def test_bad_stats_are_refused_and_nothing_is_written(inputs, tmp_path, damage, 
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_latency_files_must_match_their_stats(inputs, tmp_path):
+    latencies = inputs["dir"] / "tiny-b1.csv"
+    latencies.write_text("".join(f"{5.5:.4f}\n" for _ in range(20)))
+    out = tmp_path / "out"
+    good = aggregate(inputs, out, extra=["--latencies", str(latencies)])
+    assert good.returncode == 0, good.stderr
+
+    latencies.write_text("5.5000\n" * 19)  # one line lost, e.g. a file cut short by hand
+    out_bad = tmp_path / "out_bad"
+    bad = aggregate(inputs, out_bad, extra=["--latencies", str(latencies)])
+    assert bad.returncode == 1
+    assert "holds 19 latencies, but its stats file counted 20" in bad.stderr
+    assert "delete" in bad.stderr and not out_bad.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -11,6 +12,7 @@ from serveprof.measure.provenance import build_provenance
 from serveprof.measure.result_files import (
     read_coldstart,
     read_json,
+    read_latencies,
     write_durations,
     write_json,
     write_summary,
@@ -47,8 +49,37 @@ def load_stats(model: str, paths: Sequence[Path]) -> list[dict]:
     return sorted(docs, key=lambda doc: doc["batch_size"])
 
 
-def aggregate(model: str, stats_paths: Sequence[Path], coldstart: Path | None, acquired: Path, config_hash: str, out_dir: Path) -> dict:
+def check_latencies(docs: Sequence[Mapping], latency_paths: Sequence[Path]) -> None:
+    """Each ``<model>-b<N>.csv`` must hold the series its stats describe.
+
+    A latency file cut short or replaced by hand would otherwise sit beside a summary
+    computed from different numbers, both looking valid.
+    """
+    by_batch = {doc["batch_size"]: doc for doc in docs}
+    for path in latency_paths:
+        found = re.search(r"-b(\d+)\.csv$", path.name)
+        doc = by_batch.get(int(found.group(1))) if found else None
+        if doc is None:
+            raise ServeprofError(f"{path} matches no stats file's batch size", "pass the <model>-b<N>.csv files of the stats files given")
+        count = len(read_latencies(path))
+        if count != doc["stats"]["count"]:
+            raise ServeprofError(
+                f"{path} holds {count} latencies, but its stats file counted {doc['stats']['count']}",
+                f"delete {path} and rerun, so that batch size is measured again",
+            )
+
+
+def aggregate(
+    model: str,
+    stats_paths: Sequence[Path],
+    coldstart: Path | None,
+    acquired: Path,
+    config_hash: str,
+    out_dir: Path,
+    latency_paths: Sequence[Path] = (),
+) -> dict:
     docs = load_stats(model, stats_paths)
+    check_latencies(docs, latency_paths)
     if coldstart is not None:
         read_coldstart(coldstart)  # refuse a damaged file before writing anything
     provenance = build_provenance(model, read_json(acquired, "acquisition status"), docs, config_hash)
@@ -62,11 +93,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof aggregate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--stats", type=Path, nargs="+", required=True, help="stats/b<N>.json files, one per batch size")
+    parser.add_argument("--latencies", type=Path, nargs="*", default=[], help="<model>-b<N>.csv files, checked against the stats")
     parser.add_argument("--coldstart", type=Path, help="the model's coldstart.csv (checked, not copied)")
     parser.add_argument("--acquired", type=Path, required=True, help="data/model/acquired/<model>.json")
     parser.add_argument("--config-hash", required=True)
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    aggregate(args.model, args.stats, args.coldstart, args.acquired, args.config_hash, args.out_dir)
+    aggregate(args.model, args.stats, args.coldstart, args.acquired, args.config_hash, args.out_dir, args.latencies)
     print(f"{args.model}: aggregated {len(args.stats)} batch size(s) into {args.out_dir}")
     return 0
