@@ -33,7 +33,7 @@ rule plot_overview:
     output:
         figure=report(
             "reports/figures/{figure}.png",
-            caption="../report/{figure}.rst",
+            caption="../report/overview.rst",
             category="Overview",
         ),
         other_formats=other_formats("reports/figures/{figure}"),

@@ -94,6 +94,16 @@ def test_report_and_figures_exist(workdir):
         assert (workdir / "reports" / "figures" / model / "distribution.png").is_file()
 
 
+def test_html_report_has_a_category_per_model(workdir):
+    run = run_workflow(workdir, "--report", "reports/report.html")
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.jobs == []  # a report reads results, it never runs a job
+    html = (workdir / "reports" / "report.html").read_text(encoding="utf-8", errors="replace")
+    for category in ("Overview", *PROFILED):
+        assert category in html
+    assert "Latency against batch size" in html  # the overview caption, rendered per figure
+
+
 def test_second_run_does_nothing(workdir):
     run = run_workflow(workdir)
     assert run.returncode == 0, run.output[-4000:]
