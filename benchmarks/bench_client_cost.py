@@ -67,17 +67,22 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     args = parser.parse_args()
 
+    from serveprof.client import GrpcClient
     from serveprof.launch import ServerSpec, launch
     from serveprof.measure.session import make_client
 
     inputs = {"images": np.random.default_rng(0).uniform(0, 255, (1, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)}
-    results: dict[str, list[dict]] = {"grpc": [], "rest": []}
+    # "grpc" and "rest" are the clients the pipeline measures with; "grpc via grpcio"
+    # sends the same bytes through grpcio's own channel, for comparison.
+    results: dict[str, list[dict]] = {"grpc": [], "grpc via grpcio": [], "rest": []}
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch) / MODEL
         export_model(base)
         spec = ServerSpec.from_config({"backend": "embedded"}, MODEL, str(base), log_path=str(Path(scratch) / "server.log"))
         with launch(spec) as server:
-            clients = {"grpc": make_client("grpc", server.grpc_target, MODEL), "rest": make_client("rest", server.rest_url, MODEL)}
+            clients = {"grpc": make_client("grpc", server.grpc_target, MODEL),
+                       "grpc via grpcio": GrpcClient(server.grpc_target, MODEL, transport="grpcio"),
+                       "rest": make_client("rest", server.rest_url, MODEL)}
             prepared = {name: client.prepare(inputs) for name, client in clients.items()}
             for name, client in clients.items():
                 for _ in range(args.warmup):
@@ -94,8 +99,10 @@ def main() -> int:
     for name, rounds in results.items():
         median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         print(f"| {name} | {median['requests_per_s']:.0f} | {median['median_ms']:.3f} | {median['client_thread_ms']:.4f} | {median['client_process_ms']:.4f} |")
-    worst = max(statistics.median(r["client_thread_ms"] for r in rounds) for rounds in results.values())
-    print(f"target: client thread CPU <= {TARGET_CLIENT_MS} ms per request: {'met' if worst <= TARGET_CLIENT_MS else 'NOT met'} (worst {worst:.4f} ms)")
+    measuring = [rounds for name, rounds in results.items() if name in ("grpc", "rest")]
+    worst = max(statistics.median(r["client_thread_ms"] for r in rounds) for rounds in measuring)
+    print(f"target: client thread CPU <= {TARGET_CLIENT_MS} ms per request for the measuring clients (grpc, rest): "
+          f"{'met' if worst <= TARGET_CLIENT_MS else 'NOT met'} (worst {worst:.4f} ms)")
     return 0
 
 

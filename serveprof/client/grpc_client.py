@@ -1,9 +1,15 @@
 """TF Serving's gRPC API (PredictionService, ModelService) from tensorflow-serving-api's messages.
 
 The hot path sends bytes: ``prepare`` serializes the PredictRequest once and ``send``
-hands those bytes to a raw unary-unary call on the Predict method, with no serializer
-and no deserializer, so a re-sent request costs neither re-encoding nor parsing the
-response. Tensors travel as ``tensor_content`` (one buffer, not one field per value).
+posts those bytes to the Predict method and returns the response unparsed, so a
+re-sent request costs neither re-encoding nor parsing. Tensors travel as
+``tensor_content`` (one buffer, not one field per value).
+
+``send`` goes through ``http2_unary.UnaryChannel`` (transport ``"http2"``, the default):
+half of grpcio's client CPU per call, which matters because the client shares the
+machine with the server it measures. ``transport="grpcio"`` sends it through grpcio
+instead, for targets that are not plain ``HOST:PORT`` (``dns:///``, ``unix:``) or for
+comparison. Metadata and status always use grpcio and the official stubs' messages.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import grpc
 import numpy as np
 
 from serveprof.client.errors import ServingRequestError
+from serveprof.client.http2_unary import GrpcCallError, UnaryChannel
 from serveprof.client.protos import (GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, get_model_metadata_pb2,
                                      get_model_status_pb2, predict_pb2)
 from serveprof.client.signature import SignatureInfo, signature_from_map
@@ -24,6 +31,7 @@ from serveprof.wire.tensor_codec import fill_tensor_proto, to_ndarray
 DEFAULT_TIMEOUT_S = 600.0  # one request of a large model at batch 32 on a CPU takes about a minute
 # Requests and responses of large batches run to hundreds of MB; -1 lifts gRPC's 4 MB default.
 MESSAGE_LIMITS = (("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1))
+TRANSPORTS = ("http2", "grpcio")
 
 
 def _state_name(state: int) -> str:
@@ -33,9 +41,19 @@ def _state_name(state: int) -> str:
 class GrpcClient:
     def __init__(self, target: str, model_name: str, signature_name: str = "serving_default",
                  version: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 options: Sequence[tuple[str, object]] = ()):
+                 options: Sequence[tuple[str, object]] = (), transport: str = "http2"):
         self.target, self.model_name, self.signature_name = target, model_name, signature_name
         self.version, self.timeout_s = version, timeout_s
+        if transport not in TRANSPORTS:
+            raise ServeprofError(f"unknown gRPC transport {transport!r}", f"use one of {', '.join(TRANSPORTS)}")
+        self.transport = transport
+        self._unary: UnaryChannel | None = None
+        if transport == "http2":
+            try:
+                self._unary = UnaryChannel(target, timeout_s=timeout_s)
+            except ValueError as error:
+                raise ServeprofError(f"gRPC target {error}", "give the server as HOST:PORT, or use "
+                                     "transport='grpcio' for other gRPC target forms") from None
         self._channel = grpc.insecure_channel(target, options=list(MESSAGE_LIMITS) + list(options))
         self._predict = self._channel.unary_unary(PREDICT)  # bytes in, bytes out
         self._metadata = self._channel.unary_unary(
@@ -94,8 +112,21 @@ class GrpcClient:
                                      "pass numbers, bools or bytes in a numpy array of a dtype TensorFlow has") from None
         return request.SerializeToString()
 
+    def connect(self) -> None:
+        """Open the connection ``send`` uses, so the first timed request does not pay for it."""
+        if self._unary is not None:
+            try:
+                self._unary.connect()
+            except GrpcCallError as error:
+                raise ServingRequestError(error.code, error.details, self.target) from None
+
     def send(self, prepared: bytes) -> bytes:
         """One Predict call; the response is returned unparsed."""
+        if self._unary is not None:
+            try:
+                return self._unary.call(PREDICT, prepared)
+            except GrpcCallError as error:
+                raise ServingRequestError(error.code, error.details, self.target) from None
         try:
             return self._predict(prepared, timeout=self.timeout_s)
         except grpc.RpcError as error:
@@ -110,6 +141,8 @@ class GrpcClient:
                                  "check that the server speaks TF Serving's PredictionService") from None
 
     def close(self) -> None:
+        if self._unary is not None:
+            self._unary.close()
         self._channel.close()
 
     def __enter__(self) -> GrpcClient:

@@ -4,18 +4,16 @@
 default; columnar ``inputs`` on request) and ``send`` posts those bytes and checks
 only the status code, so the timed loop neither re-encodes nor parses.
 
-The connection is the standard library's ``http.client``, not ``requests``: on this
-machine a ``requests.Session`` post cost 0.8-0.9 ms of client CPU per request and
-``http.client`` 0.17-0.21 ms (docs/serving.md), and the client shares the CPU with
-the server it measures.
+The connection is ``http1.Http1Connection``, neither ``requests`` nor ``http.client``:
+on this machine a ``requests.Session`` post cost 0.8-0.9 ms of client CPU per request
+and ``http.client`` 0.17-0.21 ms (docs/measurement.md), and the client shares the CPU
+with the server it measures.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import socket
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -24,28 +22,12 @@ import orjson
 
 from serveprof.client.errors import ServingRequestError
 from serveprof.client.grpc_client import DEFAULT_TIMEOUT_S
+from serveprof.client.http1 import Http1Connection
 from serveprof.client.protos import get_model_metadata_pb2
 from serveprof.client.signature import SignatureInfo, TensorSpecInfo, signature_from_map
 from serveprof.errors import ServeprofError
 from serveprof.wire.json_codec import jsonable
 from serveprof.wire.status import ServingError
-
-_JSON = {"Content-Type": "application/json"}
-# A kept-alive connection the server closed while idle (TF Serving and serveprof serve
-# close after --rest_api_timeout_in_ms) fails with one of these on its next use.
-_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected)
-
-
-def _no_delay(connection_class):
-    class Connection(connection_class):
-        def connect(self) -> None:
-            super().connect()
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    return Connection
-
-
-_CONNECTIONS = {"http": _no_delay(http.client.HTTPConnection), "https": _no_delay(http.client.HTTPSConnection)}
 
 
 class RestClient:
@@ -54,39 +36,20 @@ class RestClient:
         self.url, self.model_name, self.signature_name = url.rstrip("/"), model_name, signature_name
         self.version, self.timeout_s, self.columnar = version, timeout_s, columnar
         parts = urlsplit(self.url)
-        if parts.scheme not in _CONNECTIONS or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServeprofError(f"{url!r} is not an http(s) URL", "give the REST address as http://HOST:PORT")
-        self._connection = _CONNECTIONS[parts.scheme](parts.hostname, parts.port, timeout=timeout_s)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._connection = Http1Connection(parts.hostname, port, tls=parts.scheme == "https", timeout_s=timeout_s)
         self._model_path = f"{parts.path}/v1/models/{model_name}" + (f"/versions/{version}" if version is not None else "")
         self._predict_path = f"{self._model_path}:predict"
-        self._used = False  # whether the open connection has carried a request (and may have gone stale)
         self._signature: SignatureInfo | None = None
-
-    def _exchange(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
-        connection = self._connection
-        reused = self._used and connection.sock is not None
-        try:
-            connection.request(method, path, body, _JSON if body is not None else {})
-            response = connection.getresponse()
-            payload = response.read()
-        except _STALE:
-            connection.close()
-            if not reused:
-                raise
-            connection.request(method, path, body, _JSON if body is not None else {})  # once, on a fresh connection
-            response = connection.getresponse()
-            payload = response.read()
-        self._used = True
-        return response.status, payload
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         try:
-            status, payload = self._exchange(method, path, body)
+            status, payload = self._connection.request(method, path, body)
         except TimeoutError as error:
-            self._connection.close()
             raise ServingRequestError("DEADLINE_EXCEEDED", str(error) or "timed out", self.url) from None
-        except (OSError, http.client.HTTPException) as error:
-            self._connection.close()
+        except OSError as error:
             raise ServingRequestError("UNAVAILABLE", f"{type(error).__name__}: {error}", self.url) from None
         if status != 200:
             raise ServingRequestError(status, _error_text(payload), self.url)
@@ -145,6 +108,13 @@ class RestClient:
             return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
         # orjson writes NaN and Infinity as null; TF Serving reads the bare tokens.
         return json.dumps(payload, default=lambda array: array.tolist()).encode()
+
+    def connect(self) -> None:
+        """Open the connection ``send`` uses, so the first timed request does not pay for it."""
+        try:
+            self._connection.connect()
+        except OSError as error:
+            raise ServingRequestError("UNAVAILABLE", f"{type(error).__name__}: {error}", self.url) from None
 
     def send(self, prepared: bytes) -> bytes:
         """One predict POST; the response body is returned unparsed."""

@@ -49,7 +49,12 @@ class Endpoint:
         except Exception as error:
             raise self.on_error(batch_size)(error, "reading the model's signature") from error
         arrays, description = build_inputs(signature.inputs, batch_size, input_settings)
-        return self.client.prepare(arrays), description
+        prepared = self.client.prepare(arrays)
+        try:
+            self.client.connect()  # so the first timed request does not include a connect
+        except Exception as error:
+            raise self.on_error(batch_size)(error, "connecting for the timed requests") from error
+        return prepared, description
 
 
 def make_client(protocol: str, address: str, model: str):

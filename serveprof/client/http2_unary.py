@@ -1,0 +1,417 @@
+"""Unary gRPC calls on one HTTP/2 connection: the transport of the timed Predict loop.
+
+grpcio's blocking call spends about 0.15 ms of the calling thread's CPU per request on
+this 2-core machine (call objects, completion-queue polling, its C core's HTTP/2), and
+the client shares the CPU with the server it measures. A measured latency should be
+the server's, so the hot path sends its prepared PredictRequest with this instead:
+the HEADERS frame is the same bytes every call apart from the stream id, the message
+goes out with one ``sendmsg`` of the frame header and the caller's buffer (no copy),
+and the answer is read straight off the socket (benchmarks/bench_client_cost.py has
+the figures). Everything else (metadata, status, TLS, name resolution) stays with grpcio.
+
+What it does of HTTP/2 (RFC 9113) and gRPC over HTTP/2 (grpc/doc/PROTOCOL-HTTP2.md):
+- the client preface, SETTINGS and their ACKs, PING answers; GOAWAY, RST_STREAM, an
+  HTTP status other than 200 and a closed socket become gRPC status errors;
+- flow control both ways: our receive windows are opened to the maximum once (and
+  topped up), DATA is sent only within the peer's connection and stream windows and
+  its largest frame size, reading its WINDOW_UPDATEs while waiting;
+- header blocks it sends are HPACK literals that are never indexed, so they need no
+  state; every block it receives (HEADERS, CONTINUATION) goes through hpack's Decoder
+  in order, so the decoder's table stays in step with the server's;
+- padded and prioritised frames; compressed messages are refused (none are asked for).
+One call at a time: a lock guards the connection; concurrent senders open one client
+each. A failed call closes the connection and the next call opens a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from urllib.parse import unquote
+
+from hpack import Decoder
+from hpack.exceptions import HPACKError
+
+from serveprof.client.socket_io import close_quietly, send_all
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
+SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 2, 4, 5
+DEFAULT_WINDOW = 65_535
+DEFAULT_MAX_FRAME = 16_384
+MAX_WINDOW = (1 << 31) - 1
+OUR_MAX_FRAME = (1 << 24) - 1  # large responses then arrive in few frames
+TOP_UP_AT = 1 << 30  # bytes received before the connection window is opened again
+
+# grpc/include/grpcpp/impl/codegen/status_code_enum.h, by number.
+STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+# PROTOCOL-HTTP2.md: an HTTP status without a grpc-status, as gRPC clients map it.
+HTTP_TO_STATUS = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
+                  429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
+# RFC 9113 error codes on RST_STREAM / GOAWAY, as gRPC clients map them.
+RST_TO_STATUS = {0x0: "INTERNAL", 0x7: "UNAVAILABLE", 0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED",
+                 0xC: "PERMISSION_DENIED"}
+
+
+class GrpcCallError(Exception):
+    """A call that ended without grpc-status 0: ``code`` is the status name, ``details`` the server's message."""
+
+    def __init__(self, code: str, details: str):
+        super().__init__(f"{code}: {details}")
+        self.code, self.details = code, details
+
+
+def _frame_header(length: int, kind: int, flags: int, stream: int) -> bytes:
+    return struct.pack(">I", length)[1:] + bytes((kind, flags)) + struct.pack(">I", stream)
+
+
+def _hpack_int(value: int, prefix_bits: int, first_byte: int = 0) -> bytes:
+    """RFC 7541 §5.1 integer with an N-bit prefix."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first_byte | value,))
+    out = bytearray((first_byte | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal_never_indexed(name: bytes, value: bytes) -> bytes:
+    """RFC 7541 §6.2.2 with a new name and no Huffman coding: decodable without any state."""
+    return b"\x10" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
+
+
+def grpc_timeout_header(timeout_s: float) -> bytes:
+    """The grpc-timeout value: at most 8 digits and a unit (PROTOCOL-HTTP2.md)."""
+    for unit, per_second in ((b"m", 1_000), (b"S", 1), (b"M", 1 / 60), (b"H", 1 / 3600)):
+        amount = max(1, int(timeout_s * per_second + 0.999999))
+        if amount < 100_000_000:
+            return str(amount).encode() + unit
+    return b"99999999H"
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``; ValueError for anything else (e.g. ``dns:///x`` or ``unix:``)."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host or "/" in host:
+        raise ValueError(f"{target!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{target!r}: an IPv6 address must be in brackets, [addr]:port")
+    return host, int(port)
+
+
+class UnaryChannel:
+    """One HTTP/2 connection to ``host:port`` that makes unary gRPC calls, one at a time."""
+
+    def __init__(self, target: str, timeout_s: float | None = None, user_agent: str = "serveprof"):
+        self.host, self.port = parse_target(target)
+        self.timeout_s = timeout_s
+        self._authority = target.encode()
+        self._user_agent = user_agent.encode()
+        self._blocks: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+
+    # ----------------------------------------------------------------- connection
+
+    def _connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            settings = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW,
+                                   SETTINGS_MAX_FRAME_SIZE, OUR_MAX_FRAME)
+            sock.sendall(PREFACE + _frame_header(len(settings), SETTINGS, 0, 0) + settings
+                         + _frame_header(4, WINDOW_UPDATE, 0, 0) + struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._buffer = bytearray()
+        self._position = 0
+        self._decoder = Decoder()
+        self._decoded: dict[tuple, list] = {}
+        self._next_stream = 1
+        self._peer_max_frame = DEFAULT_MAX_FRAME
+        self._peer_initial_window = DEFAULT_WINDOW
+        self._send_window = DEFAULT_WINDOW  # the connection's
+        self._stream_window = 0  # the current stream's
+        self._received = 0  # DATA bytes since our connection window was last topped up
+        self._goaway_last_stream: int | None = None
+
+    def connect(self) -> None:
+        """Open the connection and finish the SETTINGS exchange, if not done yet.
+
+        The measurement calls this before its first timed request (through
+        ``GrpcClient.prepare``), so "first init" times the request, not a TCP connect.
+        """
+        with self._lock, self._failures_as_status():
+            if self._sock is None:
+                self._connect()
+                self._settings_received = False
+                while not self._settings_received:
+                    self._read_frame(_Reply(-1))
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        close_quietly(sock)
+
+    def __enter__(self) -> UnaryChannel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------- calling
+
+    def call(self, path: str, message) -> bytes:
+        """Send ``message`` (bytes-like, one serialized request) to method ``path``; return the response message."""
+        with self._lock, self._failures_as_status():
+            if self._sock is None:
+                self._connect()
+            return self._call(path, memoryview(message).cast("B"))
+
+    @contextlib.contextmanager
+    def _failures_as_status(self):
+        """Every failure as a gRPC status; after any but the server's own answer the connection is closed."""
+        try:
+            yield
+        except GrpcCallError as error:
+            if error.code in ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "CANCELLED"):
+                self.close()  # the connection's state is not known any more
+            raise
+        except (TimeoutError, socket.timeout):
+            self.close()
+            raise GrpcCallError("DEADLINE_EXCEEDED", f"no answer from {self.host}:{self.port} within "
+                                                     f"{self.timeout_s} s") from None
+        except (OSError, EOFError) as error:
+            self.close()
+            raise GrpcCallError("UNAVAILABLE", f"connection to {self.host}:{self.port} failed: "
+                                               f"{type(error).__name__}: {error}") from None
+        except HPACKError as error:
+            self.close()
+            raise GrpcCallError("INTERNAL", f"undecodable header block from the server: {error}") from None
+
+    def _header_block(self, path: str) -> bytes:
+        block = self._blocks.get(path)
+        if block is None:
+            fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
+                      (b":authority", self._authority), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+                      (b"user-agent", self._user_agent)]
+            if self.timeout_s is not None:
+                fields.append((b"grpc-timeout", grpc_timeout_header(self.timeout_s)))
+            block = self._blocks[path] = b"".join(_literal_never_indexed(name, value) for name, value in fields)
+        return block
+
+    def _call(self, path: str, message: memoryview) -> bytes:
+        if self._goaway_last_stream is not None:
+            raise EOFError("the server sent GOAWAY")
+        stream = self._next_stream
+        if stream > MAX_WINDOW:
+            raise EOFError("stream ids used up")
+        self._next_stream += 2
+        self._stream_window = self._peer_initial_window
+        block = self._header_block(path)
+        if len(block) > self._peer_max_frame:
+            raise GrpcCallError("INTERNAL", "request headers larger than the server's frame size")
+        prefix = b"\x00" + struct.pack(">I", len(message))
+        head = _frame_header(len(block), HEADERS, FLAG_END_HEADERS, stream) + block
+        reply = _Reply(stream)
+        total = 5 + len(message)
+        sent = 0
+        pending = [head]
+        while sent < total and not reply.ended:
+            allowed = min(total - sent, self._send_window, self._stream_window, self._peer_max_frame)
+            if allowed <= 0:
+                self._send(pending)
+                pending = []
+                self._read_frame(reply)  # until a WINDOW_UPDATE (or the answer) comes
+                continue
+            last = sent + allowed == total
+            pending.append(_frame_header(allowed, DATA, FLAG_END_STREAM if last else 0, stream))
+            if sent < 5:
+                pending.append(prefix[sent:min(5, sent + allowed)])
+            start, end = max(sent - 5, 0), sent + allowed - 5
+            if end > start:
+                pending.append(message[start:end])
+            sent += allowed
+            self._send_window -= allowed
+            self._stream_window -= allowed
+        self._send(pending)
+        while not reply.ended:
+            self._read_frame(reply)
+        return reply.result()
+
+    def _send(self, buffers: list) -> None:
+        send_all(self._sock, buffers)
+
+    # ------------------------------------------------------------------- reading
+
+    def _read_exact(self, count: int) -> bytearray:
+        buffer, position = self._buffer, self._position
+        if len(buffer) - position < count:
+            del buffer[:position]
+            position = 0
+            while len(buffer) < count:
+                chunk = self._sock.recv(max(count - len(buffer), 65_536))
+                if not chunk:
+                    raise EOFError("the server closed the connection")
+                buffer += chunk
+        self._position = position + count
+        return buffer[position:position + count]
+
+    def _read_frame(self, reply: _Reply) -> None:
+        header = self._read_exact(9)
+        length = int.from_bytes(header[:3], "big")
+        kind, flags = header[3], header[4]
+        end_stream = bool(flags & FLAG_END_STREAM)
+        stream = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+        payload = self._read_exact(length) if length else b""
+        if kind == DATA:
+            self._received += length
+            if self._received >= TOP_UP_AT:
+                self._send([_frame_header(4, WINDOW_UPDATE, 0, 0), struct.pack(">I", self._received)])
+                self._received = 0
+            if stream == reply.stream:
+                reply.data.append(_unpad(payload, flags))
+                if end_stream:
+                    reply.end()
+        elif kind == HEADERS:
+            if flags & FLAG_PADDED:
+                payload = _unpad(payload, flags)
+            if flags & FLAG_PRIORITY:
+                payload = payload[5:]
+            block = [payload]
+            while not flags & FLAG_END_HEADERS:
+                more = self._read_exact(9)
+                more_length, flags = int.from_bytes(more[:3], "big"), more[4]
+                if more[3] != CONTINUATION:
+                    raise GrpcCallError("INTERNAL", "a header block was not continued by a CONTINUATION frame")
+                block.append(self._read_exact(more_length))
+            headers = self._decode_headers(bytes(b"".join(block)))
+            if stream == reply.stream:
+                reply.headers(headers, end_stream)
+        elif kind == SETTINGS:
+            if not flags & FLAG_ACK:
+                self._apply_settings(payload)
+                self._send([_frame_header(0, SETTINGS, FLAG_ACK, 0)])
+                self._settings_received = True
+        elif kind == WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if stream == 0:
+                self._send_window += increment
+            elif stream == reply.stream:
+                self._stream_window += increment
+        elif kind == PING:
+            if not flags & FLAG_ACK:
+                self._send([_frame_header(8, PING, FLAG_ACK, 0), payload[:8]])
+        elif kind == RST_STREAM:
+            if stream == reply.stream:
+                code = int.from_bytes(payload[:4], "big")
+                raise GrpcCallError(RST_TO_STATUS.get(code, "INTERNAL"), f"the server reset the stream (HTTP/2 error {code})")
+        elif kind == GOAWAY:
+            self._goaway_last_stream = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if self._goaway_last_stream < reply.stream:
+                code = int.from_bytes(payload[4:8], "big")
+                detail = payload[8:].decode("utf-8", "replace")
+                raise GrpcCallError("UNAVAILABLE", f"the server is going away (HTTP/2 error {code}{': ' + detail if detail else ''})")
+        elif kind == PUSH_PROMISE:
+            raise GrpcCallError("INTERNAL", "the server pushed, though push is disabled")
+        # PRIORITY and unknown frame types are ignored, as RFC 9113 asks.
+
+    def _decode_headers(self, block: bytes) -> list[tuple[str, str]]:
+        """Every block is decoded in order, to keep the HPACK table in step with the server's.
+
+        A server repeats the same block for every answer once its fields are in the
+        table, and such a block leaves the table as it was; so a block is decoded once
+        per table state and the result reused (hpack's decoding is about a fifth of the
+        client's time per call otherwise).
+        """
+        key = (self._table_state(), block)
+        cached = self._decoded.get(key)
+        if cached is not None:
+            return cached
+        headers = self._decoder.decode(block)
+        if self._table_state() == key[0]:
+            if len(self._decoded) > 64:
+                self._decoded.clear()
+            self._decoded[key] = headers
+        return headers
+
+    def _table_state(self) -> tuple:
+        table = self._decoder.header_table
+        return table.maxsize, tuple(table.dynamic_entries)
+
+    def _apply_settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                self._stream_window += value - self._peer_initial_window
+                self._peer_initial_window = value
+            elif key == SETTINGS_MAX_FRAME_SIZE:
+                self._peer_max_frame = value
+
+
+def _unpad(payload, flags: int):
+    if not flags & FLAG_PADDED:
+        return payload
+    pad = payload[0]
+    if pad >= len(payload):
+        raise GrpcCallError("INTERNAL", "a padded frame is shorter than its padding")
+    return payload[1:len(payload) - pad]
+
+
+class _Reply:
+    """What arrives on one stream: response headers, DATA, trailers."""
+
+    def __init__(self, stream: int):
+        self.stream = stream
+        self.data: list[bytes] = []
+        self.http_status: str | None = None
+        self.trailers: dict[str, str] | None = None
+        self.ended = False
+
+    def headers(self, fields, end_stream: bool) -> None:
+        values = dict(fields)
+        if self.http_status is None:
+            self.http_status = values.get(":status", "")
+            if end_stream:  # a trailers-only answer: status and grpc-status in one block
+                self.trailers = values
+        else:
+            self.trailers = values
+        if end_stream:
+            self.end()
+
+    def end(self) -> None:
+        self.ended = True
+
+    def result(self) -> bytes:
+        trailers = self.trailers or {}
+        status = trailers.get("grpc-status")
+        if status is None:
+            if self.http_status != "200":
+                code = HTTP_TO_STATUS.get(int(self.http_status or 0), "UNKNOWN")
+                raise GrpcCallError(code, f"the server answered HTTP status {self.http_status}")
+            raise GrpcCallError("INTERNAL", "the server ended the stream without a grpc-status")
+        number = int(status) if status.isdigit() else 2
+        if number != 0:
+            name = STATUS_NAMES[number] if number < len(STATUS_NAMES) else "UNKNOWN"
+            raise GrpcCallError(name, unquote(trailers.get("grpc-message", "")))
+        data = b"".join(self.data)
+        if len(data) < 5:
+            raise GrpcCallError("INTERNAL", "the server sent status OK without a response message")
+        if data[0] != 0:
+            raise GrpcCallError("INTERNAL", "the server sent a compressed message, which was not asked for")
+        length = int.from_bytes(data[1:5], "big")
+        if len(data) != 5 + length:
+            raise GrpcCallError("INTERNAL", f"the response message should have {length} bytes but has {len(data) - 5}")
+        return data[5:]
