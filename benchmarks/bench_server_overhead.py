@@ -4,26 +4,27 @@
 
 Exports two models to a temporary directory, then for each case starts ``serveprof
 serve`` as a real subprocess on free loopback ports and interleaves, round after round:
-one in-process call of the loaded signature, one gRPC Predict, one REST predict. The
-machine is shared and noisy, so the three are measured side by side in the same run
-and compared by their medians.
+one in-process call of the loaded signature, one gRPC Predict (on each gRPC client),
+one REST predict. The machine is shared and noisy, so they are measured side by side
+in the same run and compared by their medians.
 
 Cases:
 - ``small b1``: the tiny classifier (8x8x3 -> 3 classes) at batch 1: fixed costs.
-- ``mnv2 b32``: Keras MobileNetV2(weights=None, alpha=0.35) at batch 32 of 224x224x3
+- ``mnv2 b32``: Keras MobileNetV2(weights=None, alpha=1.0 by default) at batch 32 of 224x224x3
   float32 (a 19 MB request): per-byte costs.
 
 In-process baseline: ``signature(images=tensor)`` with the tensor built beforehand and
-the output read with ``.numpy()``. Clients are prepared once, as serveprof's measurement
-client does: the gRPC request is serialized once and sent as bytes (the official
-PredictResponse parses the answer); the REST body is serialized once, the answer is
-parsed with orjson. Everything else (the transport, the server's decoding, the
-signature call, the response) is inside the timed through-server call.
+the output read with ``.numpy()``. Through the server: exactly what the pipeline times,
+``client.send(prepared)`` of serveprof's measuring clients (``GrpcClient``, whose
+Predict goes over its lean HTTP/2 transport, and ``RestClient``), with the request
+serialized once beforehand. Everything else (the transport, the server's decoding, the
+signature call, the response) is inside the timed call. Each client's answer is checked
+against TensorFlow's before timing. ``gRPC via grpcio`` sends the same bytes through a
+grpcio channel, for comparison.
 
-A third row per case, ``gRPC floor``, times the same gRPC request against a bare grpcio
-server (same options as serveprof's) that answers at once with a canned response: what
-Python gRPC and the loopback cost before any serving work, i.e. the part of the
-overhead the embedded server's own code cannot remove.
+The ``floor`` rows time the same gRPC requests against the embedded server's gRPC
+transport (``serveprof.server.grpc_http2``) answering at once with a canned response:
+what the client, the transport and the loopback cost before any serving work.
 """
 
 from __future__ import annotations
@@ -71,68 +72,48 @@ def export_mobilenet(path: Path, alpha: float) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 
-class GrpcSender:
-    def __init__(self, target: str, model: str, batch: np.ndarray):
-        import grpc
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
+def make_senders(grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray) -> dict:
+    """Prepared requests on serveprof's measuring clients (what the pipeline times), and on grpcio for reference."""
+    from serveprof.client import GrpcClient, RestClient
 
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        request.inputs["images"].CopyFrom(tf.make_tensor_proto(batch))
-        self.payload = request.SerializeToString()
-        self.channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 1 << 30),
-                                                              ("grpc.max_receive_message_length", 1 << 30)])
-        self.call = self.channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
-                                             response_deserializer=predict_pb2.PredictResponse.FromString)
-
-    def __call__(self) -> np.ndarray:
-        response = self.call(self.payload, timeout=120)
-        tensor = response.outputs["probabilities"]
-        return np.frombuffer(tensor.tensor_content, np.float32).reshape([d.size for d in tensor.tensor_shape.dim])
-
-    def close(self) -> None:
-        self.channel.close()
+    clients = {"gRPC": GrpcClient(grpc_target, model, timeout_s=300),
+               "gRPC via grpcio": GrpcClient(grpc_target, model, timeout_s=300, transport="grpcio")}
+    if rest_url:
+        clients["REST"] = RestClient(rest_url, model, timeout_s=300)
+    senders = {}
+    for name, client in clients.items():
+        prepared = client.prepare({"images": batch})
+        client.connect()
+        senders[name] = Sender(client, prepared)
+    return senders
 
 
-class RestSender:
-    def __init__(self, url: str, model: str, batch: np.ndarray):
-        import orjson
-        import requests
+class Sender:
+    def __init__(self, client, prepared: bytes):
+        self.client, self.prepared = client, prepared
 
-        self.orjson = orjson
-        self.session = requests.Session()
-        self.url = f"{url}/v1/models/{model}:predict"
-        self.body = orjson.dumps({"instances": batch}, option=orjson.OPT_SERIALIZE_NUMPY)
-
-    def __call__(self) -> np.ndarray:
-        answer = self.session.post(self.url, data=self.body, headers={"Content-Type": "application/json"}, timeout=300)
-        answer.raise_for_status()
-        return np.asarray(self.orjson.loads(answer.content)["predictions"], np.float32)
+    def __call__(self) -> bytes:
+        return self.client.send(self.prepared)
 
     def close(self) -> None:
-        self.session.close()
+        self.client.close()
 
 
 def _floor_server(port: int, answer: bytes) -> None:
-    """A grpcio server that answers every Predict with ``answer`` without looking at the request."""
-    from concurrent.futures import ThreadPoolExecutor
+    """The embedded server's gRPC transport, answering every Predict with ``answer`` without looking at the request."""
+    import time as clock
 
-    import grpc
+    from serveprof.server.grpc_http2 import GrpcServer
 
-    from serveprof.server.grpc_api import grpc_server_options
-
-    handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-        "Predict": grpc.unary_unary_rpc_method_handler(lambda request, context: answer)})
-    server = grpc.server(ThreadPoolExecutor(max_workers=4), options=grpc_server_options(1 << 30))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server = GrpcServer({"/tensorflow.serving.PredictionService/Predict": lambda request: answer}, "127.0.0.1", port,
+                        max_workers=4, max_message_bytes=1 << 30)
     server.start()
-    server.wait_for_termination()
+    while True:
+        clock.sleep(3600)
 
 
-def transport_floor(model: str, batch: np.ndarray, expected: np.ndarray, rounds: int) -> list[float]:
-    import grpc
+def transport_floor(model: str, batch: np.ndarray, expected: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """The same gRPC requests against the embedded server's transport answering at once, with no model."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
@@ -145,12 +126,24 @@ def transport_floor(model: str, batch: np.ndarray, expected: np.ndarray, rounds:
                                                            daemon=True)
     process.start()
     try:
-        send = GrpcSender(f"127.0.0.1:{port}", model, batch)
-        grpc.channel_ready_future(send.channel).result(timeout=120)
-        for _ in range(3):
-            send()
-        times = [timed(send)[0] for _ in range(rounds)]
-        send.close()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                senders = make_senders(f"127.0.0.1:{port}", None, model, batch)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for send in senders.values():
+            for _ in range(3):
+                send()
+        times: dict[str, list[float]] = {name: [] for name in senders}
+        for _ in range(rounds):
+            for name, send in senders.items():
+                times[name].append(timed(send)[0])
+        for send in senders.values():
+            send.close()
         return times
     finally:
         process.kill()
@@ -173,36 +166,41 @@ def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int,
         return signature(images=tensor)["probabilities"].numpy()
 
     with running_server(base, model_name=model, log_dir=log_dir) as server:
-        senders = {"gRPC": GrpcSender(server.grpc_target, model, batch), "REST": RestSender(server.rest_url, model, batch)}
+        senders = make_senders(server.grpc_target, server.rest_url, model, batch)
         try:
             expected = in_process()
-            for name, send in senders.items():  # warm-up, and the answers must be the same
+            for name, send in senders.items():  # warm-up, and the answers must be TensorFlow's
                 for _ in range(3):
-                    np.testing.assert_allclose(send(), expected, rtol=1e-4, atol=1e-6, err_msg=name)
-                in_process()
-            times: dict[str, list[float]] = {"in-process": [], "gRPC": [], "REST": []}
-            paired: dict[str, list[float]] = {"in-process": []}
+                    send()
+                    in_process()
+                outputs = send.client.predict({"images": batch})["probabilities"]
+                np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-6, err_msg=name)
+            times: dict[str, list[float]] = {"in-process": [], **{name: [] for name in senders}}
+            paired: list[float] = []
             for index in range(rounds):
                 times["in-process"].append(timed(in_process)[0])
                 times["gRPC"].append(timed(senders["gRPC"])[0])
+                times["gRPC via grpcio"].append(timed(senders["gRPC via grpcio"])[0])
                 if index % rest_every == 0:
-                    paired["in-process"].append(times["in-process"][-1])
+                    paired.append(times["in-process"][-1])
                     times["REST"].append(timed(senders["REST"])[0])
         finally:
             for send in senders.values():
                 send.close()
-    floor = transport_floor(model, batch, expected, rounds)
+    floors = transport_floor(model, batch, expected, rounds)
     rows = []
-    for protocol in ("gRPC", "REST"):
+    for protocol in senders:
         # REST runs every rest_every rounds; it is compared with the in-process calls of those same rounds.
-        base_ms = statistics.median(times["in-process"] if protocol == "gRPC" else paired["in-process"])
+        base_ms = statistics.median(paired if protocol == "REST" else times["in-process"])
         server_ms = statistics.median(times[protocol])
         rows.append({"case": label, "protocol": protocol, "n": len(times[protocol]), "in_process_ms": base_ms,
                      "server_ms": server_ms, "overhead_ms": server_ms - base_ms,
                      "overhead_pct": 100 * (server_ms - base_ms) / base_ms, "ratio": server_ms / base_ms})
-    floor_ms = statistics.median(floor)
-    rows.append({"case": label, "protocol": "gRPC floor (bare grpcio, no model)", "n": len(floor), "in_process_ms": 0.0,
-                 "server_ms": floor_ms, "overhead_ms": floor_ms, "overhead_pct": float("nan"), "ratio": float("nan")})
+    for protocol, floor in floors.items():
+        floor_ms = statistics.median(floor)
+        rows.append({"case": label, "protocol": f"{protocol} floor (transport only, canned answer)", "n": len(floor),
+                     "in_process_ms": float("nan"), "server_ms": floor_ms, "overhead_ms": floor_ms,
+                     "overhead_pct": float("nan"), "ratio": float("nan")})
     return rows
 
 
@@ -230,7 +228,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=300, help="rounds for the batch-1 case")
     parser.add_argument("--big-rounds", type=int, default=40, help="rounds for the batch-32 case")
     parser.add_argument("--rest-every", type=int, default=4, help="REST runs every Nth round of the batch-32 case")
-    parser.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 width multiplier")
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument("--only", choices=["small", "mnv2"], help="run one case")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

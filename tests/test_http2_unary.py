@@ -22,9 +22,9 @@ from hpack import Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serveprof.client.http2_unary import (
-    CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, GOAWAY, HEADERS, PING, PREFACE,
-    SETTINGS, WINDOW_UPDATE, GrpcCallError, UnaryChannel, _hpack_int, grpc_timeout_header, parse_target)
+from serveprof.client.http2_unary import GrpcCallError, UnaryChannel, grpc_timeout_header, parse_target
+from serveprof.wire.http2 import (CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED,
+                                  GOAWAY, HEADERS, PING, PREFACE, SETTINGS, WINDOW_UPDATE, hpack_int)
 
 ECHO, FAIL, SLOW, LENGTH = "/t.Echo/Echo", "/t.Echo/Fail", "/t.Echo/Slow", "/t.Echo/Length"
 
@@ -73,9 +73,9 @@ def channel(grpc_server):
 
 
 def test_hpack_integers_match_rfc7541_examples():
-    assert _hpack_int(10, 5) == bytes([0x0A])  # C.1.1
-    assert _hpack_int(1337, 5) == bytes([0x1F, 0x9A, 0x0A])  # C.1.2
-    assert _hpack_int(42, 8) == bytes([0x2A])  # C.1.3
+    assert hpack_int(10, 5) == bytes([0x0A])  # C.1.1
+    assert hpack_int(1337, 5) == bytes([0x1F, 0x9A, 0x0A])  # C.1.2
+    assert hpack_int(42, 8) == bytes([0x2A])  # C.1.3
 
 
 def test_grpc_timeout_fits_eight_digits():

@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 
-from serveprof.client.socket_io import close_quietly, send_all
+from serveprof.wire.sockets import close_quietly, send_all
 
 MAX_HEAD_BYTES = 64 * 1024
 

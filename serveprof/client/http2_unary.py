@@ -29,27 +29,18 @@ import contextlib
 import socket
 import struct
 import threading
-from urllib.parse import unquote
 
-from hpack import Decoder
 from hpack.exceptions import HPACKError
 
-from serveprof.client.socket_io import close_quietly, send_all
+from serveprof.wire.http2 import (DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FLAG_ACK, FLAG_END_HEADERS,
+                                  FLAG_END_STREAM, GOAWAY, HEADERS, LARGEST_FRAME, MAX_WINDOW, PING, PREFACE,
+                                  PUSH_PROMISE, RST_STREAM, SETTINGS, SETTINGS_ENABLE_PUSH,
+                                  SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, STATUS_NAMES, WINDOW_UPDATE,
+                                  FrameSocket, HeaderDecoder, ProtocolError, data_frame, frame_header, grpc_message_decode, grpc_prefix,
+                                  header_block, unpad)
+from serveprof.wire.sockets import close_quietly
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
-SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 2, 4, 5
-DEFAULT_WINDOW = 65_535
-DEFAULT_MAX_FRAME = 16_384
-MAX_WINDOW = (1 << 31) - 1
-OUR_MAX_FRAME = (1 << 24) - 1  # large responses then arrive in few frames
 TOP_UP_AT = 1 << 30  # bytes received before the connection window is opened again
-
-# grpc/include/grpcpp/impl/codegen/status_code_enum.h, by number.
-STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 # PROTOCOL-HTTP2.md: an HTTP status without a grpc-status, as gRPC clients map it.
 HTTP_TO_STATUS = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
                   429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
@@ -64,29 +55,6 @@ class GrpcCallError(Exception):
     def __init__(self, code: str, details: str):
         super().__init__(f"{code}: {details}")
         self.code, self.details = code, details
-
-
-def _frame_header(length: int, kind: int, flags: int, stream: int) -> bytes:
-    return struct.pack(">I", length)[1:] + bytes((kind, flags)) + struct.pack(">I", stream)
-
-
-def _hpack_int(value: int, prefix_bits: int, first_byte: int = 0) -> bytes:
-    """RFC 7541 §5.1 integer with an N-bit prefix."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first_byte | value,))
-    out = bytearray((first_byte | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal_never_indexed(name: bytes, value: bytes) -> bytes:
-    """RFC 7541 §6.2.2 with a new name and no Huffman coding: decodable without any state."""
-    return b"\x10" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
 
 
 def grpc_timeout_header(timeout_s: float) -> bytes:
@@ -129,17 +97,15 @@ class UnaryChannel:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             settings = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW,
-                                   SETTINGS_MAX_FRAME_SIZE, OUR_MAX_FRAME)
-            sock.sendall(PREFACE + _frame_header(len(settings), SETTINGS, 0, 0) + settings
-                         + _frame_header(4, WINDOW_UPDATE, 0, 0) + struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW))
+                                   SETTINGS_MAX_FRAME_SIZE, LARGEST_FRAME)
+            sock.sendall(PREFACE + frame_header(len(settings), SETTINGS, 0, 0) + settings
+                         + frame_header(4, WINDOW_UPDATE, 0, 0) + struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW))
         except BaseException:
             sock.close()
             raise
         self._sock = sock
-        self._buffer = bytearray()
-        self._position = 0
-        self._decoder = Decoder()
-        self._decoded: dict[tuple, list] = {}
+        self._frames = FrameSocket(sock)
+        self._decoder = HeaderDecoder()
         self._next_stream = 1
         self._peer_max_frame = DEFAULT_MAX_FRAME
         self._peer_initial_window = DEFAULT_WINDOW
@@ -200,6 +166,9 @@ class UnaryChannel:
         except HPACKError as error:
             self.close()
             raise GrpcCallError("INTERNAL", f"undecodable header block from the server: {error}") from None
+        except ProtocolError as error:
+            self.close()
+            raise GrpcCallError("INTERNAL", f"the server broke HTTP/2: {error}") from None
 
     def _header_block(self, path: str) -> bytes:
         block = self._blocks.get(path)
@@ -209,7 +178,7 @@ class UnaryChannel:
                       (b"user-agent", self._user_agent)]
             if self.timeout_s is not None:
                 fields.append((b"grpc-timeout", grpc_timeout_header(self.timeout_s)))
-            block = self._blocks[path] = b"".join(_literal_never_indexed(name, value) for name, value in fields)
+            block = self._blocks[path] = header_block(fields)
         return block
 
     def _call(self, path: str, message: memoryview) -> bytes:
@@ -223,8 +192,8 @@ class UnaryChannel:
         block = self._header_block(path)
         if len(block) > self._peer_max_frame:
             raise GrpcCallError("INTERNAL", "request headers larger than the server's frame size")
-        prefix = b"\x00" + struct.pack(">I", len(message))
-        head = _frame_header(len(block), HEADERS, FLAG_END_HEADERS, stream) + block
+        prefix = grpc_prefix(len(message))
+        head = frame_header(len(block), HEADERS, FLAG_END_HEADERS, stream) + block
         reply = _Reply(stream)
         total = 5 + len(message)
         sent = 0
@@ -237,12 +206,7 @@ class UnaryChannel:
                 self._read_frame(reply)  # until a WINDOW_UPDATE (or the answer) comes
                 continue
             last = sent + allowed == total
-            pending.append(_frame_header(allowed, DATA, FLAG_END_STREAM if last else 0, stream))
-            if sent < 5:
-                pending.append(prefix[sent:min(5, sent + allowed)])
-            start, end = max(sent - 5, 0), sent + allowed - 5
-            if end > start:
-                pending.append(message[start:end])
+            pending += data_frame(stream, prefix, message, sent, allowed, FLAG_END_STREAM if last else 0)
             sent += allowed
             self._send_window -= allowed
             self._stream_window -= allowed
@@ -252,58 +216,30 @@ class UnaryChannel:
         return reply.result()
 
     def _send(self, buffers: list) -> None:
-        send_all(self._sock, buffers)
+        self._frames.send(buffers)
 
     # ------------------------------------------------------------------- reading
 
-    def _read_exact(self, count: int) -> bytearray:
-        buffer, position = self._buffer, self._position
-        if len(buffer) - position < count:
-            del buffer[:position]
-            position = 0
-            while len(buffer) < count:
-                chunk = self._sock.recv(max(count - len(buffer), 65_536))
-                if not chunk:
-                    raise EOFError("the server closed the connection")
-                buffer += chunk
-        self._position = position + count
-        return buffer[position:position + count]
-
     def _read_frame(self, reply: _Reply) -> None:
-        header = self._read_exact(9)
-        length = int.from_bytes(header[:3], "big")
-        kind, flags = header[3], header[4]
-        end_stream = bool(flags & FLAG_END_STREAM)
-        stream = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
-        payload = self._read_exact(length) if length else b""
+        kind, flags, stream, payload = self._frames.read_frame()
         if kind == DATA:
-            self._received += length
+            self._received += len(payload)
             if self._received >= TOP_UP_AT:
-                self._send([_frame_header(4, WINDOW_UPDATE, 0, 0), struct.pack(">I", self._received)])
+                self._send([frame_header(4, WINDOW_UPDATE, 0, 0), struct.pack(">I", self._received)])
                 self._received = 0
             if stream == reply.stream:
-                reply.data.append(_unpad(payload, flags))
-                if end_stream:
+                reply.data.append(unpad(payload, flags))
+                if flags & FLAG_END_STREAM:
                     reply.end()
         elif kind == HEADERS:
-            if flags & FLAG_PADDED:
-                payload = _unpad(payload, flags)
-            if flags & FLAG_PRIORITY:
-                payload = payload[5:]
-            block = [payload]
-            while not flags & FLAG_END_HEADERS:
-                more = self._read_exact(9)
-                more_length, flags = int.from_bytes(more[:3], "big"), more[4]
-                if more[3] != CONTINUATION:
-                    raise GrpcCallError("INTERNAL", "a header block was not continued by a CONTINUATION frame")
-                block.append(self._read_exact(more_length))
-            headers = self._decode_headers(bytes(b"".join(block)))
+            block = self._frames.read_header_block(flags, stream, payload)
+            headers = self._decoder.decode(block)  # every block, in order, for the HPACK table
             if stream == reply.stream:
-                reply.headers(headers, end_stream)
+                reply.headers(headers, bool(flags & FLAG_END_STREAM))
         elif kind == SETTINGS:
             if not flags & FLAG_ACK:
                 self._apply_settings(payload)
-                self._send([_frame_header(0, SETTINGS, FLAG_ACK, 0)])
+                self._send([frame_header(0, SETTINGS, FLAG_ACK, 0)])
                 self._settings_received = True
         elif kind == WINDOW_UPDATE:
             increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
@@ -313,7 +249,7 @@ class UnaryChannel:
                 self._stream_window += increment
         elif kind == PING:
             if not flags & FLAG_ACK:
-                self._send([_frame_header(8, PING, FLAG_ACK, 0), payload[:8]])
+                self._send([frame_header(8, PING, FLAG_ACK, 0), payload[:8]])
         elif kind == RST_STREAM:
             if stream == reply.stream:
                 code = int.from_bytes(payload[:4], "big")
@@ -328,29 +264,6 @@ class UnaryChannel:
             raise GrpcCallError("INTERNAL", "the server pushed, though push is disabled")
         # PRIORITY and unknown frame types are ignored, as RFC 9113 asks.
 
-    def _decode_headers(self, block: bytes) -> list[tuple[str, str]]:
-        """Every block is decoded in order, to keep the HPACK table in step with the server's.
-
-        A server repeats the same block for every answer once its fields are in the
-        table, and such a block leaves the table as it was; so a block is decoded once
-        per table state and the result reused (hpack's decoding is about a fifth of the
-        client's time per call otherwise).
-        """
-        key = (self._table_state(), block)
-        cached = self._decoded.get(key)
-        if cached is not None:
-            return cached
-        headers = self._decoder.decode(block)
-        if self._table_state() == key[0]:
-            if len(self._decoded) > 64:
-                self._decoded.clear()
-            self._decoded[key] = headers
-        return headers
-
-    def _table_state(self) -> tuple:
-        table = self._decoder.header_table
-        return table.maxsize, tuple(table.dynamic_entries)
-
     def _apply_settings(self, payload: bytes) -> None:
         for offset in range(0, len(payload) - len(payload) % 6, 6):
             key, value = struct.unpack_from(">HI", payload, offset)
@@ -359,15 +272,6 @@ class UnaryChannel:
                 self._peer_initial_window = value
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 self._peer_max_frame = value
-
-
-def _unpad(payload, flags: int):
-    if not flags & FLAG_PADDED:
-        return payload
-    pad = payload[0]
-    if pad >= len(payload):
-        raise GrpcCallError("INTERNAL", "a padded frame is shorter than its padding")
-    return payload[1:len(payload) - pad]
 
 
 class _Reply:
@@ -405,7 +309,7 @@ class _Reply:
         number = int(status) if status.isdigit() else 2
         if number != 0:
             name = STATUS_NAMES[number] if number < len(STATUS_NAMES) else "UNKNOWN"
-            raise GrpcCallError(name, unquote(trailers.get("grpc-message", "")))
+            raise GrpcCallError(name, grpc_message_decode(trailers.get("grpc-message", "")))
         data = b"".join(self.data)
         if len(data) < 5:
             raise GrpcCallError("INTERNAL", "the server sent status OK without a response message")

@@ -1,20 +1,21 @@
-"""TF Serving's gRPC services (PredictionService, ModelService) on grpcio.
+"""TF Serving's gRPC services (PredictionService, ModelService) on serveprof's HTTP/2 server.
 
 Wire-compatible with tensorflow_model_server: same service and method names, the
 messages of tensorflow-serving-api, the same status codes. Predict takes the raw
 request bytes (see predict_wire) so tensor payloads are never copied by the protobuf
-parser. Methods the embedded server does not implement answer UNIMPLEMENTED.
+parser. Every other method of the two services answers UNIMPLEMENTED. The transport
+is ``grpc_http2.GrpcServer`` (why not grpcio's server: see there).
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Callable
 
-import grpc
+from google.protobuf.message import DecodeError
 
 from serveprof.server.core import ServingCore, version_of
+from serveprof.server.grpc_http2 import GrpcServer, Method
 from serveprof.server.ports import bind_error
 from serveprof.server.predict_wire import decode_predict_request
 from serveprof.server.responses import model_metadata_response, model_status_response
@@ -25,22 +26,6 @@ log = logging.getLogger("serveprof.serve")
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
-GRPC_CODES = {code: getattr(grpc.StatusCode, code.name) for code in Code}
-
-
-def _guarded(method: str, handler: Callable[[Any], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """Turn every failure into a TF Serving status; a bug becomes INTERNAL and is logged, never a dead thread."""
-
-    def call(request, context: grpc.ServicerContext):
-        try:
-            return handler(request)
-        except ServingError as error:
-            context.abort(GRPC_CODES[error.code], error.message)
-        except Exception as error:  # noqa: BLE001 - the server must outlive any one request
-            log.exception("%s failed unexpectedly", method)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method} internal error: {type(error).__name__}: {error}")
-
-    return call
 
 
 class Handlers:
@@ -76,44 +61,30 @@ class Handlers:
         return model_status_response(self.core, request.model_spec)
 
 
-def _unimplemented(service: str, method: str):
-    def answer(_request, context: grpc.ServicerContext):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      f"{service}.{method} is not supported by the serveprof embedded server; use backend tfserving")
+def _parsed(request_type, handler) -> Method:
+    """A method taking its request message's bytes, parsed as ``request_type``, answering serialized bytes."""
 
-    return answer
+    def call(raw) -> bytes:
+        try:
+            request = request_type.FromString(bytes(raw))
+        except DecodeError as error:
+            raise ServingError(Code.INTERNAL, f"Exception deserializing request! ({error})") from None
+        return handler(request).SerializeToString()
 
-
-def _service_handler(service_name: str, descriptor_module, implemented: dict) -> grpc.GenericRpcHandler:
-    """Handlers for every method the service's descriptor lists; the unimplemented ones refuse."""
-    methods = {}
-    for method in descriptor_module.DESCRIPTOR.services_by_name[service_name.rsplit(".", 1)[1]].methods:
-        if method.name in implemented:
-            function, request_type = implemented[method.name]
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(
-                _guarded(method.name, function),
-                request_deserializer=request_type.FromString if request_type else None,
-                response_serializer=lambda message: message.SerializeToString())
-        else:
-            methods[method.name] = grpc.unary_unary_rpc_method_handler(_unimplemented(service_name, method.name))
-    return grpc.method_handlers_generic_handler(service_name, methods)
+    return call
 
 
-def grpc_server_options(max_request_bytes: int) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", max_request_bytes),
-        ("grpc.max_send_message_length", (1 << 31) - 1),  # as tensorflow_model_server
-        # Without this a second server could share the port silently (SO_REUSEPORT).
-        ("grpc.so_reuseport", 0),
-        # A large request then streams in without waiting for window updates, in
-        # 16 MB frames: receiving 19 MB took 40 ms with the defaults, 23 ms with these
-        # (median, loaded 2-core machine, echo server).
-        ("grpc.http2.lookahead_bytes", min(max_request_bytes, 64 << 20)),
-        ("grpc.http2.max_frame_size", (1 << 24) - 1),
-    ]
+def _unimplemented_message(services: dict[str, set[str]]) -> Callable[[str], str]:
+    def message(path: str) -> str:
+        service, _, method = path.lstrip("/").partition("/")
+        if method in services.get(service, ()):
+            return f"{service}.{method} is not supported by the serveprof embedded server; use backend tfserving"
+        return f"Method not found: {path}"
+
+    return message
 
 
-def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int, max_request_bytes: int) -> grpc.Server:
+def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int, max_request_bytes: int) -> GrpcServer:
     """Bind and start; raise ServeprofError (see ports.bind_error) if the port cannot be had."""
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
@@ -123,24 +94,19 @@ def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int,
     )
 
     handlers = Handlers(core)
-    server = grpc.server(ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
-                         options=grpc_server_options(max_request_bytes))
-    server.add_generic_rpc_handlers((
-        _service_handler("tensorflow.serving.PredictionService", prediction_service_pb2, {
-            "Predict": (handlers.predict, None),  # raw bytes: see predict_wire
-            "GetModelMetadata": (handlers.get_model_metadata, get_model_metadata_pb2.GetModelMetadataRequest),
-        }),
-        _service_handler("tensorflow.serving.ModelService", model_service_pb2, {
-            "GetModelStatus": (handlers.get_model_status, get_model_status_pb2.GetModelStatusRequest),
-        }),
-    ))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    methods: dict[str, Method] = {
+        f"/{PREDICTION_SERVICE}/Predict": lambda raw: handlers.predict(raw).SerializeToString(),
+        f"/{PREDICTION_SERVICE}/GetModelMetadata": _parsed(get_model_metadata_pb2.GetModelMetadataRequest,
+                                                           handlers.get_model_metadata),
+        f"/{MODEL_SERVICE}/GetModelStatus": _parsed(get_model_status_pb2.GetModelStatusRequest,
+                                                    handlers.get_model_status),
+    }
+    # Every method the services' descriptors list, so the unimplemented ones are named as such.
+    services = {full_name: {method.name for method in module.DESCRIPTOR.services_by_name[full_name.rsplit(".", 1)[1]].methods}
+                for full_name, module in ((PREDICTION_SERVICE, prediction_service_pb2), (MODEL_SERVICE, model_service_pb2))}
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if bound != port:
-        server.stop(None)
-        raise bind_error(host, port, "--port")
+        server = GrpcServer(methods, host, port, max_threads, max_request_bytes, _unimplemented_message(services))
+    except OSError as error:
+        raise bind_error(host, port, "--port", error) from None
     server.start()
     return server

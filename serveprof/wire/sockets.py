@@ -1,4 +1,4 @@
-"""Socket helpers shared by the lean HTTP transports."""
+"""Socket helpers shared by the HTTP transports of the server and the clients."""
 
 from __future__ import annotations
 
