@@ -555,3 +555,53 @@ def test_server_listens_on_loopback_only(server):
 def is_loopback(ip: str) -> bool:
     address = ipaddress.ip_address(ip)
     return address.is_loopback or bool(getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback)
+
+
+def raw_rest_exchange(port: int, head: bytes, body: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as sock:
+        try:
+            sock.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
+
+
+def chunked(*chunks: bytes, sizes: list[bytes] | None = None) -> bytes:
+    sizes = sizes or [b"%x" % len(chunk) for chunk in chunks]
+    return b"".join(size + b"\r\n" + chunk + b"\r\n" for size, chunk in zip(sizes, chunks)) + b"0\r\n\r\n"
+
+
+CHUNKED_HEAD = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n").encode()
+
+
+def test_rest_chunked_body_is_served(capped):
+    body = json.dumps({"instances": np.zeros((2, IMAGE, IMAGE, 3)).tolist()}).encode()
+    status, answer = raw_rest_exchange(capped.rest_port, CHUNKED_HEAD, chunked(body[:100], body[100:]))
+    assert status == 200, answer[:300]
+    assert np.array(json.loads(answer)["predictions"]).shape == (2, 3)
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+10", b"1_0", b"0x10", b"\xb9", b"f" * 20])
+def test_rest_chunk_sizes_that_are_not_hex_are_refused(capped, size):
+    # int(size, 16) alone takes -1, and a read of -1 bytes would read the connection to its end.
+    status, answer = raw_rest_exchange(capped.rest_port, CHUNKED_HEAD, size + b"\r\n" + b"x" * 64 + b"\r\n0\r\n\r\n")
+    error = assert_rest_error(status, answer, size)
+    assert status == 400 and "chunk" in error
+
+
+def test_rest_chunked_body_over_the_cap_is_refused(capped):
+    chunk = b" " * (CAP_BYTES // 2 + 1)
+    status, answer = raw_rest_exchange(capped.rest_port, CHUNKED_HEAD, chunked(chunk, chunk, chunk))
+    assert status == 413, answer[:300]
+
+
+@pytest.mark.parametrize("length", ["\u00b9", "\u0663", "1" * 5000, "12abc", "-5"])
+def test_rest_content_length_that_is_not_a_plain_number(capped, length):
+    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode("utf-8")
+    status, answer = raw_rest_exchange(capped.rest_port, head, b"{}")
+    assert_rest_error(status, answer, length)
+    assert status == (413 if length.isascii() and length.isdigit() else 400), answer[:300]

@@ -511,3 +511,19 @@ def test_rest_bad_string_inputs_are_400(echo_server, instances, message):
     answer = requests.post(f"{server.rest_url}/v1/models/echo:predict", json={"instances": instances}, timeout=TIMEOUT_S)
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
+
+
+def test_grpc_repeated_input_key_takes_the_last_entry_as_protobuf_does(channel, tiny_signature):
+    """Two map entries for one key: protobuf keeps the last, so the first (wrong shape) is ignored."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    good, wrong = images(1), np.zeros((2, 3), np.float32)
+    first = predict_request({"images": wrong}).SerializeToString()
+    second = predict_request({"images": good})
+    raw = first + predict_pb2.PredictRequest(inputs=second.inputs).SerializeToString()
+    assert predict_pb2.PredictRequest.FromString(raw).inputs["images"].tensor_shape.dim[0].size == 1
+    answer = predict_pb2.PredictResponse.FromString(channel.unary_unary(
+        "/tensorflow.serving.PredictionService/Predict")(raw, timeout=TIMEOUT_S))
+    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["probabilities"]),
+                               in_process(tiny_signature, images=good)["probabilities"], rtol=1e-5)

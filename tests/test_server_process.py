@@ -9,6 +9,8 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 
 import grpc
@@ -187,6 +189,46 @@ def test_signal_stops_the_server_within_two_seconds(tiny_classifier_base, start_
     assert code == 0, server.log()[-2000:]
     assert elapsed < 2.0, f"took {elapsed:.2f} s"
     assert "shutting down" in server.log()
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path, start_embedded_server, api):
+    from serveprof.client import GrpcClient
+
+    base = tmp_path / "spinner"
+    subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "spinner", str(base / "1")], check=True,
+                   cwd=REPO, env=server_env(), timeout=300, capture_output=True)
+    server = start_embedded_server(base)
+    url = f"{server.rest_url}/v1/models/tiny:predict"
+    # Both connections are opened (and accepted) before the signal: a connection still in
+    # the listen backlog when the server stops is refused, as by any server.
+    session = requests.Session()
+    grpc_client = GrpcClient(server.grpc_target, "tiny", timeout_s=60)
+
+    def spin(iterations: int):
+        if api == "rest":
+            answer = session.post(url, json={"inputs": {"iterations": iterations}}, timeout=60)
+            answer.raise_for_status()
+            return answer.status_code
+        return grpc_client.predict({"iterations": np.array(iterations, np.int32)})["total"].shape
+
+    spin(10)
+    started = time.monotonic()
+    spin(2000)
+    iterations = max(2000, int(2000 * 0.6 / (time.monotonic() - started)))  # about 0.6 s
+    answers: dict[str, object] = {}
+    caller = threading.Thread(target=lambda: answers.update({api: spin(iterations)}))
+    caller.start()
+    time.sleep(0.2)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=30)
+    caller.join(30)
+    session.close()
+    grpc_client.close()
+    assert code == 0, server.log()[-2000:]
+    assert time.monotonic() - signalled < 2.0
+    assert answers == {api: 200 if api == "rest" else ()}, server.log()[-2000:]
 
 
 def test_rest_api_port_zero_turns_rest_off(tiny_classifier_base, start_embedded_server):

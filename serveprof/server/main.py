@@ -152,8 +152,12 @@ def _configure_tensorflow(flags: ServerFlags) -> None:
 
 
 def _shut_down(running: _Running) -> None:
+    """Stop accepting, then give requests in flight on either API the same grace, together."""
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
     if running.rest_server is not None:
         running.rest_server.shutdown()
         running.rest_server.server_close()
     if running.grpc_server is not None:
-        running.grpc_server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 0.2)
+        running.grpc_server.stop(SHUTDOWN_GRACE_S)
+    if running.rest_server is not None and not running.rest_server.api.wait_idle(deadline - time.monotonic()):
+        log.warning("REST requests still running after %.1f s; exiting anyway", SHUTDOWN_GRACE_S)

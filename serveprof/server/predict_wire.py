@@ -75,7 +75,7 @@ def decode_predict_request(raw: bytes):
         for number, wire_type, start, payload, end in _fields(data):
             if number == _INPUTS and wire_type == _LENGTH:
                 name, tensor_parts = _map_entry(data[payload:end])
-                entries.setdefault(name, []).extend(tensor_parts)  # repeated keys merge, as protobuf maps do
+                entries[name] = tensor_parts  # a repeated key replaces the earlier entry, as protobuf maps do
             else:
                 other_fields.append(data[start:end])
         request = predict_pb2.PredictRequest.FromString(b"".join(other_fields))

@@ -12,6 +12,7 @@ requests); at most --rest_api_num_threads of them decode, predict and encode at 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -44,6 +45,8 @@ _PREDICT = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^
 _STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", _FLAGS)
 _INT64_MAX = (1 << 63) - 1
 _DRAIN_SECONDS = 2.0
+_DECIMAL = re.compile(r"[0-9]+", re.ASCII)  # str.isdigit would also take "¹" and "٣"
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
 
 def _shown(path: str) -> str:
@@ -56,6 +59,25 @@ class RestApi:
     def __init__(self, core: ServingCore, num_threads: int):
         self.core = core
         self._busy = threading.BoundedSemaphore(num_threads)
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is being handled (for a graceful stop); False if ``timeout_s`` ran out."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=max(timeout_s, 0))
+
+    @contextlib.contextmanager
+    def request_in_flight(self):
+        """Around a whole request, answer written included, so a graceful stop waits for it."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         try:
@@ -164,10 +186,11 @@ class _Handler(BaseHTTPRequestHandler):
         declared = self.headers.get("Content-Length")
         if declared is None:
             return b""
-        if not declared.strip().isdigit():
+        if not _DECIMAL.fullmatch(declared.strip()):
             self._respond(400, orjson.dumps({"error": f"Content-Length {declared[:40]!r} is not a number"}), close=True)
             return None
-        length = int(declared)
+        digits = declared.strip().lstrip("0") or "0"
+        length = int(digits) if len(digits) <= 18 else self.max_body + 1  # more digits than any cap: too large
         if length > self.max_body:
             self._refuse_oversized(length)
             return None
@@ -181,11 +204,11 @@ class _Handler(BaseHTTPRequestHandler):
         parts, total = [], 0
         while True:
             size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                self._respond(400, orjson.dumps({"error": "malformed chunked body"}), close=True)
+            if not _CHUNK_SIZE.fullmatch(size_line):  # int(x, 16) alone would take "-1", "+1" and "1_0"
+                self._respond(400, orjson.dumps({"error": f"malformed chunked body: chunk size {size_line[:20]!r}"}),
+                              close=True)
                 return None
+            size = int(size_line, 16)
             if size == 0:
                 while self.rfile.readline(1024).strip():  # trailers
                     pass
@@ -195,7 +218,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._refuse_oversized(total)
                 return None
             parts.append(self.rfile.read(size))
-            self.rfile.readline(8)
+            if len(parts[-1]) != size or self.rfile.readline(8) != b"\r\n":
+                self._respond(400, orjson.dumps({"error": "malformed chunked body: a chunk is cut short or does not "
+                                                          "end with CRLF"}), close=True)
+                return None
 
     def _refuse_oversized(self, length: int) -> None:
         message = (f"Request body of {length} bytes is larger than --max_request_bytes={self.max_body}; "
@@ -213,11 +239,12 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _dispatch(self) -> None:
-        body = self._body()
-        if body is None:
-            return
-        status, payload = self.api.handle(self.command, self.path.split("?", 1)[0], body)
-        self._respond(status, payload)
+        with self.api.request_in_flight():
+            body = self._body()
+            if body is None:
+                return
+            status, payload = self.api.handle(self.command, self.path.split("?", 1)[0], body)
+            self._respond(status, payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
@@ -239,13 +266,14 @@ class _ThreadingServer(socketserver.ThreadingMixIn, HTTPServer):
 def start_rest_server(core: ServingCore, host: str, port: int, num_threads: int, timeout_ms: int,
                       max_request_bytes: int) -> _ThreadingServer:
     """Bind and serve on a background thread; raise ServeprofError if the port cannot be had."""
-    handler = type("RestHandler", (_Handler,), {
-        "api": RestApi(core, num_threads), "max_body": max_request_bytes, "timeout": timeout_ms / 1000.0})
+    api = RestApi(core, num_threads)
+    handler = type("RestHandler", (_Handler,), {"api": api, "max_body": max_request_bytes, "timeout": timeout_ms / 1000.0})
     server_class = type("RestServer", (_ThreadingServer,), {
         "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
     try:
         server = server_class((host, port), handler)
     except OSError as error:
         raise bind_error(host, port, "--rest_api_port", error) from None
+    server.api = api
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="rest", daemon=True).start()
     return server

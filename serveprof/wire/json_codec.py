@@ -68,6 +68,9 @@ def decode_predict_body(body: bytes, input_specs: Callable[[str], dict]) -> tupl
     consulted only after the body has parsed.
     """
     doc = parse_json(body)
+    # numpy turns true/false among numbers into 1/0 without a trace; only a body that has
+    # the words at all is walked value by value to find them (TF Serving refuses them).
+    may_hold_bools = b"true" in body or b"false" in body
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_debug(doc)} Is not object")
     signature_name = doc.get("signature_name", "")
@@ -86,13 +89,13 @@ def decode_predict_body(body: bytes, input_specs: Callable[[str], dict]) -> tupl
             raise invalid_argument(f"JSON Value: {_debug(doc)} Expecting 'instances' to be an list/array")
         if not instances:
             raise invalid_argument(f"JSON Value: {_debug(doc)} No values in 'instances' array")
-        return signature_name, _from_instances(instances, specs), ROW
+        return signature_name, _from_instances(instances, specs, may_hold_bools), ROW
     if "inputs" in doc:
-        return signature_name, _from_inputs(doc["inputs"], specs), COLUMNAR
+        return signature_name, _from_inputs(doc["inputs"], specs, may_hold_bools), COLUMNAR
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
 
-def _from_instances(instances: list, specs: dict) -> dict[str, np.ndarray]:
+def _from_instances(instances: list, specs: dict, may_hold_bools: bool) -> dict[str, np.ndarray]:
     first_is_object = isinstance(instances[0], dict) and not _is_b64(instances[0])
     if not first_is_object and len(specs) > 1:
         raise invalid_argument("instances is a plain list, but expecting list of objects as multiple "
@@ -102,7 +105,7 @@ def _from_instances(instances: list, specs: dict) -> dict[str, np.ndarray]:
         for index, item in enumerate(instances):
             if isinstance(item, dict) and not _is_b64(item):
                 raise invalid_argument(f"Expecting value/list but got object at item {index} of input list")
-        return {name: to_ndarray(instances, specs[name], name, "'instances' list")}
+        return {name: to_ndarray(instances, specs[name], name, "'instances' list", may_hold_bools)}
     columns: dict[str, list] = {name: [] for name in specs}
     for index, item in enumerate(instances):
         if not isinstance(item, dict) or _is_b64(item):
@@ -116,26 +119,31 @@ def _from_instances(instances: list, specs: dict) -> dict[str, np.ndarray]:
                                    f"{_debug(item)} keys must be equal to: {','.join(sorted(specs))}")
         for name in specs:
             columns[name].append(item[name])
-    return {name: to_ndarray(values, specs[name], name, "'instances' list") for name, values in columns.items()}
+    return {name: to_ndarray(values, specs[name], name, "'instances' list", may_hold_bools)
+            for name, values in columns.items()}
 
 
-def _from_inputs(value: Any, specs: dict) -> dict[str, np.ndarray]:
+def _from_inputs(value: Any, specs: dict, may_hold_bools: bool) -> dict[str, np.ndarray]:
     if not isinstance(value, dict) or _is_b64(value):
         if len(specs) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple "
                                    "input tensors required as per tensorinfo_map")
         name = next(iter(specs))
-        return {name: to_ndarray(value, specs[name], name, "'inputs'")}
+        return {name: to_ndarray(value, specs[name], name, "'inputs'", may_hold_bools)}
     arrays = {}
     for name, spec in specs.items():
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        arrays[name] = to_ndarray(value[name], spec, name, "'inputs' object")
+        arrays[name] = to_ndarray(value[name], spec, name, "'inputs' object", may_hold_bools)
     return arrays
 
 
-def to_ndarray(value: Any, spec, name: str, where: str) -> np.ndarray:
-    """The dense tensor a nested JSON list describes, in the signature's dtype."""
+def to_ndarray(value: Any, spec, name: str, where: str, may_hold_bools: bool = True) -> np.ndarray:
+    """The dense tensor a nested JSON list describes, in the signature's dtype.
+
+    ``may_hold_bools`` false promises that no true/false is among the values, which
+    spares a numeric input the walk over its values that finds them.
+    """
     if spec.dtype is None:
         raise invalid_argument(f"Conversion of JSON to type: {spec.dtype_enum} is not supported (input {name})")
     if spec.dtype.enum == STRING:
@@ -146,10 +154,14 @@ def to_ndarray(value: Any, spec, name: str, where: str) -> np.ndarray:
         raise _not_dense(name, where) from None
     target = spec.dtype.numpy
     kind = parsed.dtype.kind
+    if parsed.size == 0 and kind in "biuf":  # [] is float64 to numpy, whatever the dtype asked for
+        return np.empty(parsed.shape, target)
+    if kind in "iuf" and target != np.bool_ and may_hold_bools and _first_bad_leaf(value, spec) is not _MISSING:
+        raise _type_error(value, spec, name, where)
     if target == np.bool_:
         ok = kind == "b"
     elif target.kind in "iu":
-        ok = kind in "iu" and (parsed.size == 0 or _fits(parsed, target))
+        ok = kind in "iu" and _fits(parsed, target)
     else:  # floating point (and complex, which TF Serving does not take as JSON)
         ok = kind in "iuf" and (target.kind == "f" or target == ml_dtypes.bfloat16)
     if not ok:
