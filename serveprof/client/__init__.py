@@ -1,7 +1,8 @@
 """TF Serving clients: gRPC (tensorflow-serving-api's messages) and REST, never TensorFlow itself.
 
-``client.prepare(inputs)`` builds a request once; ``client.send(prepared)`` re-sends it
-with nothing else on the hot path; ``client.predict(inputs)`` parses the outputs too.
+``client.prepare(inputs)`` builds a request once; ``client.connect()`` opens the
+connection the timed requests use; ``client.send(prepared)`` re-sends the request with
+nothing else on the hot path; ``client.predict(inputs)`` parses the outputs too.
 A server error raises ``ServingRequestError`` with TF Serving's code and message.
 """
 
