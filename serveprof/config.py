@@ -3,16 +3,29 @@
 One schema (``serveprof/schemas/config.schema.yaml``) serves both Snakemake's
 ``validate`` and these explanations: each schema node carries an ``x-fix`` string, the
 advice shown when a value there is invalid.
+
+Beyond the schema, ``check_config`` refuses what JSON Schema cannot express or lets
+through: ``2.0`` where a whole number is meant, zoo URLs that are not a plain
+``http(s)://host[:port]/.../<name>.tar.gz`` (the name becomes a file name), two models
+whose tarballs would share a file name, and, on this machine, missing folders, files
+and programs that a job would otherwise trip over much later. It runs while the
+Snakefile is parsed, so it only looks at the file system: no network, no TensorFlow.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import ipaddress
 import json
+import math
+import os
+import re
+import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -57,11 +70,162 @@ def merge_configs(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     return merged
 
 
+# Zoo tarballs are stored under the URL's last path segment (serveprof.models.acquire's
+# tarball_name), downloaded to "<name>.part" first, and opened as gzip (models/archive.py).
+TARBALL_SUFFIXES = (".tar.gz", ".tgz")
+TARBALL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
+TARBALL_NAME_MAX = 255 - len(".part")
+HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+AUTHORITY = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>.*))?")
+URL_FIX = ("give the plain http(s) URL of the model's tarball, ending in its file name, e.g. "
+           "http://download.tensorflow.org/models/object_detection/tf2/20200711/<name>.tar.gz")
+DOWNLOAD_DIR = "data/model/download"
+
+# Local image files, as serveprof.launch.commands.apptainer_image tells them from image references.
+SIF_SUFFIXES = (".sif", ".simg")
+BACKEND_PROGRAMS = {"tfserving": "tfserving_path", "docker": "docker_path", "apptainer": "apptainer_path"}
+PROGRAM_FIXES = {
+    "tfserving": "install TF Serving's tensorflow_model_server and set server.tfserving_path to it, or set "
+                 "server.backend to auto (which falls back to the embedded server) or embedded (docs/serving.md)",
+    "docker": "install Docker and set server.docker_path to its client, or choose another server.backend "
+              "(auto, embedded, tfserving, apptainer; docs/serving.md)",
+    "apptainer": "load Apptainer before starting snakemake (e.g. `module load apptainer`) or set "
+                 "server.apptainer_path to it, or choose another server.backend (docs/serving.md, docs/hpc.md)",
+}
+
+
 def _key_path(parts: Iterable[Any]) -> str:
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
+
+
+def _problem(where: str, message: str, fix: str) -> str:
+    return f"{where}: {message}\n    fix: {fix}"
+
+
+def _models(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    models = config.get("models")
+    if not isinstance(models, Mapping):
+        return {}
+    return {str(name): definition for name, definition in models.items() if isinstance(definition, Mapping)}
+
+
+def tarball_file_name(url: str) -> str:
+    """The file a zoo tarball is stored as: the last segment of the URL's path.
+
+    For every URL that ``url_problem`` accepts this equals
+    ``serveprof.models.acquire.tarball_name(url)``.
+    """
+    return urlsplit(url).path.rsplit("/", 1)[-1]
+
+
+def _host_problem(host: str) -> str | None:
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return f"its host {host} is not a valid IPv6 address"
+        return None
+    name = host.lower().removesuffix(".")
+    labels = name.split(".")
+    if not name:
+        return "it has no host"
+    if all(re.fullmatch(r"[0-9]+", label) for label in labels):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return f"its host {host!r} is not a valid IPv4 address"
+        return None
+    if len(name) > 253 or labels[-1].isdigit() or not all(HOST_LABEL.fullmatch(label) for label in labels):
+        return (f"its host {host!r} is not a valid host name (ASCII letters, digits and '-' between dots, "
+                "no part starting or ending with '-')")
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a zoo tarball's URL, or None when it can.
+
+    It must be ``http(s)://host[:port]/.../<name>.tar.gz`` (or ``.tgz``) with a valid
+    host and port and no query or fragment, because ``<name>`` becomes the file name
+    in data/model/download/ (``tarball_file_name``).
+    """
+    if not url.startswith(("http://", "https://")):
+        return "it does not start with http:// or https://"
+    if re.search(r"[\s\\\x00-\x1f\x7f]", url):
+        return "it contains white space, a backslash or a control character"
+    if "?" in url or "#" in url:
+        return "it has a query string or fragment ('?...' or '#...'), which would become part of the tarball's file name"
+    netloc, _, path = url.split("://", 1)[1].partition("/")
+    if "@" in netloc:
+        return "it has user credentials ('...@') before the host"
+    authority = AUTHORITY.fullmatch(netloc)
+    if authority is None:
+        return f"{netloc!r} is not a host with an optional :port"
+    problem = _host_problem(authority["host"])
+    if problem:
+        return problem
+    port = authority["port"]
+    if port is not None and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+        return f"its port {port!r} is not a number from 1 to 65535"
+    if path.endswith("/") or not path.strip("/"):
+        return "its path does not end in a file name"
+    name = tarball_file_name(url)
+    if not TARBALL_NAME.fullmatch(name):
+        return (f"its last segment {name!r} is not a plain file name (ASCII letters, digits, '.', '_', '-', '+' and "
+                "'~', starting with a letter or digit), and it would be the tarball's file name")
+    if not name.lower().endswith(TARBALL_SUFFIXES):
+        return f"its last segment {name!r} does not end in .tar.gz or .tgz (zoo models come as gzip-compressed tar archives)"
+    if len(name) > TARBALL_NAME_MAX:
+        return f"its last segment is {len(name)} characters long, more than a file name can hold ({TARBALL_NAME_MAX})"
+    return None
+
+
+def source_keys() -> dict[str, list[str]]:
+    """The keys a model of each source takes, as the schema says (``not: {}`` refuses a key)."""
+    model = load_schema()["properties"]["models"]["additionalProperties"]
+    taken = {}
+    for branch in model["allOf"]:
+        refused = branch["then"].get("properties", {})
+        taken[branch["if"]["properties"]["source"]["const"]] = [key for key in model["properties"] if key not in refused]
+    return taken
+
+
+def _is_other_source_key(error) -> bool:
+    path = list(error.absolute_path)
+    return error.validator == "not" and error.validator_value == {} and len(path) == 3 and path[0] == "models"
+
+
+def _zoo_url_problems(config: Mapping[str, Any]) -> list[tuple[list[str], str]]:
+    """Malformed zoo URLs, and different URLs whose tarballs would be the same file."""
+    taken = source_keys()
+    problems: list[tuple[list[str], str]] = []
+    owners: dict[str, tuple[str, str]] = {}
+    for model, definition in _models(config).items():
+        url, source = definition.get("url"), definition.get("source")
+        if not isinstance(url, str) or (source in taken and "url" not in taken[source]):
+            continue  # the schema explains a url that is missing, not text, or on a model of another source
+        path = ["models", model, "url"]
+        where = _key_path(path)
+        problem = url_problem(url)
+        if problem:
+            problems.append((path, _problem(where, f"{url!r} is not a usable tarball URL: {problem}", URL_FIX)))
+            continue
+        if source != "tf2_zoo":
+            continue
+        name = tarball_file_name(url)
+        # Compared without case: on macOS and Windows file systems x.tar.gz and X.tar.gz are one file.
+        first_model, first_url = owners.setdefault(name.casefold(), (model, url))
+        if first_url != url:
+            problems.append((path, _problem(
+                where,
+                f"its tarball would be stored as {DOWNLOAD_DIR}/{name}, the file of {_key_path(['models', first_model, 'url'])} "
+                f"({first_url}), a different URL",
+                f"give both models the same URL if it is the same tarball; otherwise remove one of the two models "
+                f"({DOWNLOAD_DIR}/ keeps one tarball per file name)",
+            )))
+    return problems
 
 
 def _fix_for(error) -> str:
@@ -90,38 +254,184 @@ def _fix_for(error) -> str:
         node_path.pop()
 
 
-def _describe(error) -> str:
-    where = _key_path(error.absolute_path)
+def _describe_type(error) -> tuple[str, str] | None:
+    """Numbers written the wrong way: 2.0 or "2" for 2, true for a number, .nan or .inf."""
+    value, wanted = error.instance, error.validator_value
+    wanted = {wanted} if isinstance(wanted, str) else set(wanted)
+    if not wanted & {"integer", "number"}:
+        return None
+    fix = _fix_for(error)
+    if isinstance(value, bool):
+        return f"{value!r} is a yes/no value (YAML reads true, yes and on as one), not a number", fix
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number", f"write a finite number; {fix}"
+    if isinstance(value, float) and "integer" in wanted:
+        if value.is_integer():
+            return (f"{value!r} is written as a decimal number where a whole number is meant",
+                    f"write {int(value)}, not {value!r}; {fix}")
+        return f"{value!r} is not a whole number", fix
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return f"{value!r} is text (it is quoted), not a number", f"write {value.strip()} without quotes; {fix}"
+    return None
+
+
+def _describe(error, config: Mapping[str, Any]) -> tuple[str, str]:
+    """One schema error as (what is wrong, fix)."""
     if error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
-        return f"{where}: unknown key(s) {', '.join(map(repr, extra))}; known keys are {', '.join(known)}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
-    if error.validator == "pattern" and error.absolute_path and str(error.absolute_path[-1]) == "url":
-        return f"{where}: {error.instance!r} is not a valid http(s) URL"
+        return f"unknown key(s) {', '.join(map(repr, extra))}; known keys are {', '.join(known)}", _fix_for(error)
+    if error.validator == "type":
+        described = _describe_type(error)
+        if described:
+            return described
+    if _is_other_source_key(error):
+        _, model, key = error.absolute_path
+        source = config["models"][model]["source"]
+        taken = source_keys()
+        owners = " and ".join(other for other, keys in taken.items() if key in keys)
+        return (f"a {source} model does not take {key} ({key} is for {owners} models)",
+                f"remove {key} (a {source} model takes {', '.join(taken[source])}), or set source to what the model is")
     if "propertyNames" in error.absolute_schema_path:
-        return f"{where}: model key {error.instance!r} cannot be used as a directory name"
-    return f"{where}: {error.message}"
+        return f"model key {error.instance!r} cannot be used as a directory name", _fix_for(error)
+    return error.message, _fix_for(error)
+
+
+def _validator_class():
+    """Draft 2020-12 with a strict reading of numbers.
+
+    JSON Schema counts 2.0 as an integer, and Python counts True as 1; a batch size of
+    2.0 or true would pass and then break a job. Numbers must also be finite (YAML's
+    .nan slips through every minimum).
+    """
+    import jsonschema
+
+    def whole(_checker, value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def finite(_checker, value) -> bool:
+        return whole(_checker, value) or (isinstance(value, float) and math.isfinite(value))
+
+    base = jsonschema.Draft202012Validator
+    return jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine_many({"integer": whole, "number": finite}))
 
 
 def explain_problems(config: Mapping[str, Any]) -> list[str]:
-    """Every problem in ``config``, one sentence each with its fix; empty when valid."""
-    import jsonschema
+    """Every problem in the text of ``config``, one sentence each with its fix; empty when valid.
 
-    validator = jsonschema.Draft202012Validator(load_schema())
-    problems = []
-    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+    Nothing here looks at this machine (see ``environment_problems``), so it also
+    checks config fragments that are used elsewhere, such as a job's ``server:`` block.
+    """
+    errors = list(_validator_class()(load_schema()).iter_errors(config))
+    other_source_keys = {tuple(error.absolute_path) for error in errors if _is_other_source_key(error)}
+    found: list[tuple[list[str], str]] = []
+    for error in errors:
+        path = tuple(error.absolute_path)
         # `if/then` failures repeat a `required` error found under them; keep the specific one.
         if error.validator in ("if", "allOf") and error.context:
             continue
-        problems.append(f"{_describe(error)}\n    fix: {_fix_for(error)}")
+        # A key of another source is explained as that alone, not also by its value.
+        if path[:3] in other_source_keys and not _is_other_source_key(error):
+            continue
+        # A zoo URL's shape is explained by url_problem below, which says what is wrong with it.
+        if error.validator == "pattern" and len(path) == 3 and path[0] == "models" and path[2] == "url":
+            continue
+        found.append(([str(part) for part in path], _problem(_key_path(path), *_describe(error, config))))
+    found += _zoo_url_problems(config)
+    return [text for _, text in sorted(found, key=lambda item: item[0])]
+
+
+def _settings(config: Mapping[str, Any], *block: str) -> dict:
+    """``config[block[0]][block[1]]...`` over the schema's defaults; a mistyped block reads as empty."""
+    node: Any = config
+    schema = load_schema()
+    for name in block:
+        node = node.get(name) if isinstance(node, Mapping) else None
+        schema = schema["properties"][name]
+    defaults = {key: sub["default"] for key, sub in schema["properties"].items() if "default" in sub}
+    return {**defaults, **(node if isinstance(node, Mapping) else {})}
+
+
+def _saved_model_problems(config: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for model, definition in _models(config).items():
+        path = definition.get("path")
+        if definition.get("source") != "saved_model" or not isinstance(path, str) or not path:
+            continue
+        from serveprof.models.saved_model_import import find_saved_model
+
+        try:
+            find_saved_model(path)
+        except ServeprofError as error:
+            problems.append(_problem(_key_path(["models", model, "path"]), error.problem, error.fix))
+        except OSError as error:
+            problems.append(_problem(_key_path(["models", model, "path"]), f"{path} cannot be read ({error.strerror})",
+                                     "make the SavedModel directory readable, or set path to another one"))
     return problems
+
+
+def _image_dir_problems(config: Mapping[str, Any]) -> list[str]:
+    settings = _settings(config, "measure", "input")
+    image_dir, kind = settings.get("image_dir"), settings.get("kind")
+    if not isinstance(image_dir, str) or not image_dir:
+        return []
+    detectors = [name for name, definition in _models(config).items() if definition.get("type") == "detection"]
+    if kind == "images":
+        reason = "measure.input.kind is images"
+    elif kind == "auto" and detectors:
+        reason = f"measure.input.kind auto times the detection models on photos ({', '.join(detectors)})"
+    else:
+        return []  # random or zeros inputs: the folder is never read
+    from serveprof.measure.inputs import IMAGE_SUFFIXES
+
+    where = "measure.input.image_dir"
+    folder = Path(image_dir)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a folder"
+        return [_problem(where, f"{image_dir} (resolved: {folder.resolve()}) {what}, and {reason}",
+                         "give a folder of .jpg/.png images (a relative path is relative to the workflow directory), "
+                         "or null for scikit-image's sample photos")]
+    try:
+        has_images = any(path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() for path in folder.iterdir())
+    except OSError as error:
+        return [_problem(where, f"{image_dir} cannot be read ({error.strerror})", "make the folder readable, or set image_dir to null")]
+    if not has_images:
+        return [_problem(where, f"{image_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}), and {reason}",
+                         "put some photos in it, or set measure.input.image_dir to null for scikit-image's sample photos")]
+    return []
+
+
+def _server_problems(config: Mapping[str, Any]) -> list[str]:
+    server = _settings(config, "server")
+    backend = server.get("backend")
+    key = BACKEND_PROGRAMS.get(backend) if isinstance(backend, str) else None
+    if key is None:
+        return []  # embedded, or auto: without tensorflow_model_server, auto serves with the embedded server
+    problems = []
+    program = server.get(key)
+    if isinstance(program, str) and program and shutil.which(program) is None:
+        problems.append(_problem(f"server.{key}", f"{program!r} is neither on PATH nor an executable file, and "
+                                 f"server.backend is {backend}", PROGRAM_FIXES[backend]))
+    image = server.get("image")
+    if backend == "apptainer" and isinstance(image, str) and image.endswith(SIF_SUFFIXES) and not os.path.isfile(image):
+        problems.append(_problem("server.image", f"the Apptainer image {image} (resolved: {Path(image).resolve()}) "
+                                 "is not a file", f"pull it once, e.g. `apptainer pull {image} docker://tensorflow/serving:<tag>` "
+                                 "(docs/serving.md), or set server.image to an existing .sif file"))
+    return problems
+
+
+def environment_problems(config: Mapping[str, Any]) -> list[str]:
+    """What this machine lacks for ``config``: the folders, files and programs it names.
+
+    File system and PATH look-ups only (it runs while the Snakefile is parsed). A
+    relative path is taken from the working directory, which is the workflow directory.
+    """
+    return _saved_model_problems(config) + _image_dir_problems(config) + _server_problems(config)
 
 
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise one ServeprofError listing every problem, so one run shows them all."""
-    problems = explain_problems(config)
+    problems = explain_problems(config) + environment_problems(config)
     if problems:
         listing = "\n  - ".join(problems)
         raise ServeprofError(
@@ -148,7 +458,7 @@ def with_defaults(config: Mapping[str, Any]) -> dict:
 
     filled = copy.deepcopy(dict(config))
     check_config(filled)
-    fill_defaults(jsonschema.Draft202012Validator)(load_schema()).validate(filled)
+    fill_defaults(_validator_class())(load_schema()).validate(filled)
     return filled
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from serveprof.config import load_config_file, merge_configs, model_batch_sizes, with_defaults
+from serveprof.config import DOWNLOAD_DIR, load_config_file, merge_configs, model_batch_sizes, tarball_file_name, with_defaults
 
 
 def main(argv: list[str]) -> int:
@@ -21,5 +21,7 @@ def main(argv: list[str]) -> int:
     print(f"config OK: {len(config['models'])} model(s)")
     for name, definition in config["models"].items():
         sizes = ", ".join(map(str, model_batch_sizes(config, name)))
-        print(f"  {name}: {definition['source']} {definition['type']}, batch sizes {sizes}")
+        # Where to stage a zoo tarball by hand on a machine without internet.
+        staged = f", tarball {DOWNLOAD_DIR}/{tarball_file_name(definition['url'])}" if definition["source"] == "tf2_zoo" else ""
+        print(f"  {name}: {definition['source']} {definition['type']}, batch sizes {sizes}{staged}")
     return 0

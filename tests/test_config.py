@@ -55,6 +55,21 @@ BAD_CONFIGS = [
     ),
     ("model key unusable as a directory", {"models": {"../evil": {"source": "keras", "type": "classification", "application": "X"}}}, "model key '../evil'", "directory name"),
     ("per-model batch override", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "batch_sizes": [0]}}}, "models.m.batch_sizes[0]", "whole numbers"),
+    # JSON Schema counts 2.0 as an integer; a job would then get "2.0" on its command line.
+    ("batch size written 2.0", {"batch_sizes": [1, 2.0]}, "batch_sizes[1]", "write 2, not 2.0"),
+    ("request count written 1000.0", {"measure": {"requests": 1000.0}}, "measure.requests", "write 1000, not 1000.0"),
+    ("input size written 32.0", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "input_size": [32.0, 32]}}},
+     "models.m.input_size[0]", "write 32, not 32.0"),
+    ("batch size true", {"batch_sizes": [True]}, "batch_sizes[0]: True is a yes/no value", "whole numbers of 1 or more"),
+    ("quoted request count", {"measure": {"requests": "1000"}}, "measure.requests: '1000' is text", "write 1000 without quotes"),
+    ("time cap not a number", {"measure": {"max_seconds": float("nan")}}, "measure.max_seconds: nan is not a finite number", "positive number of seconds"),
+    ("negative request floor", {"measure": {"min_requests": 0}}, "measure.min_requests", "at least 1"),
+    ("negative warm-up cap", {"measure": {"warmup_max_seconds": -1}}, "measure.warmup_max_seconds", "0 or more seconds"),
+    ("negative startup timeout", {"server": {"startup_timeout_s": 0}}, "server.startup_timeout_s", "positive number of seconds"),
+    ("unknown server key", {"server": {"backend": "embedded", "port": 8500}}, "server: unknown key(s) 'port'", "server keys are"),
+    ("URL naming a folder", {"models": {"m": {"source": "tf2_zoo", "type": "detection", "url": "http://h/.."}}}, "models.m.url", "ending in its file name"),
+    ("keras model with a zoo url", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "url": "http://h/x.tar.gz"}}},
+     "models.m.url: a keras model does not take url", "remove url"),
 ]
 
 
@@ -138,21 +153,52 @@ def test_unparsable_yaml_names_the_file(tmp_path):
         load_config_file(bad)
 
 
-@pytest.mark.parametrize(
-    "change, key",
-    [({"batch_sizes": [0]}, "batch_sizes[0]"), ({"measure": {"max_seconds": -1}}, "measure.max_seconds"), ({"bogus": 1}, "bogus")],
-)
-def test_snakemake_refuses_bad_config_before_any_job(tmp_path, change, key):
-    config = tiny_config(**change)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml"),
-         "--cores", "1", "workload/profiling/all"],
+def run_snakemake(workdir: Path, config: dict, *flags: str) -> subprocess.CompletedProcess:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+         "--cores", "1", *flags, "workload/profiling/all"],
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+ZOO = {"source": "tf2_zoo", "type": "detection"}
+
+
+@pytest.mark.parametrize(
+    "change, key, fix",
+    [
+        ({"batch_sizes": [0]}, "batch_sizes[0]", "whole numbers of 1 or more"),
+        ({"measure": {"max_seconds": -1}}, "measure.max_seconds", "positive number of seconds"),
+        ({"bogus": 1}, "bogus", "known top-level keys"),
+        ({"batch_sizes": [1, 2.0]}, "batch_sizes[1]", "write 2, not 2.0"),
+        ({"models": {"m": {**ZOO, "url": "http://h/x.tar.gz?token=1"}}}, "models.m.url", "ending in its file name"),
+        ({"models": {"m": {**ZOO, "url": "http://h/a/x.tar.gz"}, "n": {**ZOO, "url": "http://h/b/x.tar.gz"}}},
+         "data/model/download/x.tar.gz", "remove one of the two models"),
+        ({"models": {"m": {"source": "keras", "type": "classification", "application": "X", "sha256": None}}},
+         "models.m.sha256: a keras model does not take sha256", "remove sha256"),
+        ({"models": {"m": {"source": "saved_model", "type": "classification", "path": "not_there"}}},
+         "models.m.path: SavedModel path not_there", "set the model's path to a SavedModel directory"),
+        ({"server": {"backend": "tfserving", "tfserving_path": "/nonexistent/tensorflow_model_server"}},
+         "server.tfserving_path", "server.backend to auto"),
+    ],
+)
+def test_snakemake_refuses_bad_config_before_any_job(tmp_path, change, key, fix):
+    result = run_snakemake(tmp_path, tiny_config(**change))
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert key in output and "fix:" in output, output
+    assert key in output and "fix:" in output and fix in output, output
+    assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
+
+
+def test_snakemake_reads_paths_in_the_config_from_the_workflow_directory(tmp_path):
+    """A relative SavedModel path is checked where the jobs will look for it: the --directory."""
+    (tmp_path / "mine" / "1").mkdir(parents=True)
+    (tmp_path / "mine" / "1" / "saved_model.pb").write_bytes(b"pb")
+    config = tiny_config(models={"m": {"source": "saved_model", "type": "classification", "path": "mine"}})
+    result = run_snakemake(tmp_path, config, "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "acquire_model" in result.stdout
     assert not (tmp_path / "data").exists() and not (tmp_path / "logs").exists()
