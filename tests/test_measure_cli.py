@@ -7,6 +7,7 @@ byte for byte where the format is fixed.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from serveprof.measure.resources import detect_gpu_probe
 from serveprof.measure.stats import latency_stats
 from tests.fixtures.embedded_server import REPO, TINY_MODEL_NAME, server_env
 
@@ -76,7 +78,15 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
         assert resources["samples"] >= 1
         assert resources["rss_peak_mb"] > 100  # a server that has imported TensorFlow
         assert resources["cpu_util_pct"] > 0
-        assert resources["gpu_util_pct"] is None
+        gpu = detect_gpu_probe()  # the CLI reads the GPU the same way: device-wide, whoever uses it
+        if gpu is None:
+            assert (resources["gpu_util_pct"], resources["gpu_mem_mb"], stats["provenance"]["gpu"]) == (None, None, None)
+        else:
+            assert 0 <= resources["gpu_util_pct"] <= 100 and resources["gpu_mem_mb"] > 0
+            assert stats["provenance"]["gpu"] == "; ".join(gpu.names())
+        # server.gpu is false: the embedded server was given no GPU, whatever the machine has.
+        assert (stats["server"]["gpu_requested"], stats["server"]["gpu_used"]) == (False, False)
+        assert stats["server"]["tensorflow_version"] == importlib.metadata.version("tensorflow")
         assert stats["provenance"]["cpu_count"] == os.cpu_count()
         assert stats["started_at"] <= stats["finished_at"]
         pids.add(stats["server"]["pid"])
@@ -89,6 +99,11 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
     durations = (out / f"{MODEL}.csv").read_bytes()
     assert durations.startswith(b"batch_size, duration\n")
     assert re.fullmatch(rb"batch_size, duration\n1, \d+\.\d{4}\n3, \d+\.\d{4}\n", durations)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["backend_version"] == stats["server"]["version"]
+    assert provenance["tensorflow_version"] == importlib.metadata.version("tensorflow")
+    assert (provenance["gpu_used"], provenance["image"], provenance["image_digest"], provenance["server_notes"]) == (
+        False, None, None, None)
 
 
 def write_acquired(folder: Path) -> Path:
@@ -121,6 +136,10 @@ def test_time_cap_truncates_but_keeps_the_minimum(tiny_classifier_base, tmp_path
     assert stats["truncated"] is True
     assert stats["truncated_reason"] == f"max_seconds (0.001 s) reached after {stats['stats']['count']} requests"
     assert stats["warmup_requests"] == 0  # a warm-up cap of 0 s sends none
+    # No --input: the config's default, kind auto, which the served signature (a classifier's) resolves.
+    assert stats["input"]["kind"] == "random" and stats["input"]["seed"] == 0
+    assert (stats["input"]["requested_kind"], stats["input"]["model_type"], stats["input"]["model_type_from"]) == (
+        "auto", "classification", "signature")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
@@ -207,11 +226,14 @@ def zoo_detector_base(tmp_path_factory) -> Path:
 
 
 def test_detector_gets_photos_of_its_signature_and_refuses_a_larger_batch(zoo_detector_base, tmp_path):
+    # No kind given: auto, and the signature's detection outputs make it photos.
     args = ["--model", "detector", "--model-base-path", str(zoo_detector_base), "--server", SERVER,
-            "--input", '{"kind": "images", "image_size": [48, 64]}', "--requests", "5", "--out-dir", str(tmp_path)]
+            "--input", '{"image_size": [48, 64]}', "--requests", "5", "--out-dir", str(tmp_path)]
     done = serveprof("measure", *args, "--batch-size", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     stats = json.loads((tmp_path / "stats" / "b1.json").read_text())
+    assert stats["input"]["kind"] == "images"
+    assert (stats["input"]["model_type"], stats["input"]["model_type_from"]) == ("detection", "signature")
     assert stats["input"]["shapes"] == {"input_tensor": [1, 48, 64, 3]}  # the free height/width took image_size
     assert stats["input"]["dtypes"] == {"input_tensor": "uint8"}
     assert stats["input"]["images"][0] == "skimage.data.astronaut"
@@ -220,3 +242,16 @@ def test_detector_gets_photos_of_its_signature_and_refuses_a_larger_batch(zoo_de
     assert refused.returncode == 1
     assert "fixed batch dimension of 1" in refused.stderr and "batch_sizes to [1]" in refused.stderr
     assert not (tmp_path / "stats" / "b2.json").exists()
+
+
+def test_type_flag_resolves_auto_and_free_dimensions_default_to_512(zoo_detector_base, tmp_path):
+    """Neither --input nor an image size: --type decides the kind, and the free height/width are 512 x 512."""
+    done = serveprof("measure", "--model", "detector", "--model-base-path", str(zoo_detector_base), "--server", SERVER,
+                     "--type", "classification", "--batch-size", "1", "--requests", "2", "--warmup-requests", "0",
+                     "--out-dir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    stats = json.loads((tmp_path / "stats" / "b1.json").read_text())
+    assert (stats["input"]["kind"], stats["input"]["model_type"], stats["input"]["model_type_from"]) == (
+        "random", "classification", "--type")
+    assert stats["input"]["shapes"] == {"input_tensor": [1, 512, 512, 3]}
+    assert stats["input"]["image_size"] == [512, 512]

@@ -9,7 +9,10 @@ import pytest
 from PIL import Image
 
 from serveprof.errors import ServeprofError
-from serveprof.measure.inputs import SKIMAGE_PHOTOS, InputSettings, build_inputs
+from serveprof.config import load_schema
+from serveprof.measure.inputs import SKIMAGE_PHOTOS, InputSettings, build_inputs, model_type_of
+
+SCHEMA_INPUT = load_schema()["properties"]["measure"]["properties"]["input"]["properties"]
 
 
 @dataclass
@@ -97,7 +100,6 @@ def test_photos_from_a_folder_are_resized_and_sorted(tmp_path):
         ({"text": Spec(np.dtype(object), (None,))}, 1, InputSettings(), "'text' has dtype object (string)", "numeric tensors"),
         (DETECTOR, 4, InputSettings(image_size=(8, 8)), "fixed batch dimension of 1", "batch_sizes to [1]"),
         ({"x": Spec(np.dtype("float32"), (None, None))}, 1, InputSettings(), "unknown dimension at position 1", "fixed"),
-        (DETECTOR, 1, InputSettings(), "free image height/width", "image_size"),
         ({"x": Spec(np.dtype("float32"), ())}, 1, InputSettings(), "scalar", "batch dimension"),
         ({"x": Spec(np.dtype("float32"), (None, 5))}, 1, InputSettings(kind="images"), "[batch, height, width, channels]", "kind random or zeros"),
         ({"x": Spec(np.dtype("float32"), (None, 4, 4, 5))}, 1, InputSettings(kind="images"), "1 or 3 channels", "kind random or zeros"),
@@ -120,7 +122,6 @@ def test_image_folder_without_images_is_a_clear_error(tmp_path):
     "text, message",
     [
         ("{kind: random}", "not valid JSON"),
-        ('{"kind": "auto"}', "unresolved"),
         ('{"kind": "noise"}', "not one of random, zeros, images"),
         ('{"seed": -1}', "seed -1"),
         ('{"image_size": [512]}', "[height, width]"),
@@ -136,3 +137,37 @@ def test_bad_input_settings_are_refused(text, message):
 def test_input_settings_from_the_workflow():
     settings = InputSettings.from_json('{"image_dir":null,"image_size":[331,331],"kind":"random","seed":3}')
     assert settings == InputSettings(kind="random", seed=3, image_dir=None, image_size=(331, 331))
+
+
+def test_a_free_height_and_width_default_to_the_schemas_image_size():
+    assert SCHEMA_INPUT["image_size"]["default"] == [512, 512]
+    arrays, description = build_inputs(DETECTOR, 1, InputSettings(kind="zeros"))
+    assert arrays["input_tensor"].shape == (1, 512, 512, 3)
+    assert description["image_size"] == [512, 512]
+    arrays, _ = build_inputs(DETECTOR, 1, InputSettings.from_json('{"kind": "random"}'))
+    assert arrays["input_tensor"].shape == (1, 512, 512, 3)
+
+
+def test_missing_keys_take_the_schemas_defaults_and_auto_is_resolved_by_model_type():
+    assert SCHEMA_INPUT["kind"]["default"] == "auto" and SCHEMA_INPUT["seed"]["default"] == 0
+    for text in ("", "{}", '{"kind": "auto"}'):
+        assert InputSettings.from_json(text) == InputSettings(kind="auto", seed=0, image_dir=None, image_size=None)
+    settings = InputSettings.from_json('{"kind": "auto", "seed": 4, "image_size": [64, 48]}')
+    assert settings.resolved("detection") == InputSettings(kind="images", seed=4, image_size=(64, 48))
+    assert settings.resolved("classification") == InputSettings(kind="random", seed=4, image_size=(64, 48))
+    assert InputSettings(kind="zeros").resolved("detection").kind == "zeros"  # only auto is resolved
+    with pytest.raises(ServeprofError, match="'segmentation' is not one of classification, detection"):
+        settings.resolved("segmentation")
+
+
+def test_an_unresolved_auto_is_refused_when_inputs_are_built():
+    with pytest.raises(ServeprofError) as caught:
+        build_inputs(CLASSIFIER, 1, InputSettings(kind="auto"))
+    assert "unresolved" in caught.value.problem and "--type" in caught.value.fix
+
+
+def test_the_model_type_is_read_from_the_signatures_outputs():
+    assert model_type_of({"detection_boxes": None, "detection_scores": None, "num_detections": None}) == "detection"
+    assert model_type_of({"num_detections": None}) == "detection"
+    assert model_type_of({"probabilities": None}) == "classification"
+    assert model_type_of({}) == "classification"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from serveprof.measure.resources import ResourceSampler, parse_nvidia_smi
+from serveprof.measure.resources import ResourceSampler, detect_gpu_probe, parse_nvidia_smi
 
 ALLOCATE_MB = 200
 
@@ -55,21 +55,61 @@ def processes():
         process.wait(timeout=10)
 
 
-def sample(pid: int | None, seconds: float, interval: float = 0.1) -> dict:
-    with ResourceSampler(pid, interval) as sampler:
+def sample(pid: int | None, seconds: float, interval: float = 0.1, gpu=None) -> dict:
+    with ResourceSampler(pid, interval, gpu=gpu) as sampler:
         time.sleep(seconds)
     return sampler.summary()
+
+
+class ScriptedGpu:
+    """A GPU probe that answers from a script (None: an unreadable sample) and keeps what it answered."""
+
+    def __init__(self, readings):
+        self.readings = list(readings)
+        self.answered: list = []
+
+    def sample(self):
+        reading = self.readings[len(self.answered) % len(self.readings)]
+        self.answered.append(reading)
+        return reading
+
+    def names(self):
+        return ["Scripted GPU"]
 
 
 def test_spinning_process_with_known_allocation(processes):
     spinner = start(WORKER.format(mb=ALLOCATE_MB), "spin")
     processes.append(spinner)
-    summary = sample(spinner.pid, 1.5)
+    gpu = detect_gpu_probe()  # what the measure CLI uses: NVML, nvidia-smi, or None without a GPU
+    summary = sample(spinner.pid, 1.5, gpu=gpu)
     assert summary["rss_peak_mb"] >= ALLOCATE_MB
     assert ALLOCATE_MB <= summary["rss_mean_mb"] <= summary["rss_peak_mb"]
     assert summary["cpu_util_pct"] > 5  # a busy loop; the machine is shared, so not a full 100
     assert summary["samples"] >= 5  # 1.5 s at 0.1 s, minus scheduling slack
-    assert summary["gpu_util_pct"] is None and summary["gpu_mem_mb"] is None  # no GPU here
+    if gpu is None:
+        assert summary["gpu_util_pct"] is None and summary["gpu_mem_mb"] is None
+    else:  # a real device: readings in range (the driver itself holds some memory)
+        assert 0 <= summary["gpu_util_pct"] <= 100 and summary["gpu_mem_mb"] > 0
+
+
+def test_gpu_figures_are_the_mean_utilisation_and_peak_memory_of_the_readings(processes):
+    sleeper = start(WORKER.format(mb=ALLOCATE_MB), "sleep")
+    processes.append(sleeper)
+    gpu = ScriptedGpu([(10.0, 1000.0), None, (40.0, 3000.0), (25.0, 2000.0)])
+    summary = sample(sleeper.pid, 0.8, gpu=gpu)
+    readings = [reading for reading in gpu.answered if reading is not None]
+    assert len(gpu.answered) >= 4 and len(readings) >= 3  # every sample asks the GPU, the last one included
+    assert summary["gpu_util_pct"] == pytest.approx(sum(u for u, _ in readings) / len(readings))
+    assert summary["gpu_mem_mb"] == 3000.0
+    assert summary["samples"] == len(gpu.answered), "one GPU reading per CPU/RSS sample"
+
+
+def test_gpu_figures_without_a_process_to_sample():
+    """A server in a remote container: no pid, but the GPU is the machine's and still read."""
+    gpu = ScriptedGpu([(50.0, 512.0)])
+    summary = sample(None, 0.3, gpu=gpu)
+    assert (summary["gpu_util_pct"], summary["gpu_mem_mb"]) == (50.0, 512.0)
+    assert summary["cpu_util_pct"] is None and summary["samples"] == 0
 
 
 def test_sleeping_process_uses_no_cpu(processes):

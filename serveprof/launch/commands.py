@@ -1,9 +1,13 @@
-"""The command line of each backend, and what it reports as its version.
+"""The command line of each backend, and of the probes that say what served.
 
 Every backend gets tensorflow_model_server's own flags. Containers see the model base
 path mounted read-only at ``/models/<name>``; Docker publishes the container's fixed
 ports 8500/8501 on the chosen host ports, Apptainer shares the host's network so the
-server binds the chosen ports itself.
+server binds the chosen ports itself. Only the embedded server takes ``--host``: TF
+Serving has no such flag and listens on all interfaces (docs/serving.md).
+
+The probes (version, image digest, container pid, GPU visibility) are built here as
+plain command lines, so tests can check them; serveprof/launch/probes.py runs them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -21,7 +24,6 @@ from serveprof.launch.spec import ServerSpec
 
 CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501
 CONTAINER_LABEL = "serveprof.launcher"  # `docker ps --filter label=serveprof.launcher` finds leftovers
-VERSION_PROBE_TIMEOUT_S = 60
 
 
 def resolve_backend(spec: ServerSpec) -> str:
@@ -38,17 +40,38 @@ def executable(path: str, what: str, fix: str) -> str:
     return found
 
 
+def split_reference(reference: str) -> tuple[str, str | None]:
+    """(repository, tag or None) of an image reference; a digest (``@sha256:...``) is dropped."""
+    name = reference.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:  # a registry's port ("host:5000/serving") is not a tag
+        repository, tag = name.rsplit(":", 1)
+        return repository, tag
+    return name, None
+
+
 def image_reference(spec: ServerSpec) -> str:
-    """``image:tag`` (``-gpu`` appended to the tag for GPU), unless ``image`` already pins a tag or digest."""
-    last = spec.image.rsplit("/", 1)[-1]
-    if "@" in spec.image or ":" in last:
+    """The image to run: ``image:image_tag``, or ``image`` as given when it has its own tag or a digest.
+
+    With ``gpu`` the tag gets ``-gpu`` (TF Serving's GPU images are ``<tag>-gpu``), an
+    image's own tag included, unless it already ends in ``-gpu``. A digest pins one
+    image, which cannot be retagged: it is used as given (pin a GPU image's digest).
+    """
+    if "@" in spec.image:
         return spec.image
-    return f"{spec.image}:{spec.image_tag}{'-gpu' if spec.gpu else ''}"
+    repository, tag = split_reference(spec.image)
+    tag = tag or spec.image_tag
+    if spec.gpu and not tag.endswith("-gpu"):
+        tag += "-gpu"
+    return f"{repository}:{tag}"
+
+
+def is_image_file(spec: ServerSpec) -> bool:
+    return spec.image.endswith((".sif", ".simg")) or os.path.exists(spec.image)
 
 
 def apptainer_image(spec: ServerSpec) -> str:
     """A local image file (.sif) as is; anything else is pulled from Docker Hub's reference."""
-    if spec.image.endswith((".sif", ".simg")) or os.path.exists(spec.image):
+    if is_image_file(spec):
         return str(Path(spec.image).resolve())
     return f"docker://{image_reference(spec)}"
 
@@ -80,7 +103,9 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
                             "server.backend: embedded, docker or apptainer (docs/serving.md)")
         return [binary, *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path)]
     if backend == "docker":
-        command = [spec.docker_path, "run", "--rm", "--name", name or container_name(spec),
+        # --init: docker-init is PID 1 and passes SIGTERM on. tensorflow_model_server as PID 1 would ignore
+        # it (no handler), so every stop would wait out the grace period and end in SIGKILL.
+        command = [spec.docker_path, "run", "--rm", "--init", "--name", name or container_name(spec),
                    "--label", f"{CONTAINER_LABEL}=serveprof", "--label", f"serveprof.launcher_pid={os.getpid()}",
                    "--label", f"serveprof.model={spec.model_name}",
                    "-p", f"{spec.host}:{grpc_port}:{CONTAINER_GRPC_PORT}",
@@ -100,27 +125,58 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
     raise ServeprofError(f"unknown server backend {backend!r}", "set server.backend to auto, embedded, tfserving, docker or apptainer")
 
 
-def parse_version_text(text: str) -> str | None:
-    """``--version`` output ("TensorFlow ModelServer: X\\nTensorFlow Library: Y") as "X (TensorFlow Y)"."""
+def server_environment(spec: ServerSpec, backend: str) -> dict[str, str] | None:
+    """The server's environment: ours, with GPUs hidden when ``gpu`` is false (None: ours unchanged).
+
+    TensorFlow uses a GPU it can see, so without this ``gpu: false`` on a GPU node would
+    still measure the GPU. Docker needs nothing: a container sees no GPU without ``--gpus``.
+    """
+    if spec.gpu or backend == "docker":
+        return None
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "-1"}
+
+
+def parse_version_text(text: str) -> tuple[str | None, str | None]:
+    """(ModelServer version, TensorFlow version) from ``--version`` output
+    ("TensorFlow ModelServer: X\\nTensorFlow Library: Y"); None for what it does not say."""
     server = re.search(r"TensorFlow ModelServer:\s*(\S+)", text)
     library = re.search(r"TensorFlow Library:\s*(\S+)", text)
+    return (server.group(1) if server else None), (library.group(1) if library else None)
+
+
+def version_label(server: str | None, tensorflow: str | None) -> str | None:
+    """"X (TensorFlow Y)", the form ``version`` takes in provenance."""
     if not server:
         return None
-    return f"{server.group(1)} (TensorFlow {library.group(1)})" if library else server.group(1)
+    return f"{server} (TensorFlow {tensorflow})" if tensorflow else server
 
 
-def backend_version(spec: ServerSpec, backend: str, command: list[str]) -> str:
-    """What served, for provenance: the server's version, or the image for containers."""
-    if backend == "embedded":
-        # Same interpreter and package as the server; computed here so TensorFlow is not imported.
-        from serveprof.server.main import version_text
-
-        return parse_version_text(version_text()) or "unknown"
+def version_command(spec: ServerSpec, backend: str, command: list[str], container: str | None) -> list[str] | None:
+    """``tensorflow_model_server --version`` of the binary that serves (None for embedded: known in-process)."""
     if backend == "tfserving":
-        try:
-            probe = subprocess.run([command[0], "--version"], capture_output=True, text=True,
-                                   timeout=VERSION_PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            return "unknown"
-        return parse_version_text(probe.stdout + probe.stderr) or "unknown"
-    return apptainer_image(spec) if backend == "apptainer" else image_reference(spec)
+        return [command[0], "--version"]
+    if backend == "docker" and container:
+        return [spec.docker_path, "exec", container, "tensorflow_model_server", "--version"]  # the running container
+    if backend == "apptainer":
+        return [spec.apptainer_path, "exec", apptainer_image(spec), "tensorflow_model_server", "--version"]
+    return None
+
+
+def docker_container_inspect_command(spec: ServerSpec, container: str) -> list[str]:
+    """The container's main process as a host pid (0 once it stopped) and the id of the image it runs."""
+    return [spec.docker_path, "inspect", "--type", "container", "--format", "{{.State.Pid}} {{.Image}}", container]
+
+
+def docker_image_inspect_command(spec: ServerSpec, image_id: str) -> list[str]:
+    """The registry digests of an image (``repository@sha256:...``; none for a locally built image)."""
+    return [spec.docker_path, "image", "inspect", "--format", "{{json .RepoDigests}}", image_id]
+
+
+GPU_PROBE = ("import json, tensorflow as tf; "
+             "print(json.dumps([device.name for device in tf.config.list_physical_devices('GPU')]))")
+
+
+def embedded_gpu_probe_command() -> list[str]:
+    """The GPUs TensorFlow sees, asked of the embedded server's interpreter in a process of its own
+    (importing TensorFlow costs seconds, so the launcher never does)."""
+    return [sys.executable, "-c", GPU_PROBE]

@@ -5,8 +5,10 @@
 - ``PR_SET_PDEATHSIG``: if the launcher dies without cleaning up (SIGKILL, OOM
   killer), the kernel signals the server. The signal follows the *thread* that
   started the server, so launch from a thread that outlives the server (the main
-  thread does). A Docker container is the docker daemon's child, not ours: killing
-  the ``docker run`` client does not stop it (docs/serving.md).
+  thread does). A Docker container is the docker daemon's child, not ours: the
+  ``docker run`` client gets SIGTERM, which it passes on to the container (whose
+  ``--init`` passes it to TF Serving); a client killed outright leaves the container
+  running (docs/serving.md).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from typing import Iterator
 
 from serveprof.errors import ServeprofError
 from serveprof.launch import process as processes
-from serveprof.launch.commands import (backend_version, build_command, container_name, executable,
-                                       resolve_backend)
+from serveprof.launch.commands import build_command, container_name, executable, resolve_backend, server_environment
 from serveprof.launch.ports import free_ports, lost_port_race
+from serveprof.launch.probes import identify
 from serveprof.launch.spec import ServerSpec
 
 log = logging.getLogger("serveprof.launch")
@@ -33,6 +33,7 @@ PORT_ATTEMPTS = 3
 POLL_INTERVAL_S = 0.02  # the load time's resolution
 POLL_TIMEOUT_S = 1.0
 DIED_WITHIN_S = 0.2  # check_alive: how long a failing request's server may take to be seen dead
+END_EXIT_WAIT_S = 3.0  # a server that gave up loading exits by itself; its last log lines say why
 TAIL_LINES = 40
 # The status channel retries a refused connection within milliseconds instead of
 # gRPC's default back-off (1 s, growing), which would blur the measured load time.
@@ -73,6 +74,7 @@ class RunningServer:
         self.started_ns = started_ns
         self.available_ns: int | None = None
         self.container = container
+        self.container_pid: int | None = None  # docker: the server's host pid, once known (launch sets it)
         self.info = {"backend": backend, "version": None, "command": list(command)}
         self._stopped = False
 
@@ -86,9 +88,11 @@ class RunningServer:
 
     @property
     def pid(self) -> int | None:
-        """The process whose CPU and memory are the server's (None when it runs under a container daemon)."""
+        """The process whose CPU and memory are the server's (None when it cannot be seen from here)."""
         if self.backend in ("embedded", "tfserving"):
             return self.process.pid
+        if self.backend == "docker":  # the Docker daemon's grandchild, found through `docker inspect`
+            return self.container_pid
         if self.backend == "apptainer":  # the server is a descendant of apptainer's starter
             import psutil
 
@@ -198,9 +202,9 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
                                    "check for a program grabbing free ports") from None
                 log.warning("server ports %d/%d were taken before the server bound them; retrying with new ports",
                             server.grpc_port, server.rest_port)
-        server.info["version"] = backend_version(spec, backend, server.command)
-        log.info("%s server for %r AVAILABLE after %.0f ms (%s)", backend, spec.model_name,
-                 (server.available_ns - server.started_ns) / 1e6, server.info["version"])
+        log.info("%s server for %r AVAILABLE after %.0f ms", backend, spec.model_name,
+                 (server.available_ns - server.started_ns) / 1e6)
+        _identify(server)
         yield server
     except ServeprofError:
         own_log = False  # the error names the log and quotes only its tail: keep it
@@ -217,12 +221,13 @@ def _start(spec: ServerSpec, backend: str, log_path: str) -> RunningServer:
     grpc_port, rest_port = free_ports(spec.host)
     container = container_name(spec) if backend == "docker" else None
     command = build_command(spec, backend, grpc_port, rest_port, container)
+    environment = server_environment(spec, backend)
     # A container runtime gets SIGTERM so it can clean up its container; a plain server has nothing to save.
     death_signal = signal.SIGKILL if backend in ("embedded", "tfserving") else signal.SIGTERM
     with open(log_path, "wb") as log_file:
         with _live_lock:  # registered before it can be orphaned by an exception
             started_ns = time.monotonic_ns()
-            process = processes.spawn(command, log_file, death_signal)
+            process = processes.spawn(command, log_file, death_signal, env=environment)
             server = RunningServer(spec, backend, command, process, grpc_port, rest_port, log_path, started_ns, container)
             _live.add(server)
     log.info("started %s server (pid %d): %s", backend, process.pid, " ".join(command))
@@ -239,8 +244,8 @@ def _wait_until_available(server: RunningServer) -> None:
             if server.process.poll() is not None:
                 if lost_port_race(server.log_tail(lines=200)):
                     raise _PortTaken()
-                raise _failure(server, f"exited with {_exit_text(server.process.returncode)} before the model was "
-                               "AVAILABLE", _load_fix(spec))
+                raise _failure(server, f"failed to load the model: it exited with "
+                               f"{_exit_text(server.process.returncode)} before the model was AVAILABLE", _load_fix(spec))
             remaining_s = (deadline_ns - time.monotonic_ns()) / 1e9
             if remaining_s <= 0:
                 raise _failure(server, f"did not report the model AVAILABLE within server.startup_timeout_s = "
@@ -258,8 +263,23 @@ def _wait_until_available(server: RunningServer) -> None:
                     raise _PortTaken()
                 return
             if state == "END":
-                raise _failure(server, "gave up loading the model (state END)", _load_fix(spec))
+                with contextlib.suppress(subprocess.TimeoutExpired):  # so its log holds the reason
+                    server.process.wait(timeout=END_EXIT_WAIT_S)
+                raise _failure(server, "failed to load the model: it reported the model's state END", _load_fix(spec))
             time.sleep(POLL_INTERVAL_S)
+
+
+def _identify(server: RunningServer) -> None:
+    """Provenance (versions, image digest, GPU) and a container's pid; a GPU asked for but not seen is warned about."""
+    facts = identify(server.spec, server.backend, server.command, server.container, read_tail(server.log_path, 2000, 1 << 20))
+    server.info.update(facts.info)
+    server.container_pid = facts.host_pid
+    log.info("%s server for %r: %s", server.backend, server.spec.model_name, server.info["version"])
+    for note in facts.info["notes"]:
+        if note != facts.gpu_warning:
+            log.info("provenance: %s", note)
+    if facts.gpu_warning:
+        log.warning("WARNING: %s", facts.gpu_warning)
 
 
 def _load_fix(spec: ServerSpec) -> str:

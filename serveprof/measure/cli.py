@@ -16,7 +16,7 @@ from pathlib import Path
 from serveprof.config import load_schema
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
-from serveprof.measure.inputs import InputSettings
+from serveprof.measure.inputs import AUTO, MODEL_TYPES, InputSettings, input_defaults, model_type_of
 from serveprof.measure.protocol import ProtocolSettings, measure_series
 from serveprof.measure.provenance import host_provenance
 from serveprof.measure.resources import GpuProbe, detect_gpu_probe
@@ -52,7 +52,13 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-base-path", help="directory of the model's numeric versions (launch a server for it)")
     parser.add_argument("--server", default="{}", help="the config's server: block as JSON (default: backend auto)")
     parser.add_argument("--server-log", help="file for the launched server's output")
-    parser.add_argument("--input", default='{"kind": "random"}', help='JSON: {"kind": "random"|"zeros"|"images", "seed": 0, "image_dir": null, "image_size": [H, W]}')
+    parser.add_argument("--input", default=json.dumps(input_defaults()),
+                        help='JSON: {"kind": "auto"|"random"|"zeros"|"images", "seed": 0, "image_dir": null, "image_size": [H, W]}; '
+                             "missing keys take the config's defaults (default: %(default)s)")
+    parser.add_argument("--type", choices=(AUTO, *MODEL_TYPES), default=AUTO,
+                        help="the model's type, which resolves --input kind auto: images for detection, random for "
+                             "classification; auto (default) reads it from the served signature (detection when it "
+                             "has the Object Detection API's outputs, e.g. detection_boxes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +108,26 @@ def endpoint_for(args, server_config: dict):
     return launched(args.model, args.model_base_path, server_config, args.protocol, log_path=args.server_log)
 
 
-def measure_batch(endpoint: Endpoint, batch_size: int, settings: ProtocolSettings, input_settings: InputSettings, gpu: GpuProbe | None) -> tuple[list[float], dict]:
+def resolve_input(endpoint: Endpoint, batch_size: int, input_settings: InputSettings, model_type: str) -> tuple[InputSettings, dict]:
+    """``--input`` kind auto made concrete by ``--type``, or by the served signature with ``--type auto``;
+    also what the input description records about that choice."""
+    if input_settings.kind != AUTO:
+        return input_settings, {}
+    source = "--type"
+    if model_type == AUTO:
+        try:
+            outputs = endpoint.client.signature().outputs
+        except Exception as error:
+            raise endpoint.on_error(batch_size)(error, "reading the model's signature") from error
+        model_type, source = model_type_of(outputs), "signature"
+    return input_settings.resolved(model_type), {"requested_kind": AUTO, "model_type": model_type, "model_type_from": source}
+
+
+def measure_batch(endpoint: Endpoint, batch_size: int, settings: ProtocolSettings, input_settings: InputSettings, gpu: GpuProbe | None,
+                  model_type: str = AUTO) -> tuple[list[float], dict]:
+    input_settings, resolution = resolve_input(endpoint, batch_size, input_settings, model_type)
     request, input_description = endpoint.prepare_request(batch_size, input_settings)
+    input_description.update(resolution)
     on_error = endpoint.on_error(batch_size)
     latencies, fields = measure_series(endpoint.client.send, request, batch_size, settings, pid=endpoint.pid, on_error=on_error, log=log, gpu=gpu)
     return latencies, {"input": input_description, **fields}
@@ -126,7 +150,7 @@ def main(argv: list[str]) -> int:
             started_at = now_iso()
             log(f"{args.model}: batch size {batch_size} over {args.protocol}" + (f" at {args.address}" if args.address else " on a fresh server"))
             with endpoint_for(args, server_config) as endpoint:
-                latencies, measured = measure_batch(endpoint, batch_size, settings, input_settings, gpu)
+                latencies, measured = measure_batch(endpoint, batch_size, settings, input_settings, gpu, args.type)
             document = {
                 "model": args.model,
                 "batch_size": batch_size,

@@ -12,16 +12,18 @@ from pathlib import Path
 
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
-from serveprof.measure.cli import add_server_flags, config_defaults, parse_json_flag
-from serveprof.measure.inputs import InputSettings
+from serveprof.measure.cli import add_server_flags, config_defaults, parse_json_flag, resolve_input
+from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.protocol import time_one
 from serveprof.measure.result_files import write_coldstart
 from serveprof.measure.session import PROTOCOLS, launched
 
 
-def cold_start(model: str, model_base_path: str, server_config: dict, input_settings: InputSettings, protocol: str, server_log: str | None) -> dict:
+def cold_start(model: str, model_base_path: str, server_config: dict, input_settings: InputSettings, protocol: str,
+               server_log: str | None, model_type: str = AUTO) -> dict:
     with launched(model, model_base_path, server_config, protocol, log_path=server_log) as endpoint:
         server_started_ns, available_ns = endpoint.started_ns, endpoint.available_ns
+        input_settings, _ = resolve_input(endpoint, 1, input_settings, model_type)
         request, _ = endpoint.prepare_request(1, input_settings)
         on_error = endpoint.on_error(1)
         first_infer_ms = time_one(endpoint.client.send, request, on_error, "first request (first inference)")
@@ -45,7 +47,8 @@ def main(argv: list[str]) -> int:
         raise ServeprofError("coldstart needs --model-base-path: it launches the server itself", "pass --model-base-path data/model/inference/<model>")
     server_config = parse_json_flag(args.server, "--server", '{"backend": "embedded"}')
     with terminate_on_sigterm():
-        row = cold_start(args.model, args.model_base_path, server_config, InputSettings.from_json(args.input), args.protocol, args.server_log)
+        row = cold_start(args.model, args.model_base_path, server_config, InputSettings.from_json(args.input), args.protocol,
+                         args.server_log, args.type)
     write_coldstart(args.out, row)
     print(f"serveprof coldstart: {args.model}: load {row['load_ms']:.1f} ms, first inference {row['first_infer_ms']:.1f} ms", file=sys.stderr)
     return 0

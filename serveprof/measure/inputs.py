@@ -2,14 +2,16 @@
 
 Three kinds: ``random`` (a seeded generator, reproducible), ``zeros``, and ``images``
 (real photos, resized and cast to the signature's dtype; detection post-processing
-such as NMS depends on image content, so a detector is timed on photos). No TensorFlow:
-images are read and resized with Pillow, which scikit-image already depends on.
+such as NMS depends on image content, so a detector is timed on photos). ``auto`` is
+resolved before inputs are built: ``images`` for a detection model, ``random`` for a
+classification model. No TensorFlow: images are read and resized with Pillow.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +20,10 @@ import numpy as np
 from serveprof.errors import ServeprofError
 
 KINDS = ("random", "zeros", "images")
+AUTO = "auto"
+MODEL_TYPES = ("classification", "detection")
+# Outputs of the TF2 Detection Zoo's (and TF Object Detection API's) serving signature.
+DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "num_detections")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # Real RGB photographs bundled with scikit-image (no download needed).
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -26,17 +32,48 @@ FLOAT_RANGE = (0.0, 255.0)
 INPUT_FIX = 'pass --input as JSON, e.g. {"kind": "random", "seed": 0, "image_dir": null, "image_size": [224, 224]}'
 
 
+@functools.cache
+def input_defaults() -> dict:
+    """The config schema's ``measure.input`` defaults: the CLI's defaults are the config's."""
+    from serveprof.config import load_schema
+
+    properties = load_schema()["properties"]["measure"]["properties"]["input"]["properties"]
+    return {key: node["default"] for key, node in properties.items() if "default" in node}
+
+
+def default_image_size() -> tuple[int, int]:
+    height, width = input_defaults()["image_size"]
+    return height, width
+
+
+def auto_kind(model_type: str) -> str:
+    """What ``auto`` means: photos for detection (NMS depends on image content), random data otherwise."""
+    if model_type not in MODEL_TYPES:
+        raise ServeprofError(f"model type {model_type!r} is not one of {', '.join(MODEL_TYPES)}",
+                             "pass --type classification or --type detection")
+    return "images" if model_type == "detection" else "random"
+
+
+def model_type_of(signature_outputs: Mapping[str, Any]) -> str:
+    """``detection`` for a signature with the Object Detection API's outputs, else ``classification``."""
+    return "detection" if any(name in signature_outputs for name in DETECTION_OUTPUTS) else "classification"
+
+
 @dataclass(frozen=True)
 class InputSettings:
     kind: str = "random"
     seed: int = 0
     image_dir: str | None = None
-    image_size: tuple[int, int] | None = None
+    image_size: tuple[int, int] | None = None  # None: the schema's default (512 x 512) for free height/width
+
+    def resolved(self, model_type: str) -> "InputSettings":
+        """``auto`` made concrete for a model of ``model_type``; any other kind as it is."""
+        return replace(self, kind=auto_kind(model_type)) if self.kind == AUTO else self
 
     @classmethod
     def from_json(cls, text: str | None) -> "InputSettings":
         if not text:
-            return cls()
+            return cls.from_mapping({})
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as error:
@@ -47,17 +84,13 @@ class InputSettings:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "InputSettings":
+        """Settings from --input's keys; a missing key takes the config schema's default (kind ``auto``)."""
         unknown = sorted(set(raw) - {"kind", "seed", "image_dir", "image_size"})
         if unknown:
             raise ServeprofError(f"--input has unknown key(s) {', '.join(unknown)}", "use only kind, seed, image_dir, image_size")
-        kind = raw.get("kind", "random")
-        if kind == "auto":
-            raise ServeprofError(
-                "--input kind 'auto' reached the measurement unresolved",
-                "pass random, zeros or images (the workflow resolves auto: random for classification, images for detection)",
-            )
-        if kind not in KINDS:
-            raise ServeprofError(f"--input kind {kind!r} is not one of {', '.join(KINDS)}", INPUT_FIX)
+        kind = raw.get("kind", input_defaults()["kind"])
+        if kind not in (*KINDS, AUTO):
+            raise ServeprofError(f"--input kind {kind!r} is not one of {', '.join(KINDS)}, {AUTO}", INPUT_FIX)
         seed = raw.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ServeprofError(f"--input seed {seed!r} is not a whole number of 0 or more", INPUT_FIX)
@@ -81,7 +114,8 @@ def _is_unknown(dim) -> bool:
 
 
 def resolve_shape(name: str, shape, batch_size: int, image_size: tuple[int, int] | None) -> tuple[int, ...]:
-    """The concrete shape to send: batch dimension = ``batch_size``, free image height/width = ``image_size``."""
+    """The concrete shape to send: batch dimension = ``batch_size``, free image height/width = ``image_size``
+    (the schema's default, 512 x 512, when None)."""
     if shape is None:
         raise ServeprofError(
             f"input {name!r} has an unknown rank, so no request shape can be derived",
@@ -105,12 +139,7 @@ def resolve_shape(name: str, shape, batch_size: int, image_size: tuple[int, int]
             dims[index] = int(dims[index])
             continue
         if len(dims) == 4 and index in (1, 2):
-            if image_size is None:
-                raise ServeprofError(
-                    f"input {name!r} has a free image height/width (shape {tuple(shape)}) and no image size was given",
-                    'add "image_size": [H, W] to --input (the model\'s input_size in the config)',
-                )
-            dims[index] = image_size[index - 1]
+            dims[index] = (image_size or default_image_size())[index - 1]
             continue
         raise ServeprofError(
             f"input {name!r} has an unknown dimension at position {index} (shape {tuple(shape)}) that serveprof cannot choose",
@@ -202,6 +231,13 @@ def build_inputs(signature_inputs: Mapping[str, Any], batch_size: int, settings:
     """
     if not signature_inputs:
         raise ServeprofError("the model's signature has no inputs", "check that the served signature is the one to profile")
+    if settings.kind == AUTO:
+        raise ServeprofError(
+            "--input kind 'auto' reached input building unresolved",
+            "resolve it first (InputSettings.resolved(model_type)); on the command line pass --type, or a kind of "
+            "random, zeros or images",
+        )
+    image_size = settings.image_size or default_image_size()
     rng = np.random.default_rng(settings.seed)
     arrays: dict[str, np.ndarray] = {}
     used_images: list[str] = []
@@ -210,7 +246,7 @@ def build_inputs(signature_inputs: Mapping[str, Any], batch_size: int, settings:
         spec = signature_inputs[name]
         dtype = np.dtype(spec.dtype)
         _check_fillable(name, dtype)
-        shape = resolve_shape(name, spec.shape, batch_size, settings.image_size)
+        shape = resolve_shape(name, spec.shape, batch_size, image_size)
         if settings.kind == "zeros":
             arrays[name] = np.zeros(shape, dtype=dtype)
         elif settings.kind == "random":
@@ -229,7 +265,7 @@ def build_inputs(signature_inputs: Mapping[str, Any], batch_size: int, settings:
         "kind": settings.kind,
         "seed": settings.seed,
         "image_dir": settings.image_dir,
-        "image_size": list(settings.image_size) if settings.image_size else None,
+        "image_size": list(image_size),  # for free height/width only; fixed ones are the signature's
         "shapes": {name: list(array.shape) for name, array in arrays.items()},
         "dtypes": {name: str(array.dtype) for name, array in arrays.items()},
     }

@@ -79,12 +79,19 @@ def _agreed(values: Sequence) -> object:
 
 
 def tensorflow_version(server: Mapping) -> str | None:
-    """The serving TF: as the server reported it, else (embedded server, same venv) the installed TF."""
+    """The serving TF: as the launcher recorded it (the server's ``--version``), else, for an embedded
+    server's stats written before the launcher recorded it, the installed TF of the same venv."""
     if server.get("tensorflow_version"):
         return server["tensorflow_version"]
     if server.get("backend") == "embedded":
         return installed_version("tensorflow")
     return None
+
+
+def _notes(servers: Sequence[Mapping]) -> list[str] | None:
+    """Every distinct note the launcher made about the servers (a probe that failed, an unseen GPU)."""
+    notes = list(dict.fromkeys(note for server in servers for note in server.get("notes") or []))
+    return notes or None
 
 
 def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping], config_hash: str) -> dict:
@@ -98,6 +105,10 @@ def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping
         "backend": _agreed([server.get("backend") for server in servers]),
         "backend_version": _agreed([server.get("version") for server in servers]),
         "tensorflow_version": _agreed([tensorflow_version(server) for server in servers]),
+        "image": _agreed([server.get("image") for server in servers]),
+        "image_digest": _agreed([server.get("image_digest") or server.get("image_id") for server in servers]),
+        "gpu_used": _agreed([server.get("gpu_used") for server in servers]),
+        "server_notes": _notes(servers),
         "serveprof_version": _agreed([host.get("serveprof_version") for host in hosts]) or serveprof.__version__,
         "python_version": _agreed([host.get("python_version") for host in hosts]),
         "cpu_model": _agreed([host.get("cpu_model") for host in hosts]),
