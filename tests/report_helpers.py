@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "data" / "results"
@@ -13,6 +16,50 @@ ACQUIRED = RESULTS / "acquired"
 PROFILED = ["ssd_mobilenet", "inception", "nasnet"]
 UNAVAILABLE = ["efficient"]
 ALL_MODELS = PROFILED + UNAVAILABLE
+# config.yaml's model keys: the zoo keys run to 52 characters.
+DEFAULT_MODELS = [
+    "center_mobile", "center_resnet", "ssd_mobilenet", "nasnet", "inception", "efficient",
+    "faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8",
+]  # fmt: skip
+
+
+def synthetic_summary(models: list[str], batches=(1, 2, 4, 8, 16, 32)) -> pd.DataFrame:
+    """A summary frame as load_summary returns it, with latencies from 30 ms up to about 100 s."""
+    records = []
+    for rank, model in enumerate(models):
+        for batch in batches:
+            mean = 30.0 * 2.2**rank * batch**0.95
+            records.append({
+                "model": model, "batch_size": batch, "count": 20, "mean_ms": mean, "p50_ms": mean * 0.98,
+                "p99_ms": mean * 1.2, "throughput_per_s": batch * 1000 / mean, "truncated": rank % 2 == 1,
+                "low_sample_percentiles": ("p99",) if rank % 2 else (), "cpu_util_pct": 150.0 + rank + batch,
+                "rss_peak_mb": 1000.0 + 400 * rank + 30 * batch, "rss_mean_mb": 900.0 + 400 * rank + 25 * batch,
+                "gpu_util_pct": np.nan, "gpu_mem_mb": np.nan,
+            })  # fmt: skip
+    return pd.DataFrame(records)
+
+
+def synthetic_coldstart(models: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"model": models, "load_ms": [4000.0 + 7000 * i for i in range(len(models))],
+                         "first_infer_ms": [1500.0 + 2500 * i for i in range(len(models))]})  # fmt: skip
+
+
+def copy_renamed(model: str, new: str, out: Path) -> tuple[Path, Path]:
+    """The fixture run copied to ``out`` with ``model`` renamed ``new`` (results and status); (profiling, acquired)."""
+    profiling, acquired = out / "profiling", out / "acquired"
+    shutil.copytree(PROFILING, profiling)
+    shutil.copytree(ACQUIRED, acquired)
+    folder = profiling / new
+    (profiling / model).rename(folder)
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(model):
+            path = path.rename(folder / (new + path.name[len(model) :]))
+        if path.suffix in (".csv", ".json") and not re.search(r"-b\d+\.csv$", path.name):
+            path.write_text(path.read_text().replace(model, new))
+    status = json.loads((acquired / f"{model}.json").read_text())
+    (acquired / f"{model}.json").unlink()
+    (acquired / f"{new}.json").write_text(json.dumps({**status, "model": new}))
+    return profiling, acquired
 
 
 def summary(model: str) -> pd.DataFrame:
@@ -32,7 +79,13 @@ def section(markdown: str, title: str) -> str:
 
 def parse_table(text: str) -> list[dict[str, str]]:
     """The first markdown table in ``text`` as rows of {header: cell}; blank model cells filled down."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    all_lines = text.splitlines()
+    start = next(index for index, line in enumerate(all_lines) if line.startswith("|"))
+    lines = []
+    for line in all_lines[start:]:
+        if not line.startswith("|"):
+            break  # the table ends at its first non-table line
+        lines.append(line)
     split = lambda line: [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]  # noqa: E731
     header = split(lines[0])
     assert all(re.fullmatch(r":?-+:?", cell) for cell in split(lines[1])), "second line must be the alignment row"

@@ -7,13 +7,24 @@ import sys
 
 import numpy as np
 import pytest
-from matplotlib.colors import to_hex
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex, to_rgb
 
 from serveprof.errors import ServeprofError
 from serveprof.report import figures
 from serveprof.report.results import load_coldstart, load_latencies, load_summary
-from serveprof.report.style import PALETTES, load_style, model_looks, parse_style
-from tests.report_helpers import ALL_MODELS, PROFILED, PROFILING, coldstart, summary
+from serveprof.report.numbers import significant
+from serveprof.report.style import LABEL_MAX, PALETTES, display_names, load_style, model_looks, parse_style
+from tests.report_helpers import (
+    ALL_MODELS,
+    DEFAULT_MODELS,
+    PROFILED,
+    PROFILING,
+    coldstart,
+    summary,
+    synthetic_coldstart,
+    synthetic_summary,
+)
 
 STYLE = parse_style({"formats": ["png", "svg"], "dpi": 60})
 
@@ -33,6 +44,25 @@ def artist(fig, gid: str):
     found = fig.findobj(lambda item: item.get_gid() == gid)
     assert len(found) == 1, f"{len(found)} artists with gid {gid!r}"
     return found[0]
+
+
+def drawn(fig):
+    """The figure laid out and drawn, so extents and tick labels are final."""
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return fig
+
+
+def tick_labels(axis) -> dict[float, str]:
+    """The labelled major ticks inside the view: {value: text}."""
+    low, high = sorted(axis.get_view_interval())
+    return {tick: label.get_text() for tick, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+            if low <= tick <= high and label.get_text()}  # fmt: skip
+
+
+def luminance(colour: str) -> float:
+    channels = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(colour)]
+    return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
 
 
 def test_latency_lines_are_the_summary_means_with_a_p50_p99_band(frames, looks):
@@ -104,7 +134,14 @@ def test_coldstart_bars_are_load_then_first_inference_in_seconds(frames, looks):
         assert load.get_x() == 0 and np.isclose(load.get_width(), expected["load_ms"] / 1000)
         assert np.isclose(first.get_x(), expected["load_ms"] / 1000)  # stacked after the load
         assert np.isclose(first.get_width(), expected["first_infer_ms"] / 1000)
-    assert [label.get_text() for label in fig.axes[0].get_yticklabels()] == PROFILED
+    # Each name stands above its bar (no tick labels eat the bars' width), the total at its end.
+    assert not [label.get_text() for label in fig.axes[0].get_yticklabels() if label.get_text()]
+    for position, model in enumerate(PROFILED):
+        name = artist(fig, f"label:{model}")
+        assert name.get_text() == looks[model].label and name.xy == (0, position - figures.BAR_HEIGHT / 2)
+        expected = coldstart(model)
+        total = (expected["load_ms"] + expected["first_infer_ms"]) / 1000
+        assert artist(fig, f"total:{model}").get_text() == f"{significant(total)} s"
 
 
 def test_resources_plot_peak_and_mean_rss_and_cpu(frames, looks):
@@ -116,6 +153,13 @@ def test_resources_plot_peak_and_mean_rss_and_cpu(frames, looks):
             np.testing.assert_array_equal(line.get_xdata(), expected["batch_size"])
             np.testing.assert_allclose(line.get_ydata(), expected[column], atol=1e-9)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 2  # no GPU panels without GPU data
+    memory, cpu = fig.axes[:2]
+    # Sampled in MiB (2^20 bytes), so labelled MiB; CPU in percent of ONE core, 100 marked.
+    assert "(MiB)" in memory.get_ylabel() and "MB)" not in memory.get_ylabel()
+    assert "% of one core" in cpu.get_ylabel()
+    assert list(artist(fig, "one_core").get_ydata()) == [100, 100] and cpu.get_ylim()[1] > 100
+    # An open marker means "cut short" in the other figures: the mean RSS line has none.
+    assert artist(fig, "rss_mean:nasnet").get_marker() in ("None", "", None)
 
 
 def test_gpu_panels_appear_when_gpu_was_measured(frames, looks):
@@ -125,6 +169,7 @@ def test_gpu_panels_appear_when_gpu_was_measured(frames, looks):
     fig = figures.build_resources_figure(with_gpu, looks, STYLE)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
     np.testing.assert_allclose(artist(fig, "gpu_util_pct:inception").get_ydata(), 40.0 + summary("inception")["batch_size"])
+    assert fig.axes[3].get_ylabel() == "GPU memory (MiB)"
 
 
 def test_a_model_has_one_colour_in_every_figure(frames, looks):
@@ -162,6 +207,120 @@ def test_colours_do_not_shift_when_a_figure_shows_fewer_models(frames):
     # Past the palette's eight colours, a repeated colour comes with another line style.
     pairs = {(look.colour, look.linestyle) for look in looks.values()}
     assert len(pairs) == 12
+
+
+def test_every_okabe_ito_colour_is_visible_on_white():
+    # Okabe-Ito's yellow (#F0E442) is 1.3:1 against white; its replacement, Tol's wine, 8.7:1.
+    okabe = PALETTES["okabe_ito"]
+    contrasts = {colour: 1.05 / (luminance(colour) + 0.05) for colour in okabe}
+    assert min(contrasts.values()) >= 2.0, contrasts
+    assert "#F0E442" not in okabe and okabe[7] == "#882255" and len(set(okabe)) == 8
+    # Eight default models, eight different colours, following the sorted list of all models.
+    looks = model_looks(DEFAULT_MODELS, STYLE)
+    assert [looks[model].colour for model in sorted(DEFAULT_MODELS)] == list(okabe)
+
+
+def test_display_names_drop_the_zoo_suffix_and_stay_unique():
+    names = display_names(DEFAULT_MODELS)
+    assert names["faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8"] == "faster_rcnn_inception_resnet_v2_640x640"
+    assert names["ssd_resnet50_v1_fpn_640x640_coco17_tpu-8"] == "ssd_resnet50_v1_fpn_640x640"
+    assert names["nasnet"] == "nasnet" and len(set(names.values())) == len(DEFAULT_MODELS)
+    assert all(model.startswith(name) for model, name in names.items())  # a reader finds the key from the label
+    # Two keys that would share a name, or a name that is another key, keep their full keys.
+    clash = display_names(["ssd_coco17_tpu-8", "ssd_coco17", "ssd", "x_coco17"])
+    assert clash == {"ssd_coco17_tpu-8": "ssd_coco17_tpu-8", "ssd_coco17": "ssd_coco17", "ssd": "ssd", "x_coco17": "x"}
+    long = display_names(["a" * 30 + "_" + "b" * 30])["a" * 30 + "_" + "b" * 30]
+    assert len(long) == LABEL_MAX and long.startswith("a" * 20) and long.endswith("b" * 10) and "…" in long
+
+
+@pytest.mark.parametrize("kind", ["latency", "throughput", "resources"])
+def test_the_default_model_keys_get_a_legend_in_columns_below_the_axes(kind):
+    # The issue: with the 52-character zoo keys the legend was one column of 10 rows,
+    # 31 % of the figure's height. Now the labels are display names and the columns
+    # are measured to fit: at most 5 rows, under a fifth of the height, within the width.
+    looks = model_looks(DEFAULT_MODELS, STYLE)
+    build = {"latency": figures.build_latency_figure, "throughput": figures.build_throughput_figure,
+             "resources": figures.build_resources_figure}[kind]  # fmt: skip
+    fig = drawn(build(synthetic_summary(DEFAULT_MODELS), looks, STYLE))
+    legend = fig.legends[0]
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert [looks[model].label for model in DEFAULT_MODELS] == texts[: len(DEFAULT_MODELS)]
+    box, page = legend.get_window_extent(), fig.bbox
+    assert box.x0 >= page.x0 and box.x1 <= page.x1
+    assert box.height / page.height < 0.2, box.height / page.height
+    rows = len({round(text.get_window_extent().y0) for text in legend.get_texts()})
+    assert rows <= 5
+    assert box.y1 <= min(ax.get_window_extent().y0 for ax in fig.axes if ax.get_visible())  # below, not over the data
+    # The legend's colours are the lines' colours.
+    for handle, model in zip(legend.legend_handles, DEFAULT_MODELS):
+        assert to_hex(handle.get_color()) == looks[model].colour.lower()
+
+
+def test_latency_axis_reads_in_seconds_once_latencies_reach_ten_seconds(frames, looks):
+    rows = synthetic_summary(DEFAULT_MODELS)
+    assert rows["p99_ms"].max() > 60_000
+    all_looks = model_looks(DEFAULT_MODELS, STYLE)
+    fig = drawn(figures.build_latency_figure(rows, all_looks, STYLE))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "latency per request (s)"
+    # The artists keep summary.csv's milliseconds; only the tick labels are in seconds.
+    for model in DEFAULT_MODELS:
+        np.testing.assert_array_equal(artist(fig, f"mean_ms:{model}").get_ydata(), rows[rows["model"] == model]["mean_ms"])
+    labels = tick_labels(ax.yaxis)
+    assert labels[10_000] == "10" and labels[100] == "0.1" and not any("e" in text or "×" in text for text in labels.values())
+    # Sub-second data keeps milliseconds.
+    small = drawn(figures.build_latency_figure(frames[0], looks, STYLE)).axes[0]
+    assert small.get_ylabel() == "latency per request (ms)" and tick_labels(small.yaxis)[100] == "100"
+
+
+def test_distribution_axis_reads_in_seconds_for_slow_models():
+    latencies = {1: np.array([2900.0, 3100.0, 3300.0]), 8: np.array([24_000.0, 26_000.0])}
+    rows = synthetic_summary(["slow"], batches=(1, 8))
+    fig = drawn(figures.build_distribution_figure("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", latencies, rows, STYLE))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "latency per request (s)"
+    np.testing.assert_array_equal(artist(fig, "ecdf:8").get_xdata()[1:], [24_000.0, 26_000.0])
+    assert tick_labels(ax.xaxis)[10_000] == "10"
+    # The long key gets its own title line instead of running past the edge.
+    assert ax.get_title() == "faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8\nlatency distribution per batch size"
+    assert ax.title.get_window_extent().x1 <= fig.bbox.x1
+
+
+def test_coldstart_bars_use_the_width_the_names_took(looks):
+    # Before, the y tick labels took half the width; names above the bars leave it to the bars.
+    all_looks = model_looks(DEFAULT_MODELS, STYLE)
+    fig = drawn(figures.build_coldstart_figure(synthetic_coldstart(DEFAULT_MODELS), all_looks, STYLE))
+    ax = fig.axes[0]
+    assert ax.get_position().width > 0.9
+    page = fig.bbox
+    for model in DEFAULT_MODELS:
+        name = artist(fig, f"label:{model}")
+        box = name.get_window_extent()
+        assert name.get_text() == all_looks[model].label and box.x1 <= page.x1 and ax.bbox.y0 <= box.y0 <= ax.bbox.y1
+        assert artist(fig, f"total:{model}").get_window_extent().x1 <= ax.bbox.x1
+    names = sorted((artist(fig, f"label:{model}").get_window_extent() for model in DEFAULT_MODELS), key=lambda box: box.y0)
+    assert all(lower.y1 <= upper.y0 for lower, upper in zip(names, names[1:]))  # no two names overlap
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "text"),
+    [(0.03, 1, "0.03"), (1.5, 1, "1.5"), (5.0, 1, "5"), (20, 1, "20"), (14_000, 1, "14,000"), (60_000, 1000, "60"),
+     (300, 1000, "0.3"), (0.30000000000000004, 1, "0.3"), (123_456, 1, "123,456")],  # fmt: skip
+)
+def test_tick_labels_are_plain_short_numbers(value, scale, text):
+    assert figures.tick_text(value, scale) == text
+
+
+def test_titles_that_do_not_fit_break_onto_two_lines():
+    assert figures.fitted("short", 500, 12) == "short"
+    assert figures.fitted("Memory: peak (solid) and mean (dotted)", 100, 12) == "Memory\npeak (solid) and mean (dotted)"
+    assert figures.fitted("batch size (items per request)", 100, 10) == "batch size\n(items per request)"
+    assert figures.fitted("Latency (line: mean; band: p50 to p99)", 100, 12) == "Latency\n(line: mean; band: p50 to p99)"
+    assert figures.fitted("one two three four", 50, 12) == "one two\nthree four"
+    narrow = parse_style({"width_in": 5, "font_size": 11})
+    fig = drawn(figures.build_resources_figure(synthetic_summary(DEFAULT_MODELS[:3]), model_looks(DEFAULT_MODELS, narrow), narrow))
+    boxes = [ax.title.get_window_extent() for ax in fig.axes[:2]]
+    assert boxes[0].x1 <= boxes[1].x0 and boxes[1].x1 <= fig.bbox.x1  # the two panel titles do not collide
 
 
 def test_style_validation_names_the_problem_and_the_fix():

@@ -22,6 +22,7 @@ from tests.report_helpers import (
     PROFILING,
     assert_printed,
     coldstart,
+    copy_renamed,
     parse_table,
     section,
     summary,
@@ -103,13 +104,16 @@ def test_percentile_table_marks_low_sample_tails_and_truncated_series(report):
 
 
 def test_resource_table_matches_summary_and_omits_absent_gpu(report):
-    rows = parse_table(section(report.text, "Server resources"))
+    text = section(report.text, "Server resources")
+    rows = parse_table(text)
     assert "GPU (%)" not in rows[0]  # no GPU in the fixture: no empty columns
     for model in PROFILED:
         for row, (_, want) in zip([row for row in rows if row["model"] == model], summary(model).iterrows()):
-            assert_printed(row["CPU (%)"], want["cpu_util_pct"])
-            assert_printed(row["RSS peak (MB)"], want["rss_peak_mb"])
-            assert_printed(row["RSS mean (MB)"], want["rss_mean_mb"])
+            assert_printed(row["CPU (% of one core)"], want["cpu_util_pct"])
+            assert_printed(row["RSS peak (MiB)"], want["rss_peak_mb"])
+            assert_printed(row["RSS mean (MiB)"], want["rss_mean_mb"])
+    # Resources are sampled in MiB: no "MB" anywhere in the report, and 100 % is one core.
+    assert "MB)" not in report.text and "(MiB)" in text and "100 % = one core busy" in text
 
 
 def test_not_profiled_section_lists_unavailable_models_with_reason_and_fix(report):
@@ -125,12 +129,53 @@ def test_random_weights_are_flagged_and_provenance_is_in_the_header(report):
     weights = {row["model"]: row["weights"] for row in rows}
     assert "random" in weights["nasnet"] and "⚠" in weights["nasnet"]
     assert weights["inception"] == "imagenet" and weights["ssd_mobilenet"] == "zoo"
-    assert "**Random weights:** nasnet" in report.text
+    assert "Random weights:** nasnet ran with random weights" in report.text
+    # Why (the fixture's config asked for random weights: its status has no reason) and how to get ImageNet weights.
+    why = parse_table(header[header.index("| model | why random weights") :])
+    assert why == [{
+        "model": "nasnet",
+        "why random weights": "chosen in the config (`weights: random`)",
+        "to profile with ImageNet weights": why[0]["to profile with ImageNet weights"],
+    }]  # fmt: skip
+    assert "set `weights: imagenet`" in why[0]["to profile with ImageNet weights"]
     provenance = json.loads((PROFILING / "inception" / "provenance.json").read_text())
     for fact in (provenance["cpu_model"], f"{provenance['cpu_count']} cores", provenance["tensorflow_version"],
                  provenance["backend_version"], provenance["git_revision"][:12], provenance["config_hash"]):  # fmt: skip
         assert fact in header, fact
     assert "uncommitted changes (nasnet)" in header  # the fixture's nasnet ran from a dirty tree
+
+
+def test_random_weights_from_an_offline_fallback_show_the_reason_and_the_fix(tmp_path):
+    # What serveprof.models.acquire writes when the ImageNet weights cannot be fetched
+    # and allow_random_weights lets the run go on.
+    acquired = tmp_path / "acquired"
+    shutil.copytree(ACQUIRED, acquired)
+    status = json.loads((acquired / "nasnet.json").read_text())
+    status.update(
+        reason="ImageNet weights NASNet-large.h5 for NASNetLarge could not be fetched from https://example.org/NASNet-large.h5:"
+        " URL fetch failure; built with random weights instead (latency of these dense CNNs does not depend on weight values)",
+        fix="put NASNet-large.h5 (from https://example.org/NASNet-large.h5) in /home/u/.keras/models/ to profile with ImageNet weights",
+    )
+    (acquired / "nasnet.json").write_text(json.dumps(status))
+    write_tables(PROFILING, acquired, ALL_MODELS, tmp_path / "out")
+    header = section((tmp_path / "out" / "report.md").read_text(), "Provenance")
+    (row,) = parse_table(header[header.index("| model | why random weights") :])
+    assert row["why random weights"] == f"offline fallback: {status['reason']}"
+    assert row["to profile with ImageNet weights"].startswith(status["fix"])
+    assert f"delete {acquired / 'nasnet.json'} and rerun the workflow" in row["to profile with ImageNet weights"]
+    models = pd.read_csv(tmp_path / "out" / "tables" / "models.csv").set_index("model")
+    assert models.at["nasnet", "reason"] == status["reason"] and models.at["nasnet", "fix"] == status["fix"]
+
+
+def test_report_names_the_full_key_of_every_shortened_figure_label(tmp_path):
+    key = "ssd_mobilenet_v2_320x320_coco17_tpu-8"
+    profiling, acquired = copy_renamed("ssd_mobilenet", key, tmp_path)
+    write_tables(profiling, acquired, [key, "inception", "nasnet", "efficient"], tmp_path / "out")
+    figures = section((tmp_path / "out" / "report.md").read_text(), "Figures")
+    assert f"`ssd_mobilenet_v2_320x320` is `{key}`" in figures and "`nasnet` is" not in figures
+    # The fixture's own short keys need no such note.
+    write_tables(PROFILING, ACQUIRED, ALL_MODELS, tmp_path / "plain")
+    assert "shorten" not in section((tmp_path / "plain" / "report.md").read_text(), "Figures")
 
 
 def test_table_csvs_keep_full_precision(report):
@@ -142,6 +187,8 @@ def test_table_csvs_keep_full_precision(report):
     assert list(not_profiled["model"]) == ["efficient"]
     models = pd.read_csv(report.out / "tables" / "models.csv").set_index("model")
     assert models.at["nasnet", "weights"] == "random" and models.at["efficient", "status"] == "unavailable"
+    efficient = json.loads((ACQUIRED / "efficient.json").read_text())
+    assert models.at["efficient", "reason"] == efficient["reason"] and models.at["efficient", "fix"] == efficient["fix"]
     for name in ("coldstart", "durations", "compact", "percentiles", "resources", "not_profiled"):
         assert (report.out / "tables" / f"{name}.md").read_text().startswith("### ")
 

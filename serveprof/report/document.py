@@ -8,6 +8,7 @@ import pandas as pd
 
 from serveprof.report.markdown import Table, escape, markdown_table
 from serveprof.report.results import Run
+from serveprof.report.style import display_names
 from serveprof.report.tables import not_profiled_table, result_tables
 
 RANDOM_WARNING = "⚠ random"
@@ -42,6 +43,29 @@ def weights_of(run: Run, model: str) -> str:
 
 def random_weight_models(run: Run) -> list[str]:
     return [model for model in run.profiled if weights_of(run, model) == "random"]
+
+
+def random_weights_reason(run: Run, model: str) -> tuple[str, str]:
+    """Why ``model`` ran with random weights, and how to profile it with ImageNet weights.
+
+    The acquisition status says which: a fallback (the ImageNet weights could not be
+    fetched and ``allow_random_weights`` let the run go on) records a ``reason`` and a
+    ``fix`` naming the weights file and where to put it; a config that asks for
+    ``weights: random`` records neither.
+    """
+    status = run.statuses[model]
+    path = run.acquired_dir / f"{model}.json"
+    if status.get("reason"):
+        fix = status.get("fix") or "put the ImageNet weights file into ~/.keras/models/ (docs/models.md, Staging)"
+        return (
+            f"offline fallback: {status['reason']}",
+            f"{fix}; then delete {path} and rerun the workflow, which acquires and measures the model again",
+        )
+    return (
+        "chosen in the config (`weights: random`)",
+        f"set `weights: imagenet` (the default) in the `{model}` entry under `models:` and rerun the workflow;"
+        " the machine that acquires models needs network, or the weights file staged in ~/.keras/models/ (docs/models.md)",
+    )
 
 
 def provenance_section(run: Run) -> str:
@@ -81,9 +105,11 @@ def provenance_section(run: Run) -> str:
     random = random_weight_models(run)
     if random:
         text += (
-            f"\n> **Random weights:** {', '.join(random)} ran with random weights. Their latency, throughput and"
-            " resource figures are valid (the same computation runs); any accuracy or output quality is not.\n"
+            f"\n> **{RANDOM_WARNING.split()[0]} Random weights:** {', '.join(random)} ran with random weights. Their latency,"
+            " throughput and resource figures are valid (the same computation runs); any accuracy or output quality is not.\n\n"
         )
+        rows = [[model, *random_weights_reason(run, model)] for model in random]
+        text += markdown_table(["model", "why random weights", "to profile with ImageNet weights"], rows, [False] * 3)
     return text
 
 
@@ -98,9 +124,12 @@ def build_report(run: Run, results_label: str) -> str:
         parts.extend(_section(table) for table in result_tables(run))
         figures = "\n".join(f"![{title}](figures/{name}.png)" for name, title in FIGURES)
         per_model = ", ".join(f"[{model}](figures/{model}/distribution.png)" for model in run.profiled)
+        names = display_names(run.statuses)
+        shortened = [f"`{names[model]}` is `{model}`" for model in run.profiled if names[model] != model]
+        legend = f"\n\nThe figures shorten long model keys: {'; '.join(shortened)}." if shortened else ""
         parts.append(
-            "## Figures\n\nDrawn from the same CSV files by `serveprof plot` (docs/reports.md says how to read them).\n\n"
-            f"{figures}\n\nLatency distribution per model: {per_model}\n"
+            "## Figures\n\nDrawn from the same CSV files by `serveprof plot` (docs/reports.md says how to read them)."
+            f"{legend}\n\n{figures}\n\nLatency distribution per model: {per_model}\n"
         )
     else:
         parts.append("No model was profiled, so there are no measurements to report.\n")
@@ -125,6 +154,9 @@ def models_frame(run: Run) -> pd.DataFrame:
             "status": status["status"],
             "type": status.get("type"),
             "weights": weights_of(run, model) if model in run.profiled else status.get("weights"),
+            # Why a model is unavailable or ran with random weights, and the fix (from its status).
+            "reason": status.get("reason"),
+            "fix": status.get("fix"),
             **{key: provenance.get(key) for key in keys},
         })  # fmt: skip
-    return pd.DataFrame(records, columns=["model", "status", "type", "weights", *keys])
+    return pd.DataFrame(records, columns=["model", "status", "type", "weights", "reason", "fix", *keys])

@@ -203,6 +203,7 @@ class Run:
     coldstart: pd.DataFrame
     durations: pd.DataFrame
     provenance: dict[str, dict]
+    acquired_dir: Path = Path("data/model/acquired")  # where the statuses were read (named in fixes)
 
     @property
     def not_profiled(self) -> list[str]:
@@ -220,4 +221,5 @@ def load_run(results_dir: Path, acquired_dir: Path, models: Iterable[str]) -> Ru
         coldstart=load_coldstart(results_dir, profiled),
         durations=load_durations(results_dir, profiled),
         provenance=load_provenance(results_dir, profiled),
+        acquired_dir=Path(acquired_dir),
     )

@@ -155,10 +155,11 @@ def percentile_table(run: Run) -> Table:
 def resource_table(run: Run) -> Table:
     summary = run.summary
     has_gpu = not summary[["gpu_util_pct", "gpu_mem_mb"]].isna().all().all()
-    header = ["model", "batch size", "CPU (%)", "RSS peak (MB)", "RSS mean (MB)"]
+    # Resources are sampled in MiB (2^20 bytes); the summary's column names say "mb" for brevity.
+    header = ["model", "batch size", "CPU (% of one core)", "RSS peak (MiB)", "RSS mean (MiB)"]
     columns = ["model", "batch_size", "cpu_util_pct", "rss_peak_mb", "rss_mean_mb"]
     if has_gpu:
-        header += ["GPU (%)", "GPU memory (MB)"]
+        header += ["GPU (%)", "GPU memory (MiB)"]
         columns += ["gpu_util_pct", "gpu_mem_mb"]
     rows = []
     for model, group in summary.groupby("model", sort=False):
@@ -172,7 +173,10 @@ def resource_table(run: Run) -> Table:
         rows=rows,
         numeric=[False] + [True] * (len(header) - 1),
         data=summary[columns].copy(),
-        notes=["Sampled from the server's processes while the timed requests ran. CPU is in percent of one core (200 % = two cores busy); RSS in MiB."],
+        notes=[
+            "Sampled from the server's processes while the timed requests ran. CPU is in percent of one core"
+            " (100 % = one core busy, 200 % = two); RSS and GPU memory in MiB (the CSV columns named *_mb hold MiB too)."
+        ],
     )
 
 
