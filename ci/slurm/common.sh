@@ -34,3 +34,16 @@ pid_of() {
 default_conf_is_ours() {
     [[ -L $DEFAULT_CONF && $(readlink "$DEFAULT_CONF") == "$SLURM_CONF" ]]
 }
+
+# start-cluster.sh writes this file while it installs packages, where the machine has
+# none, so that their maintainer scripts start no system daemons. It carries the marker
+# line, which is how it is told apart from a policy-rc.d the machine has of its own.
+POLICY_RC_D=/usr/sbin/policy-rc.d
+POLICY_RC_D_MARKER="# serveprof ci/slurm: deny service starts while SLURM is installed"
+
+remove_policy_rc_d() {
+    if [[ -f $POLICY_RC_D ]] && grep -qxF "$POLICY_RC_D_MARKER" "$POLICY_RC_D"; then
+        rm -f -- "$POLICY_RC_D"
+    fi
+    return 0
+}

@@ -56,3 +56,5 @@ for pid in $(our_job_processes); do
 done
 stop munged "$MUNGE_DIR/munged.pid"
 if default_conf_is_ours; then rm -f -- "$DEFAULT_CONF"; fi
+# Only there if start-cluster.sh was killed while it installed packages.
+remove_policy_rc_d
