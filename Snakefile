@@ -3,9 +3,15 @@
 #   snakemake --cores 1 workload/profiling/all
 #
 # Rules stay thin: each calls one `serveprof` command; the logic lives in the package.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# With `--sdm conda`, envs/serveprof.post-deploy.sh installs serveprof into the rules'
+# environment from this checkout; Snakemake runs it with this process's environment.
+os.environ.setdefault("SERVEPROF_SOURCE", workflow.basedir)
 
 
 configfile: "config.yaml"

@@ -14,6 +14,7 @@ from serveprof.config import (
     model_batch_sizes,
     model_config_hash,
 )
+from serveprof.errors import ServeprofError
 
 # A config given with --configfile/--config that names `models:` replaces the default
 # model set; Snakemake alone would deep-merge it into the default eight.
@@ -33,51 +34,136 @@ wildcard_constraints:
     figure="latency|throughput|coldstart|resources",
 
 
-def rebuilt_when_missing(paths):
-    """Pass ``paths`` through, forcing the jobs that make the missing ones to run again.
+# ---------------------------------------------------------------- rebuilding results
+#
+# Snakemake remakes a deleted intermediate file only when a job that reads it has to
+# run anyway. Results are rebuilt when deleted: deleting one `<model>-b<N>.csv` reruns
+# exactly that measurement and what is derived from it. Nothing else is forced, so a
+# SavedModel deleted to free disk stays deleted until a measurement of its model has to
+# run again (which then re-exports it and measures every batch size of that model anew).
 
-    Snakemake rebuilds a deleted file only when something downstream needs to run, so a
-    deleted `<model>-b<N>.csv` would stay missing while the files derived from it are
-    present. Forcing its job reruns exactly that job and, through the DAG, everything
-    derived from it. The DAG is read here, while input functions are evaluated and
-    before Snakemake decides which jobs run; nothing else exposes that step.
+
+def force(paths):
+    """Run the jobs that write ``paths`` in this run, as ``--forcerun <paths>`` would.
+
+    Input functions run while Snakemake builds the DAG, before it decides which jobs
+    run; its DAG's ``forcefiles`` is what ``--forcerun`` fills. Snakemake has no public
+    way to do this from inside a workflow, so the Snakemake version is pinned
+    (pyproject.toml) and tests/test_workflow.py checks the behaviour. Only when jobs
+    are scheduled (a run or a dry run, which have an executor): `--report` and the
+    other read-only commands show the results as they are.
     """
     dag = workflow.dag
-    if dag is not None:
-        dag.forcefiles.update(path for path in paths if not os.path.exists(path))
+    if dag is None or workflow.executor_plugin is None or not paths:
+        return
+    if not isinstance(getattr(dag, "forcefiles", None), set):
+        raise ServeprofError(
+            "this Snakemake version has no DAG.forcefiles, which the workflow uses to rebuild deleted results",
+            "install the Snakemake version pinned in pyproject.toml (pip install -e .)",
+        )
+    dag.forcefiles.update(paths)
+
+
+def rebuilt_when_missing(paths):
+    """Pass ``paths`` through, forcing the jobs that make the missing ones to run."""
+    force([path for path in paths if not os.path.exists(path)])
     return paths
 
 
-def model_spec(wildcards):
-    return canonical_json(MODELS[wildcards.model])
+# ---------------------------------------------------------------- model settings
+#
+# The model keys each step reads, by source. A rule is given only these, so a change to
+# any other key reruns nothing there: a per-model `batch_sizes` adds or drops
+# measurements, and a zoo or saved_model `input_size` changes what is fed to the model,
+# which only the measurement rules receive (`input_settings`).
+ACQUISITION_KEYS = {
+    "keras": ("source", "type", "application", "weights", "input_size"),
+    "tf2_zoo": ("source", "type", "url", "sha256"),
+    "saved_model": ("source", "type", "path"),
+}
+EXPORT_KEYS = {
+    "keras": ("source", "type", "application", "input_size"),
+    "tf2_zoo": ("source", "type", "url"),
+    "saved_model": ("source", "type", "path", "signature"),
+}
 
 
-def acquisition_flags(wildcards):
+def model_keys(model, keys):
+    definition = MODELS[model]
+    taken = [key for key in keys[definition["source"]] if key in definition]
+    return canonical_json({key: definition[key] for key in taken})
+
+
+def acquisition_spec(wildcards):
+    return model_keys(wildcards.model, ACQUISITION_KEYS)
+
+
+def export_spec(wildcards):
+    return model_keys(wildcards.model, EXPORT_KEYS)
+
+
+# ---------------------------------------------------------------- acquisition
+
+
+def status_path(model):
+    return f"data/model/acquired/{model}.json"
+
+
+def falls_back_to_random(model, status):
+    """Built with random weights because the ImageNet ones could not be fetched."""
+    wanted = MODELS[model].get("weights", "imagenet")
+    return status.get("weights") == "random" and wanted != "random"
+
+
+def acquisition_due(model):
+    """Whether ``model`` is acquired (again) in this run.
+
+    A status file is rewritten only when its content can change; acquiring writes the
+    same bytes for the same outcome, and Snakemake, which compares checksums of small
+    inputs, then reruns nothing downstream. So a finished run stays finished. Due are:
+
+    - a model without a (readable) status;
+    - a model that could not be obtained: tried again on every run (the network may be
+      back, a tarball staged, a partial download ready to resume; a failed try costs
+      seconds);
+    - a Keras model built with random weights because its ImageNet weights could not be
+      fetched, once the weights file is in the Keras cache, or once random weights are
+      no longer allowed.
+    """
+    try:
+        status = json.loads(Path(status_path(model)).read_text())
+    except (OSError, ValueError):
+        return True
+    if status.get("status") != "ok":
+        return True
+    if falls_back_to_random(model, status):
+        missing = status.get("missing_file")
+        return not config["allow_random_weights"] or bool(
+            missing and os.path.exists(missing)
+        )
+    return False
+
+
+def acquisition_flags(wildcards, output):
+    """`strict` and `allow_random_weights` for `serveprof acquire`, not a rerun trigger.
+
+    Snakemake records no param whose function takes `output`, so changing either
+    setting reruns no acquisition by itself: `acquisition_due` picks exactly the ones
+    whose outcome the change can alter (a model not obtained, or one that fell back to
+    random weights).
+    """
     flags = ["--strict"] if config["strict"] else []
-    flags.append(
-        "--allow-random-weights"
-        if config["allow_random_weights"]
-        else "--no-allow-random-weights"
-    )
+    if config["allow_random_weights"]:
+        flags.append("--allow-random-weights")
+    else:
+        flags.append("--no-allow-random-weights")
     return " ".join(flags)
 
 
-def staged_since_unavailable(wildcards):
-    """A rerun trigger for a model that could not be obtained earlier.
-
-    Its status file exists, so Snakemake would not try again; once the user stages the
-    tarball this value changes, and the params trigger reruns the acquisition. For an
-    obtained model it stays empty, so a finished run stays finished.
-    """
-    status_path = Path(f"data/model/acquired/{wildcards.model}.json")
-    if not status_path.exists():
-        return ""
-    status = json.loads(status_path.read_text())
-    if status.get("status") != "unavailable":
-        return ""
-    url = MODELS[wildcards.model].get("url", "")
-    staged = Path("data/model/download") / url.rsplit("/", 1)[-1]
-    return str(staged) if url and staged.exists() else ""
+def acquisition_statuses(wildcards=None):
+    paths = [status_path(model) for model in MODELS]
+    force([status_path(model) for model in MODELS if acquisition_due(model)])
+    return paths
 
 
 def is_obtained(model):
@@ -88,6 +174,9 @@ def is_obtained(model):
 
 def obtained_models():
     return [model for model in MODELS if is_obtained(model)]
+
+
+# ---------------------------------------------------------------- measurement
 
 
 def batch_sizes(wildcards):
@@ -122,6 +211,10 @@ def inference_dir(model):
     return f"data/model/inference/{model}"
 
 
+def saved_model(wildcards):
+    return f"{inference_dir(wildcards.model)}/1"
+
+
 def per_batch_stats(wildcards):
     return rebuilt_when_missing(
         expand(
@@ -142,6 +235,10 @@ def per_batch_latencies(wildcards):
     )
 
 
+def coldstart_result(wildcards):
+    return rebuilt_when_missing([f"workload/profiling/{wildcards.model}/coldstart.csv"])
+
+
 def model_results(model):
     return [
         f"workload/profiling/{model}/{model}.csv",
@@ -157,18 +254,17 @@ def profiled_results(wildcards=None):
     )
 
 
-def acquisition_statuses(wildcards=None):
-    return rebuilt_when_missing(
-        expand("data/model/acquired/{model}.json", model=MODELS)
-    )
+# ---------------------------------------------------------------- report
+
+# What `serveprof tables` writes into reports/tables/ (serveprof/report/tables.py and
+# tables_cli.py): the result tables only when at least one model was profiled.
+RESULT_TABLES = ["coldstart", "durations", "compact", "percentiles", "resources"]
 
 
-def saved_model(wildcards):
-    return rebuilt_when_missing([f"{inference_dir(wildcards.model)}/1"])
-
-
-def coldstart_result(wildcards):
-    return rebuilt_when_missing([f"workload/profiling/{wildcards.model}/coldstart.csv"])
+def table_files(profiled):
+    names = (RESULT_TABLES if profiled else []) + ["not_profiled"]
+    tables = [f"reports/tables/{name}.{ext}" for name in names for ext in ("csv", "md")]
+    return tables + ["reports/tables/models.csv"]
 
 
 def plot_style(wildcards=None):
@@ -180,11 +276,10 @@ def other_formats(stem):
     return [f"{stem}.{ext}" for ext in config["plots"]["formats"] if ext != "png"]
 
 
-def figure_files(wildcards=None):
-    formats = sorted(set(config["plots"]["formats"]) | {"png"})
-    profiled = obtained_models()
+def figure_files(profiled):
     if not profiled:
         return []
+    formats = sorted(set(config["plots"]["formats"]) | {"png"})
     overview = expand(
         "reports/figures/{figure}.{ext}",
         figure=["latency", "throughput", "coldstart", "resources"],
@@ -199,6 +294,10 @@ def figure_files(wildcards=None):
 
 
 def profiled_outputs(wildcards):
+    """Every result, table and figure; a deleted one is made again."""
+    profiled = obtained_models()
+    if not all(os.path.exists(path) for path in table_files(profiled)):
+        force(["reports/report.md"])  # the tables job writes them all
     return profiled_results() + rebuilt_when_missing(
-        ["reports/report.md"] + figure_files()
+        ["reports/report.md"] + figure_files(profiled)
     )

@@ -6,25 +6,29 @@ localrules:
 # weights) is only known once this has run; the DAG then holds jobs only for the
 # models that were obtained, and the rest are reported as not profiled.
 # A local rule: on a cluster the login node has the internet the compute nodes lack.
+# When it runs again is `acquisition_due`'s choice (rules/common.smk): a model not
+# obtained is tried on every run, an obtained one only when its source keys change.
 checkpoint acquire_model:
     output:
-        "data/model/acquired/{model}.json",
+        status_path("{model}"),
     log:
         "logs/acquire_model/{model}.log",
     conda:
         "../envs/serveprof.yaml"
     params:
-        spec=model_spec,
+        spec=acquisition_spec,
         flags=acquisition_flags,
-        retry_when_staged=staged_since_unavailable,
     shell:
         "exec serveprof acquire --model {wildcards.model} --spec {params.spec:q}"
         " --download-dir data/model/download --out {output} {params.flags} > {log} 2>&1"
 
 
+# Holds the serving slot like the serving jobs (rules/profiling.smk): an export takes
+# every core it is given and GBs of memory, which would disturb a measurement running
+# beside it. `threads` bounds TensorFlow's thread pools in the export.
 rule export_model:
     input:
-        acquired="data/model/acquired/{model}.json",
+        acquired=status_path("{model}"),
     output:
         directory("data/model/inference/{model}/1"),
     log:
@@ -33,10 +37,12 @@ rule export_model:
         "../envs/serveprof.yaml"
     threads: 4
     resources:
+        serving_slot=1,
         mem_mb=16000,
         runtime=60,
     params:
-        spec=model_spec,
+        spec=export_spec,
     shell:
-        "exec serveprof export --model {wildcards.model} --spec {params.spec:q}"
+        "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS={threads}"
+        " exec serveprof export --model {wildcards.model} --spec {params.spec:q}"
         " --acquired {input.acquired} --out {output} > {log} 2>&1"

@@ -3,8 +3,11 @@ localrules:
 
 
 # Each serving job starts its own server (a freshly loaded model) and tears it down.
-# `serving_slot=1` in the default profile keeps two of them from sharing the machine;
-# the cluster profile gives each a node of its own.
+# Serving jobs and exports hold `serving_slot=1`, and the default profile has one slot,
+# so none of them shares the machine with another; the cluster profile gives each a
+# node of its own. `threads` reserves cores from the scheduler and is not passed on:
+# the server's thread pools are `server.intra_op_threads`/`inter_op_threads`, part of
+# what is measured.
 rule cold_start:
     input:
         model=saved_model,
@@ -62,7 +65,7 @@ rule aggregate_model:
         stats=per_batch_stats,
         latencies=per_batch_latencies,
         coldstart=coldstart_result,
-        acquired="data/model/acquired/{model}.json",
+        acquired=status_path("{model}"),
     output:
         durations=report(
             "workload/profiling/{model}/{model}.csv",

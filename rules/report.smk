@@ -14,6 +14,9 @@ rule tables:
             caption="../report/report.rst",
             category="Overview",
         ),
+        # CSV and markdown per table; which tables depends on what was profiled, so
+        # `profiled_outputs` reruns this job when one of them is deleted.
+        tables=directory("reports/tables"),
     log:
         "logs/tables.log",
     conda:

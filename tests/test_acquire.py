@@ -29,8 +29,12 @@ def run_acquire(workdir: Path, model: str, spec: dict, *flags: str, keras_home: 
     return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
+def status_path(workdir: Path, model: str) -> Path:
+    return workdir / "data" / "model" / "acquired" / f"{model}.json"
+
+
 def status_of(workdir: Path, model: str) -> dict:
-    return json.loads((workdir / "data" / "model" / "acquired" / f"{model}.json").read_text())
+    return json.loads(status_path(workdir, model).read_text())
 
 
 def test_zoo_tarball_is_downloaded_then_reused(tmp_path):
@@ -41,13 +45,16 @@ def test_zoo_tarball_is_downloaded_then_reused(tmp_path):
         first = run_acquire(tmp_path, "tiny_zoo", spec)
         assert first.returncode == 0, first.stderr
         assert server.request_count("tiny_zoo.tar.gz") == 1
+        written = status_path(tmp_path, "tiny_zoo").read_bytes()
         again = run_acquire(tmp_path, "tiny_zoo", spec)
         assert again.returncode == 0, again.stderr
         assert server.request_count() == 1
+    # The same outcome, the same bytes: the workflow then reruns nothing downstream.
+    assert status_path(tmp_path, "tiny_zoo").read_bytes() == written
     status = status_of(tmp_path, "tiny_zoo")
     assert status["status"] == "ok" and status["weights"] == "zoo" and status["source"] == "tf2_zoo"
     assert status["artifact"] == "data/model/download/tiny_zoo.tar.gz"
-    assert status["sha256"] == spec["sha256"] and status["reason"] is None
+    assert status["sha256"] == spec["sha256"] and status["reason"] is None and status["missing_file"] is None
     assert (tmp_path / status["artifact"]).read_bytes() == served.read_bytes()
     assert "no network needed" in again.stderr
 
@@ -60,6 +67,7 @@ def test_offline_zoo_model_is_unavailable_with_reason_and_fix(tmp_path):
     assert status["status"] == "unavailable" and status["weights"] is None
     assert spec["url"] in status["reason"] and "connection refused" in status["reason"]
     assert "stage the tarball at data/model/download/tiny_offline.tar.gz" in status["fix"]
+    assert status["missing_file"] == "data/model/download/tiny_offline.tar.gz"
     assert not list((tmp_path / "data" / "model" / "download").glob("tiny_offline*"))
 
 
@@ -125,6 +133,7 @@ def test_offline_imagenet_weights_fall_back_to_random_when_allowed(tmp_path):
     assert (status["status"], status["weights"]) == ("ok", "random")
     assert MOBILENET_96 in status["reason"] and "random weights" in status["reason"]
     assert str(tmp_path / "keras_home" / "models") in status["fix"]
+    assert status["missing_file"] == str(tmp_path / "keras_home" / "models" / MOBILENET_96)
 
 
 def test_offline_imagenet_weights_are_unavailable_when_random_is_not_allowed(tmp_path):
@@ -133,6 +142,7 @@ def test_offline_imagenet_weights_are_unavailable_when_random_is_not_allowed(tmp
     status = status_of(tmp_path, "mobile")
     assert status["status"] == "unavailable" and MOBILENET_96 in status["reason"]
     assert f"put {MOBILENET_96}" in status["fix"] and "allow_random_weights: true" in status["fix"]
+    assert status["missing_file"] == str(tmp_path / "keras_home" / "models" / MOBILENET_96)
 
 
 def test_staged_imagenet_weights_are_used_offline(tmp_path):
@@ -143,6 +153,7 @@ def test_staged_imagenet_weights_are_used_offline(tmp_path):
     assert run.returncode == 0, run.stderr
     status = status_of(tmp_path, "mobile")
     assert (status["status"], status["weights"], status["artifact"]) == ("ok", "imagenet", str(staged))
+    assert status["missing_file"] is None
 
 
 def test_an_input_size_the_imagenet_weights_do_not_fit_is_a_hard_error(tmp_path):

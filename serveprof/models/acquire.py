@@ -6,11 +6,16 @@ fix, so the run goes on and the report lists it as not profiled. A mistake in th
 config itself (an unknown Keras application, a local SavedModel path that does not
 exist) raises ServeprofError: staging files cannot fix it, and hiding it as "not
 profiled" at the end of a long run would waste that run.
+
+The status is a pure function of what acquisition found (no timestamp), so acquiring
+an obtained model again writes the same bytes, and the workflow, which compares
+checksums of small inputs, reruns nothing downstream of it. ``missing_file`` names the
+file acquisition looked for and did not find (a zoo tarball, a Keras weights file):
+once it appears, the workflow acquires the model again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,11 +32,12 @@ def tarball_name(url: str) -> str:
 
 
 def status(model: str, spec: Mapping[str, Any], state: str, *, artifact: str | None = None, weights: str | None = None,
-           reason: str | None = None, fix: str | None = None, sha256: str | None = None) -> dict:
+           reason: str | None = None, fix: str | None = None, sha256: str | None = None,
+           missing_file: str | None = None) -> dict:
     return {
         "model": model, "status": state, "source": spec["source"], "type": spec["type"],
         "artifact": artifact, "weights": weights, "reason": reason, "fix": fix, "sha256": sha256,
-        "acquired_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "missing_file": missing_file,
     }
 
 
@@ -50,7 +56,7 @@ def acquire_zoo(model: str, spec: Mapping[str, Any], download_dir: Path) -> dict
         try:
             download(url, tarball, sha256=expected)
         except DownloadFailed as error:
-            return status(model, spec, "unavailable", reason=error.problem,
+            return status(model, spec, "unavailable", reason=error.problem, missing_file=str(tarball),
                           fix=f"stage the tarball at {tarball} (download {url} on a machine with internet) and rerun")
     try:
         check_zoo_tarball(tarball)
@@ -77,8 +83,9 @@ def acquire_keras(model: str, spec: Mapping[str, Any], allow_random_weights: boo
         fix = f"put {weights.fname} (from {weights.origin}) in {cached.parent}/"
         if allow_random_weights:
             return status(model, spec, "ok", weights="random", reason=f"{reason}; {RANDOM_WEIGHTS_NOTE}",
-                          fix=f"{fix} to profile with ImageNet weights")
-        return status(model, spec, "unavailable", reason=reason, fix=f"{fix}, or set allow_random_weights: true")
+                          fix=f"{fix} to profile with ImageNet weights", missing_file=str(cached))
+        return status(model, spec, "unavailable", reason=reason, fix=f"{fix}, or set allow_random_weights: true",
+                      missing_file=str(cached))
     return status(model, spec, "ok", artifact=str(path), weights="imagenet", sha256=sha256_of(path))
 
 
