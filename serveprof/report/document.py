@@ -54,12 +54,11 @@ def random_weights_reason(run: Run, model: str) -> tuple[str, str]:
     ``weights: random`` records neither.
     """
     status = run.statuses[model]
-    path = run.acquired_dir / f"{model}.json"
     if status.get("reason"):
         fix = status.get("fix") or "put the ImageNet weights file into ~/.keras/models/ (docs/models.md, Staging)"
         return (
             f"offline fallback: {status['reason']}",
-            f"{fix}; then delete {path} and rerun the workflow, which acquires and measures the model again",
+            f"{fix}; then rerun the workflow, which acquires and measures the model again",
         )
     return (
         "chosen in the config (`weights: random`)",
