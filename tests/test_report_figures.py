@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -399,3 +400,26 @@ def test_plot_cli_draws_everything_by_default_and_names_a_missing_latency_file(t
 def test_plotting_never_imports_tensorflow():
     code = "import sys, serveprof.report.plot_cli, serveprof.report.tables_cli; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_plot_cli_with_the_config_draws_what_the_workflow_draws(tmp_path):
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    plots = {"formats": ["png"], "dpi": 60, "palette": "tol_bright"}
+    config.write_text(yaml.safe_dump({"models": {model: {"source": "keras", "type": "classification",
+                                                          "application": "X"} for model in ALL_MODELS},
+                                      "plots": plots}, sort_keys=False))
+    by_config, by_flags = tmp_path / "by_config", tmp_path / "by_flags"
+    done = run_plot("--config", str(config), "--results", str(PROFILING), "--out", str(by_config))
+    assert done.returncode == 0, done.stderr
+    in_config_order = [model for model in ALL_MODELS if model in PROFILED]  # as the workflow passes them
+    done = run_plot("--results", str(PROFILING), "--models", *in_config_order, "--all-models", *ALL_MODELS,
+                    "--style", json.dumps(plots), "--out", str(by_flags))
+    assert done.returncode == 0, done.stderr
+    # The same files, byte for byte: the profiled models (those with results), the colour
+    # order of every configured model, and the config's style.
+    names = sorted(path.relative_to(by_flags).as_posix() for path in by_flags.rglob("*.png"))
+    assert names == sorted(path.relative_to(by_config).as_posix() for path in by_config.rglob("*.png"))
+    assert all((by_config / name).read_bytes() == (by_flags / name).read_bytes() for name in names)
+    assert {name.split("/")[0] for name in names if "/" in name} == set(PROFILED)

@@ -2,11 +2,14 @@
 
 One job can draw one figure kind (``--only latency``) or one model's figures
 (``--model nasnet``), so a workflow reruns only the figures whose inputs changed.
+By hand, ``--config config.yaml`` takes the style, the colour order and the models
+from the workflow's config, so the figures are the ones the workflow draws.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from serveprof.errors import ServeprofError
@@ -53,6 +56,24 @@ def draw_model(results: Path, model: str, style: Style, out: Path) -> list[Path]
     return figures.save_figure(fig, out / model / "distribution", style)
 
 
+def from_config(paths: list[str], results: Path) -> tuple[dict, list[str], list[str]]:
+    """The ``plots:`` block, every configured model, and those of them with results under ``results``.
+
+    The files are merged as the workflow merges them (a later ``models:`` replaces), but
+    not checked against this machine: plotting needs no model, server or network.
+    """
+    from serveprof.config import load_config_file, merge_configs
+
+    merged: dict = {}
+    for path in paths:
+        merged = merge_configs(merged, load_config_file(path))
+    configured = list(merged.get("models") or {})
+    if not configured:
+        raise ServeprofError(f"{' '.join(paths)} configures no models", "pass the workflow's config.yaml (and your --configfile)")
+    profiled = [model for model in configured if (results / model / "summary.csv").is_file()]
+    return dict(merged.get("plots") or {}), configured, profiled
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof plot", description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("--results", type=Path, required=True, help="the run's results folder, e.g. workload/profiling")
@@ -62,11 +83,21 @@ def main(argv: list[str]) -> int:
         help="every configured model; colours follow their sorted order so a model keeps its colour in every figure (default: --models)",
     )  # fmt: skip
     parser.add_argument("--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)")
+    parser.add_argument(
+        "--config", nargs="+", metavar="CONFIG",
+        help="the workflow's config file(s): plots: gives the style, models: the colour order (--all-models) and, "
+             "of those with results, the models to draw (--models); explicit flags win",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. reports/figures")
     parser.add_argument("--only", help=f"comma-separated figure kinds to draw: {', '.join(KINDS)} (default: all)")
     parser.add_argument("--model", help="draw only this model's per-model figures (distribution) into OUT/MODEL/")
     args = parser.parse_args(argv)
 
+    if args.config:
+        plots, configured, profiled = from_config(args.config, args.results)
+        args.style = args.style or json.dumps(plots)
+        args.all_models = args.all_models or configured
+        args.models = args.models or profiled
     style = load_style(args.style)
     kinds = parse_kinds(args.only)
     overview = [kind for kind in kinds if kind in figures.OVERVIEW_KINDS]
