@@ -70,8 +70,8 @@ def merge_configs(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     return merged
 
 
-# Zoo tarballs are stored under the URL's last path segment (serveprof.models.acquire's
-# tarball_name), downloaded to "<name>.part" first, and opened as gzip (models/archive.py).
+# Zoo tarballs are stored under the URL's last path segment (tarball_file_name, which
+# serveprof.models.acquire uses), downloaded to "<name>.part" first, and opened as gzip (models/archive.py).
 TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 TARBALL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 TARBALL_NAME_MAX = 255 - len(".part")
@@ -81,7 +81,7 @@ URL_FIX = ("give the plain http(s) URL of the model's tarball, ending in its fil
            "http://download.tensorflow.org/models/object_detection/tf2/20200711/<name>.tar.gz")
 DOWNLOAD_DIR = "data/model/download"
 
-# Local image files, as serveprof.launch.commands.apptainer_image tells them from image references.
+# Local image files, as serveprof.launch.commands.is_image_file tells them from image references.
 SIF_SUFFIXES = (".sif", ".simg")
 BACKEND_PROGRAMS = {"tfserving": "tfserving_path", "docker": "docker_path", "apptainer": "apptainer_path"}
 PROGRAM_FIXES = {
@@ -113,11 +113,7 @@ def _models(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def tarball_file_name(url: str) -> str:
-    """The file a zoo tarball is stored as: the last segment of the URL's path.
-
-    For every URL that ``url_problem`` accepts this equals
-    ``serveprof.models.acquire.tarball_name(url)``.
-    """
+    """The file a zoo tarball is stored as (serveprof.models.acquire): the last segment of the URL's path."""
     return urlsplit(url).path.rsplit("/", 1)[-1]
 
 

@@ -19,6 +19,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from serveprof.config import SIF_SUFFIXES
 from serveprof.errors import ServeprofError
 from serveprof.launch.spec import ServerSpec
 
@@ -66,7 +67,7 @@ def image_reference(spec: ServerSpec) -> str:
 
 
 def is_image_file(spec: ServerSpec) -> bool:
-    return spec.image.endswith((".sif", ".simg")) or os.path.exists(spec.image)
+    return spec.image.endswith(SIF_SUFFIXES) or os.path.exists(spec.image)
 
 
 def apptainer_image(spec: ServerSpec) -> str:

@@ -19,16 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from serveprof.config import tarball_file_name
 from serveprof.errors import ServeprofError
 from serveprof.models.archive import BadArchive, check_zoo_tarball
 from serveprof.models.download import DownloadFailed, download, sha256_of
 from serveprof.models.log import log
 
 RANDOM_WEIGHTS_NOTE = "built with random weights instead (latency of these dense CNNs does not depend on weight values)"
-
-
-def tarball_name(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1]
 
 
 def status(model: str, spec: Mapping[str, Any], state: str, *, artifact: str | None = None, weights: str | None = None,
@@ -43,7 +40,7 @@ def status(model: str, spec: Mapping[str, Any], state: str, *, artifact: str | N
 
 def acquire_zoo(model: str, spec: Mapping[str, Any], download_dir: Path) -> dict:
     url, expected = spec["url"], spec.get("sha256")
-    tarball = Path(download_dir) / tarball_name(url)
+    tarball = Path(download_dir) / tarball_file_name(url)
     staged = tarball.exists()
     if staged:
         log("acquire", f"using {tarball} (already there: staged or downloaded earlier), no network needed")
