@@ -191,11 +191,16 @@ def input_settings(wildcards):
     return canonical_json(measurement_input(config, wildcards.model))
 
 
+def client_settings(wildcards=None):
+    measure = config["measure"]
+    return f"--protocol {measure['protocol']} --transport {measure['transport']}"
+
+
 def measure_settings(wildcards):
     """Only the measure keys that change a measurement: a new plot style must not rerun it."""
     measure = config["measure"]
     return (
-        f"--protocol {measure['protocol']} --requests {measure['requests']}"
+        f"{client_settings()} --requests {measure['requests']}"
         f" --max-seconds {measure['max_seconds']} --min-requests {measure['min_requests']}"
         f" --warmup-requests {measure['warmup_requests']}"
         f" --warmup-max-seconds {measure['warmup_max_seconds']}"

@@ -27,9 +27,10 @@ rule cold_start:
         base_path=lambda wildcards: inference_dir(wildcards.model),
         server=server_settings,
         input=input_settings,
+        client=client_settings,
     shell:
         "exec serveprof coldstart --model {wildcards.model} --model-base-path {params.base_path}"
-        " --server {params.server:q} --input {params.input:q} --out {output} > {log} 2>&1"
+        " --server {params.server:q} --input {params.input:q} {params.client} --out {output} > {log} 2>&1"
 
 
 rule measure_batch:

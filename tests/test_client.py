@@ -34,13 +34,19 @@ def images(batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((batch, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), dtype=np.float32)
 
 
-@pytest.fixture(params=["grpc", "rest"])
+# Every client transport: serveprof's own connections (the defaults) and the libraries'.
+TRANSPORTS = [("grpc", "http2"), ("grpc", "grpcio"), ("rest", "http1"), ("rest", "requests")]
+
+
+def make_client(server, protocol: str, transport: str, model: str = TINY_MODEL_NAME, **options):
+    if protocol == "grpc":
+        return GrpcClient(server.grpc_target, model, timeout_s=60, transport=transport, **options)
+    return RestClient(server.rest_url, model, timeout_s=60, transport=transport, **options)
+
+
+@pytest.fixture(params=TRANSPORTS, ids="-".join)
 def client(request, embedded_server):
-    if request.param == "grpc":
-        made = GrpcClient(embedded_server.grpc_target, TINY_MODEL_NAME, timeout_s=60)
-    else:
-        made = RestClient(embedded_server.rest_url, TINY_MODEL_NAME, timeout_s=60)
-    with made:
+    with make_client(embedded_server, *request.param) as made:
         yield made
 
 
@@ -58,31 +64,27 @@ def test_prepared_request_is_resent_unchanged(client):
     assert first == second and len(first) > 0
 
 
-def test_unknown_model_is_not_found(embedded_server):
+@pytest.mark.parametrize("protocol, transport", TRANSPORTS, ids="-".join)
+def test_unknown_model_is_not_found(embedded_server, protocol, transport):
     expected = {"grpc": "NOT_FOUND", "rest": 404}
-    clients = {"grpc": GrpcClient(embedded_server.grpc_target, "no_such_model", timeout_s=60),
-               "rest": RestClient(embedded_server.rest_url, "no_such_model", timeout_s=60)}
-    for protocol, client in clients.items():
-        with client:
-            with pytest.raises(ServingRequestError) as raised:
-                client.send(client.prepare({"images": images(1)}))
-            assert raised.value.code == expected[protocol]
-            assert "no_such_model" in raised.value.message
-            with pytest.raises(ServingRequestError) as raised:
-                client.signature()
-            assert raised.value.code == expected[protocol]
+    with make_client(embedded_server, protocol, transport, "no_such_model") as client:
+        with pytest.raises(ServingRequestError) as raised:
+            client.send(client.prepare({"images": images(1)}))
+        assert raised.value.code == expected[protocol]
+        assert "no_such_model" in raised.value.message
+        with pytest.raises(ServingRequestError) as raised:
+            client.signature()
+        assert raised.value.code == expected[protocol]
 
 
-def test_wrong_input_shape_is_invalid_argument(embedded_server):
+@pytest.mark.parametrize("protocol, transport", TRANSPORTS, ids="-".join)
+def test_wrong_input_shape_is_invalid_argument(embedded_server, protocol, transport):
     wrong = {"images": np.zeros((1, TINY_IMAGE_SIZE + 1, TINY_IMAGE_SIZE, 3), np.float32)}
-    with GrpcClient(embedded_server.grpc_target, TINY_MODEL_NAME, timeout_s=60) as grpc_client:
+    with make_client(embedded_server, protocol, transport) as client:
         with pytest.raises(ServingRequestError) as raised:
-            grpc_client.send(grpc_client.prepare(wrong))
-        assert raised.value.code == "INVALID_ARGUMENT"
-    with RestClient(embedded_server.rest_url, TINY_MODEL_NAME, timeout_s=60) as rest_client:
-        with pytest.raises(ServingRequestError) as raised:
-            rest_client.send(rest_client.prepare(wrong))
-        assert raised.value.code == 400
+            client.send(client.prepare(wrong))
+        assert raised.value.code == {"grpc": "INVALID_ARGUMENT", "rest": 400}[protocol]
+        assert "images" in raised.value.message
 
 
 def test_unknown_signature_name_names_the_known_ones(embedded_server):
@@ -91,15 +93,20 @@ def test_unknown_signature_name_names_the_known_ones(embedded_server):
             client.signature()
 
 
-def test_dead_server_is_unavailable():
+@pytest.mark.parametrize("protocol, transport", TRANSPORTS, ids="-".join)
+def test_dead_server_is_unavailable(protocol, transport):
     from tests.fixtures.embedded_server import free_port
 
     port = free_port()  # nothing listens there
-    with GrpcClient(f"127.0.0.1:{port}", TINY_MODEL_NAME, timeout_s=5) as client:
+    if protocol == "grpc":
+        client = GrpcClient(f"127.0.0.1:{port}", TINY_MODEL_NAME, timeout_s=5, transport=transport)
+    else:
+        client = RestClient(f"http://127.0.0.1:{port}", TINY_MODEL_NAME, timeout_s=5, transport=transport)
+    with client:
         with pytest.raises(ServingRequestError) as raised:
-            client.model_status()
+            client.connect()
+            client.send(b"")
         assert raised.value.code == "UNAVAILABLE"
-    with RestClient(f"http://127.0.0.1:{port}", TINY_MODEL_NAME, timeout_s=5) as client:
         with pytest.raises(ServingRequestError) as raised:
             client.model_status()
         assert raised.value.code == "UNAVAILABLE"
@@ -122,7 +129,9 @@ PREDICT_THEN_REFERENCE = textwrap.dedent("""
     grpc_target, rest_url, model, version_dir, batch_file = sys.argv[1:]
     batch = np.load(batch_file)
     served = {}
-    for name, client in (("grpc", GrpcClient(grpc_target, model, timeout_s=60)), ("rest", RestClient(rest_url, model, timeout_s=60))):
+    clients = [(f"grpc/{transport}", GrpcClient(grpc_target, model, timeout_s=60, transport=transport)) for transport in ("http2", "grpcio")]
+    clients += [(f"rest/{transport}", RestClient(rest_url, model, timeout_s=60, transport=transport)) for transport in ("http1", "requests")]
+    for name, client in clients:
         client.signature(); client.model_status()
         out = client.predict({"images": batch})
         served[name] = {key: [str(value.dtype), value.tolist()] for key, value in out.items()}
@@ -149,7 +158,8 @@ def test_predict_equals_the_savedmodel_in_process_and_never_imports_tensorflow(e
     assert result["tensorflow_loaded_by_client"] == []
     assert result["make_tensor_proto_ok"]
     reference = np.asarray(result["reference"]["probabilities"], np.float32)
-    for protocol in ("grpc", "rest"):
+    assert sorted(result["served"]) == ["grpc/grpcio", "grpc/http2", "rest/http1", "rest/requests"]
+    for protocol in result["served"]:
         dtype, values = result["served"][protocol]["probabilities"]
         assert dtype == "float32"
         np.testing.assert_allclose(np.asarray(values, np.float32), reference, rtol=1e-6, atol=1e-7, err_msg=protocol)

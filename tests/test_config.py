@@ -47,6 +47,7 @@ BAD_CONFIGS = [
     ("negative warm-up", {"measure": {"warmup_requests": -1}}, "measure.warmup_requests", "0 or more"),
     ("unknown top-level key", {"modles": {}}, "unknown key(s) 'modles'", "known top-level keys"),
     ("unknown measure key", {"measure": {"request": 5}}, "measure: unknown key(s) 'request'", "measure keys are"),
+    ("library name as transport", {"measure": {"transport": "grpcio"}}, "measure.transport", "builtin (serveprof's own connections) or library"),
     (
         "malformed URL",
         {"models": {"m": {"source": "tf2_zoo", "type": "detection", "url": "htp:/example.org/x.tar.gz"}}},

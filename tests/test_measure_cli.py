@@ -65,7 +65,7 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
         lines, stats = read_results(out, batch)
         assert len(lines) == 20
         check_series(lines, stats, batch)
-        assert (stats["model"], stats["batch_size"], stats["protocol"]) == (MODEL, batch, "grpc")
+        assert (stats["model"], stats["batch_size"], stats["protocol"], stats["transport"]) == (MODEL, batch, "grpc", "builtin")
         assert stats["first_init_ms"] > 0 and stats["first_aot_ms"] > 0
         assert (stats["warmup_requests"], stats["requests_target"]) == (2, 20)
         assert (stats["truncated"], stats["truncated_reason"]) == (False, None)
@@ -112,8 +112,8 @@ def write_acquired(folder: Path) -> Path:
     return path
 
 
-def test_rest_protocol(tiny_classifier_base, tmp_path):
-    done = serveprof("measure", *launch_args(tiny_classifier_base), "--batch-size", "2", "--protocol", "rest",
+def test_rest_protocol_through_requests(tiny_classifier_base, tmp_path):
+    done = serveprof("measure", *launch_args(tiny_classifier_base), "--batch-size", "2", "--protocol", "rest", "--transport", "library",
                      "--requests", "15", "--warmup-requests", "1", "--input", '{"kind": "zeros"}',
                      "--latencies", str(tmp_path / "lat.csv"), "--stats", str(tmp_path / "b2.json"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -121,7 +121,8 @@ def test_rest_protocol(tiny_classifier_base, tmp_path):
     stats = json.loads((tmp_path / "b2.json").read_text())
     check_series(lines, stats, 2)
     assert len(lines) == 15
-    assert stats["protocol"] == "rest"
+    assert (stats["protocol"], stats["transport"]) == ("rest", "library")
+    assert "over rest (library transport)" in done.stderr
     assert stats["input"]["shapes"] == {"images": [2, 8, 8, 3]}
 
 
@@ -191,9 +192,10 @@ def test_server_killed_mid_measurement_fails_fast_and_leaves_nothing(tiny_classi
     assert not out.exists() or not [path for path in out.rglob("*") if path.is_file()], "no result and no temporary file"
 
 
-def test_coldstart(tiny_classifier_base, tmp_path):
+@pytest.mark.parametrize("client", [[], ["--protocol", "rest", "--transport", "library"]], ids=["grpc-builtin", "rest-library"])
+def test_coldstart(tiny_classifier_base, tmp_path, client):
     out = tmp_path / "coldstart.csv"
-    done = serveprof("coldstart", *launch_args(tiny_classifier_base), "--input", '{"kind": "random"}', "--out", str(out), cwd=tmp_path)
+    done = serveprof("coldstart", *launch_args(tiny_classifier_base), "--input", '{"kind": "random"}', *client, "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     header, row, *rest = out.read_text().splitlines()
     assert header == "model,load_ms,first_infer_ms,backend,backend_version"

@@ -143,6 +143,7 @@ def test_random_weights_are_flagged_and_provenance_is_in_the_header(report):
                  provenance["backend_version"], provenance["git_revision"][:12], provenance["config_hash"]):  # fmt: skip
         assert fact in header, fact
     assert "uncommitted changes (nasnet)" in header  # the fixture's nasnet ran from a dirty tree
+    assert "| protocol / client transport | grpc / builtin |" in header
 
 
 def test_random_weights_from_an_offline_fallback_show_the_reason_and_the_fix(tmp_path):

@@ -21,7 +21,7 @@ from serveprof.measure.protocol import ProtocolSettings, measure_series
 from serveprof.measure.provenance import host_provenance
 from serveprof.measure.resources import GpuProbe, detect_gpu_probe
 from serveprof.measure.result_files import write_measurement
-from serveprof.measure.session import PROTOCOLS, Endpoint, external, launched
+from serveprof.measure.session import PROTOCOLS, TRANSPORTS, Endpoint, external, launched
 
 
 def config_defaults(block: str) -> dict:
@@ -61,12 +61,19 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                              "has the Object Detection API's outputs, e.g. detection_boxes)")
 
 
+def add_transport_flag(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    parser.add_argument("--transport", choices=TRANSPORTS, default=defaults["transport"],
+                        help="builtin: serveprof's own HTTP/2 and HTTP/1.1 connections (least client CPU); "
+                             "library: grpcio for gRPC, requests for REST (measure.transport; default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = config_defaults("measure")
     parser = argparse.ArgumentParser(prog="serveprof measure", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name the server serves (and the result files' prefix)")
     parser.add_argument("--batch-size", type=int, action="append", required=True, help="batch size; repeat for several")
     parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"])
+    add_transport_flag(parser, defaults)
     parser.add_argument("--address", help="HOST:PORT of a running server (its REST port with --protocol rest)")
     parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
     add_server_flags(parser)
@@ -104,8 +111,9 @@ def check_args(args) -> None:
 
 def endpoint_for(args, server_config: dict):
     if args.address:
-        return external(args.model, args.address, args.protocol, pid=args.pid)
-    return launched(args.model, args.model_base_path, server_config, args.protocol, log_path=args.server_log)
+        return external(args.model, args.address, args.protocol, pid=args.pid, transport=args.transport)
+    return launched(args.model, args.model_base_path, server_config, args.protocol, log_path=args.server_log,
+                    transport=args.transport)
 
 
 def resolve_input(endpoint: Endpoint, batch_size: int, input_settings: InputSettings, model_type: str) -> tuple[InputSettings, dict]:
@@ -148,13 +156,14 @@ def main(argv: list[str]) -> int:
     with terminate_on_sigterm():
         for batch_size in args.batch_size:
             started_at = now_iso()
-            log(f"{args.model}: batch size {batch_size} over {args.protocol}" + (f" at {args.address}" if args.address else " on a fresh server"))
+            log(f"{args.model}: batch size {batch_size} over {args.protocol} ({args.transport} transport)" + (f" at {args.address}" if args.address else " on a fresh server"))
             with endpoint_for(args, server_config) as endpoint:
                 latencies, measured = measure_batch(endpoint, batch_size, settings, input_settings, gpu, args.type)
             document = {
                 "model": args.model,
                 "batch_size": batch_size,
                 "protocol": args.protocol,
+                "transport": args.transport,
                 **{key: value for key, value in measured.items() if key != "input"},
                 "server": {**endpoint.info, "pid": endpoint.pid},
                 "input": measured["input"],

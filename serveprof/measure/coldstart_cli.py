@@ -12,7 +12,7 @@ from pathlib import Path
 
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
-from serveprof.measure.cli import add_server_flags, config_defaults, parse_json_flag, resolve_input
+from serveprof.measure.cli import add_server_flags, add_transport_flag, config_defaults, parse_json_flag, resolve_input
 from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.protocol import time_one
 from serveprof.measure.result_files import write_coldstart
@@ -20,8 +20,8 @@ from serveprof.measure.session import PROTOCOLS, launched
 
 
 def cold_start(model: str, model_base_path: str, server_config: dict, input_settings: InputSettings, protocol: str,
-               server_log: str | None, model_type: str = AUTO) -> dict:
-    with launched(model, model_base_path, server_config, protocol, log_path=server_log) as endpoint:
+               server_log: str | None, model_type: str = AUTO, transport: str = "builtin") -> dict:
+    with launched(model, model_base_path, server_config, protocol, log_path=server_log, transport=transport) as endpoint:
         server_started_ns, available_ns = endpoint.started_ns, endpoint.available_ns
         input_settings, _ = resolve_input(endpoint, 1, input_settings, model_type)
         request, _ = endpoint.prepare_request(1, input_settings)
@@ -40,7 +40,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof coldstart", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     add_server_flags(parser)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=config_defaults("measure")["protocol"])
+    defaults = config_defaults("measure")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"])
+    add_transport_flag(parser, defaults)
     parser.add_argument("--out", type=Path, required=True, help="coldstart.csv to write")
     args = parser.parse_args(argv)
     if not args.model_base_path:
@@ -48,7 +50,7 @@ def main(argv: list[str]) -> int:
     server_config = parse_json_flag(args.server, "--server", '{"backend": "embedded"}')
     with terminate_on_sigterm():
         row = cold_start(args.model, args.model_base_path, server_config, InputSettings.from_json(args.input), args.protocol,
-                         args.server_log, args.type)
+                         args.server_log, args.type, args.transport)
     write_coldstart(args.out, row)
     print(f"serveprof coldstart: {args.model}: load {row['load_ms']:.1f} ms, first inference {row['first_infer_ms']:.1f} ms", file=sys.stderr)
     return 0

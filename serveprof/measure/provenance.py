@@ -108,6 +108,8 @@ def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping
         "image": _agreed([server.get("image") for server in servers]),
         "image_digest": _agreed([server.get("image_digest") or server.get("image_id") for server in servers]),
         "gpu_used": _agreed([server.get("gpu_used") for server in servers]),
+        "protocol": _agreed([doc.get("protocol") for doc in stats_docs]),
+        "client_transport": _agreed([doc.get("transport") for doc in stats_docs]),
         "server_notes": _notes(servers),
         "serveprof_version": _agreed([host.get("serveprof_version") for host in hosts]) or serveprof.__version__,
         "python_version": _agreed([host.get("python_version") for host in hosts]),

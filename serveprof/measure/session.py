@@ -14,6 +14,11 @@ from typing import Any, Callable, Iterator
 from serveprof.errors import ServeprofError
 
 PROTOCOLS = ("grpc", "rest")
+# measure.transport: "builtin" is serveprof's own HTTP/2 (gRPC) and HTTP/1.1 (REST)
+# connections, the cheapest on the client's CPU; "library" is grpcio and requests.
+# Either way the messages are tensorflow-serving-api's and the JSON is TF Serving's.
+CLIENT_TRANSPORTS = {"builtin": {"grpc": "http2", "rest": "http1"}, "library": {"grpc": "grpcio", "rest": "requests"}}
+TRANSPORTS = tuple(CLIENT_TRANSPORTS)
 
 
 @dataclass
@@ -57,13 +62,17 @@ class Endpoint:
         return prepared, description
 
 
-def make_client(protocol: str, address: str, model: str):
+def make_client(protocol: str, address: str, model: str, transport: str = "builtin"):
     from serveprof.client import GrpcClient, RestClient
 
+    if transport not in CLIENT_TRANSPORTS:
+        raise ServeprofError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}",
+                             "pass --transport builtin or --transport library")
     if protocol == "grpc":
-        return GrpcClient(address, model)
+        return GrpcClient(address, model, transport=CLIENT_TRANSPORTS[transport][protocol])
     if protocol == "rest":
-        return RestClient(address if address.startswith("http") else f"http://{address}", model)
+        return RestClient(address if address.startswith("http") else f"http://{address}", model,
+                          transport=CLIENT_TRANSPORTS[transport][protocol])
     raise ServeprofError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}", "pass --protocol grpc or --protocol rest")
 
 
@@ -74,14 +83,15 @@ def _close(client) -> None:
 
 
 @contextlib.contextmanager
-def launched(model: str, model_base_path: str, server_config: dict, protocol: str, log_path: str | None = None) -> Iterator[Endpoint]:
+def launched(model: str, model_base_path: str, server_config: dict, protocol: str, log_path: str | None = None,
+             transport: str = "builtin") -> Iterator[Endpoint]:
     """A fresh server with ``model`` loaded; torn down on leaving, whatever happened."""
     from serveprof.launch import ServerSpec, launch
 
     spec = ServerSpec.from_config(server_config, model, model_base_path, log_path=log_path)
     with launch(spec) as server:
         address = server.grpc_target if protocol == "grpc" else server.rest_url
-        client = make_client(protocol, address, model)
+        client = make_client(protocol, address, model, transport)
         try:
             yield Endpoint(client, address, server.pid, dict(server.info), True, server.check_alive, server.started_ns, server.available_ns)
         finally:
@@ -89,9 +99,9 @@ def launched(model: str, model_base_path: str, server_config: dict, protocol: st
 
 
 @contextlib.contextmanager
-def external(model: str, address: str, protocol: str, pid: int | None = None) -> Iterator[Endpoint]:
+def external(model: str, address: str, protocol: str, pid: int | None = None, transport: str = "builtin") -> Iterator[Endpoint]:
     """A server someone else started: the model was not freshly loaded for this measurement."""
-    client = make_client(protocol, address, model)
+    client = make_client(protocol, address, model, transport)
     info = {"backend": "external", "version": None, "command": None, "address": address}
     try:
         yield Endpoint(client, address, pid, info, False, lambda: None)

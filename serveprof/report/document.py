@@ -84,6 +84,7 @@ def provenance_section(run: Run) -> str:
         ["serveprof / Python", f"{_shared(run, 'serveprof_version')} / {_shared(run, 'python_version')}"],
         ["git revision", _shared(run, "git_revision", _revision)],
         ["measured", measured],
+        ["protocol / client transport", f"{_shared(run, 'protocol')} / {_shared(run, 'client_transport')}"],
     ]
     if dirty:
         rows[5][1] += f" with uncommitted changes ({', '.join(dirty)})"

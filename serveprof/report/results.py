@@ -16,15 +16,9 @@ import numpy as np
 import pandas as pd
 
 from serveprof.errors import ServeprofError
-from serveprof.measure.result_files import read_json, read_latencies
+# The writers' column lists: the files are read with the contract they were written by.
+from serveprof.measure.result_files import COLDSTART_COLUMNS, SUMMARY_COLUMNS, read_json, read_latencies
 
-SUMMARY_COLUMNS = (
-    "model", "batch_size", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms",
-    "p95_ms", "p99_ms", "throughput_per_s", "first_init_ms", "first_aot_ms", "requests_target",
-    "truncated", "truncated_reason", "low_sample_percentiles", "cpu_util_pct", "rss_peak_mb",
-    "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb", "protocol", "backend",
-)  # fmt: skip
-COLDSTART_COLUMNS = ("model", "load_ms", "first_infer_ms", "backend", "backend_version")
 DURATION_COLUMNS = ("batch_size", "duration")
 NUMERIC_SUMMARY = (
     "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
