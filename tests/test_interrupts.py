@@ -109,6 +109,13 @@ def workflow_config(saved_model: Path, measure: dict) -> dict:
 # ----------------------------------------------------------- the launcher, alone
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C's default disposition, as a shell gives a foreground command: a test run that was
+    itself started in the background (``cmd &`` without job control) inherits SIGINT ignored,
+    and the Ctrl-C tests would then test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_measure(base: Path, out: Path) -> subprocess.Popen:
     command = [
         "serveprof", "measure", "--model", MODEL, "--model-base-path", str(base), "--batch-size", "1",
@@ -121,7 +128,7 @@ def start_measure(base: Path, out: Path) -> subprocess.Popen:
     log = open(out / "measure.log", "wb")  # noqa: SIM115 - the child writes it; our handle closes below
     try:
         return subprocess.Popen(command, cwd=out, env=workflow_env(), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_from_a_terminal)
     finally:
         log.close()
 
@@ -182,7 +189,7 @@ def start_workflow(workdir: Path, tiny_classifier_base: Path) -> subprocess.Pope
     log = open(workdir / "snakemake.out", "wb")  # noqa: SIM115 - owned by the child; closed with it
     try:
         return subprocess.Popen(workflow_command(workdir), cwd=REPO, env=workflow_env(), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_from_a_terminal)
     finally:
         log.close()
 
