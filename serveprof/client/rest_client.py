@@ -46,13 +46,13 @@ class RestClient:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServeprofError(f"{url!r} is not an http(s) URL", "give the REST address as http://HOST:PORT")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         self._model_path = f"{parts.path}/v1/models/{model_name}" + (f"/versions/{version}" if version is not None else "")
         if transport == "requests":
             # The paths below already carry the URL's own path, so the session gets only its origin.
             self._connection = RequestsConnection(f"{parts.scheme}://{parts.netloc}", timeout_s=timeout_s,
                                                   warm_path=self._model_path)
         else:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
             self._connection = Http1Connection(parts.hostname, port, tls=parts.scheme == "https", timeout_s=timeout_s)
         self._predict_path = f"{self._model_path}:predict"
         self._signature: SignatureInfo | None = None

@@ -61,7 +61,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                              "has the Object Detection API's outputs, e.g. detection_boxes)")
 
 
-def add_transport_flag(parser: argparse.ArgumentParser, defaults: dict) -> None:
+def add_client_flags(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    """How the client talks to the server: ``measure.protocol`` and ``measure.transport``."""
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"])
     parser.add_argument("--transport", choices=TRANSPORTS, default=defaults["transport"],
                         help="builtin: serveprof's own HTTP/2 and HTTP/1.1 connections (least client CPU); "
                              "library: grpcio for gRPC, requests for REST (measure.transport; default %(default)s)")
@@ -72,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serveprof measure", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model name the server serves (and the result files' prefix)")
     parser.add_argument("--batch-size", type=int, action="append", required=True, help="batch size; repeat for several")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"])
-    add_transport_flag(parser, defaults)
+    add_client_flags(parser, defaults)
     parser.add_argument("--address", help="HOST:PORT of a running server (its REST port with --protocol rest)")
     parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
     add_server_flags(parser)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
-from serveprof.measure.cli import add_server_flags, add_transport_flag, config_defaults, parse_json_flag, resolve_input
+from serveprof.measure.cli import add_client_flags, add_server_flags, config_defaults, parse_json_flag, resolve_input
 from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.protocol import time_one
 from serveprof.measure.result_files import write_coldstart
-from serveprof.measure.session import PROTOCOLS, launched
+from serveprof.measure.session import launched
 
 
 def cold_start(model: str, model_base_path: str, server_config: dict, input_settings: InputSettings, protocol: str,
@@ -40,9 +40,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof coldstart", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     add_server_flags(parser)
-    defaults = config_defaults("measure")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"])
-    add_transport_flag(parser, defaults)
+    add_client_flags(parser, config_defaults("measure"))
     parser.add_argument("--out", type=Path, required=True, help="coldstart.csv to write")
     args = parser.parse_args(argv)
     if not args.model_base_path:
