@@ -20,7 +20,7 @@ import pytest
 
 from serveprof.client import GrpcClient, RestClient, ServingRequestError, SignatureInfo, TensorSpecInfo
 from serveprof.client.protos import get_model_metadata_pb2
-from serveprof.client.signature import signature_from_map
+from serveprof.client.metadata import signature_from_map
 from serveprof.errors import ServeprofError
 from tests.fixtures.embedded_server import REPO, TINY_IMAGE_SIZE, TINY_MODEL_NAME
 

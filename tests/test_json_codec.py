@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from serveprof.server.signature import TensorSpec
+from serveprof.server.signature_runner import TensorSpec
 from serveprof.wire.json_codec import decode_predict_body
 from serveprof.wire.status import ServingError
 from serveprof.wire.tensor_codec import DTYPES

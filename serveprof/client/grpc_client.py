@@ -23,7 +23,7 @@ from serveprof.client.errors import ServingRequestError
 from serveprof.client.http2_unary import GrpcCallError, UnaryChannel
 from serveprof.client.protos import (GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, get_model_metadata_pb2,
                                      get_model_status_pb2, predict_pb2)
-from serveprof.client.signature import SignatureInfo, signature_from_map
+from serveprof.client.metadata import SignatureInfo, signature_from_map
 from serveprof.errors import ServeprofError
 from serveprof.wire.status import ServingError
 from serveprof.wire.tensor_codec import fill_tensor_proto, to_ndarray

@@ -26,7 +26,7 @@ from serveprof.client.grpc_client import DEFAULT_TIMEOUT_S
 from serveprof.client.http1 import Http1Connection
 from serveprof.client.protos import get_model_metadata_pb2
 from serveprof.client.requests_connection import RequestsConnection
-from serveprof.client.signature import SignatureInfo, TensorSpecInfo, signature_from_map
+from serveprof.client.metadata import SignatureInfo, TensorSpecInfo, signature_from_map
 from serveprof.errors import ServeprofError
 from serveprof.wire.json_codec import jsonable
 from serveprof.wire.status import ServingError

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from serveprof.server.servable import ModelHost, Servable, State
-from serveprof.server.signature import SignatureRunner
+from serveprof.server.signature_runner import SignatureRunner
 from serveprof.wire.status import Code, ServingError, invalid_argument, servable_not_found, signature_not_found
 
 DEFAULT_SIGNATURE = "serving_default"

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from serveprof.server.core import ServingCore, version_of
 from serveprof.server.grpc_http2 import GrpcServer, Method
-from serveprof.server.ports import bind_error
+from serveprof.server.bind_errors import bind_error
 from serveprof.server.predict_wire import decode_predict_request
 from serveprof.server.responses import model_metadata_response, model_status_response
 from serveprof.wire.status import Code, ServingError, invalid_argument

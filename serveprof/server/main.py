@@ -108,7 +108,7 @@ def _start_up(flags: ServerFlags, host, running: _Running) -> None:
         _configure_tensorflow(flags)
         from serveprof.server.core import ServingCore
         from serveprof.server.grpc_api import start_grpc_server
-        from serveprof.server.rest_api import start_rest_server
+        from serveprof.server.rest_http import start_rest_server
         from serveprof.server.servable import load_servable
 
         core = ServingCore(host, flags.max_request_bytes)

@@ -117,7 +117,7 @@ def load_servable(version_dir: Path) -> Servable:
     import tensorflow as tf
     from tensorflow_serving.apis import get_model_metadata_pb2
 
-    from serveprof.server.signature import SignatureRunner
+    from serveprof.server.signature_runner import SignatureRunner
 
     try:
         signature_defs = read_signature_defs(version_dir)
