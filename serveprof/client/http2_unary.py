@@ -36,7 +36,7 @@ from serveprof.wire.http2 import (DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FLAG_
                                   FLAG_END_STREAM, GOAWAY, HEADERS, LARGEST_FRAME, MAX_WINDOW, PING, PREFACE,
                                   PUSH_PROMISE, RST_STREAM, SETTINGS, SETTINGS_ENABLE_PUSH,
                                   SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, STATUS_NAMES, WINDOW_UPDATE,
-                                  FrameSocket, HeaderDecoder, ProtocolError, data_frame, frame_header, grpc_message_decode, grpc_prefix,
+                                  FrameSocket, HeaderDecoder, Http2Error, data_frame, frame_header, grpc_message_decode, grpc_prefix,
                                   header_block, unpad)
 from serveprof.wire.sockets import close_quietly
 
@@ -166,7 +166,7 @@ class UnaryChannel:
         except HPACKError as error:
             self.close()
             raise GrpcCallError("INTERNAL", f"undecodable header block from the server: {error}") from None
-        except ProtocolError as error:
+        except Http2Error as error:
             self.close()
             raise GrpcCallError("INTERNAL", f"the server broke HTTP/2: {error}") from None
 

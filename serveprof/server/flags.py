@@ -38,6 +38,12 @@ class ServerFlags:
     # Ours, not tensorflow_model_server's.
     host: str = "127.0.0.1"
     max_request_bytes: int = 256 * MiB
+    max_connections: int = 1000
+    handshake_timeout_ms: int = 10_000
+    grpc_idle_timeout_ms: int = 300_000
+    grpc_request_timeout_ms: int = 60_000
+    max_queued_requests: int = 1024
+    max_buffered_bytes: int = 0
 
 
 HELP = {
@@ -46,7 +52,8 @@ HELP = {
     "model_name": "name clients address the model by",
     "model_base_path": "directory holding numeric version directories (1/, 2/, ...); the highest is served",
     "rest_api_num_threads": "most REST requests processed at once",
-    "rest_api_timeout_in_ms": "socket timeout of a REST connection (reading a request, idle keep-alive)",
+    "rest_api_timeout_in_ms": "a REST request must arrive whole within this of its first byte; a kept-alive "
+                              "connection idle this long is closed",
     "grpc_max_threads": "threads serving gRPC requests",
     "tensorflow_intra_op_parallelism": "threads one TensorFlow op may use; 0 = TensorFlow's choice",
     "tensorflow_inter_op_parallelism": "TensorFlow ops run at once; 0 = TensorFlow's choice",
@@ -58,6 +65,18 @@ HELP = {
     "help": "print this help and exit",
     "host": "address to bind (serveprof's own flag; TF Serving binds all interfaces)",
     "max_request_bytes": "largest request body accepted, REST body and gRPC message alike (serveprof's own flag)",
+    "max_connections": "open connections per API; at the cap the one idle longest is closed to admit a new one, "
+                       "and a new one is refused if none is idle (serveprof's own flag)",
+    "handshake_timeout_ms": "a new connection must send the HTTP/2 preface and SETTINGS (gRPC) or its first "
+                            "request head (REST) within this (serveprof's own flag)",
+    "grpc_idle_timeout_ms": "a gRPC connection with no call open this long gets GOAWAY and is closed "
+                            "(serveprof's own flag; grpc's max_connection_idle_ms)",
+    "grpc_request_timeout_ms": "a gRPC request must arrive whole, and its answer be taken by the client, within "
+                               "this (or the call's grpc-timeout if shorter) (serveprof's own flag)",
+    "max_queued_requests": "requests per API waiting for a thread; more are answered RESOURCE_EXHAUSTED "
+                           "(REST: 429) (serveprof's own flag)",
+    "max_buffered_bytes": "request bytes held in memory at once, both APIs together; a request that does not fit "
+                          "is answered RESOURCE_EXHAUSTED; 0 = twice --max_request_bytes (serveprof's own flag)",
 }
 
 # tensorflow_model_server flags the embedded server does not implement.
@@ -156,7 +175,8 @@ def _check(flags: ServerFlags) -> None:
     if flags.rest_api_port == flags.port:
         raise ServeprofError(f"--rest_api_port and --port are both {flags.port}",
                              "give the REST API a different port, or --rest_api_port=0 to turn REST off")
-    for name in ("rest_api_num_threads", "grpc_max_threads", "rest_api_timeout_in_ms"):
+    for name in ("rest_api_num_threads", "grpc_max_threads", "rest_api_timeout_in_ms", "max_connections",
+                 "handshake_timeout_ms", "grpc_idle_timeout_ms", "grpc_request_timeout_ms", "max_queued_requests"):
         if getattr(flags, name) < 1:
             raise ServeprofError(f"--{name}={getattr(flags, name)} must be at least 1", f"give --{name} a positive number")
     for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
@@ -166,6 +186,13 @@ def _check(flags: ServerFlags) -> None:
     if not 1024 <= flags.max_request_bytes <= GRPC_MESSAGE_LIMIT:
         raise ServeprofError(f"--max_request_bytes={flags.max_request_bytes} is out of range",
                              f"give a size from 1024 to {GRPC_MESSAGE_LIMIT} bytes (gRPC's limit)")
+    if flags.max_buffered_bytes and flags.max_buffered_bytes < flags.max_request_bytes:
+        raise ServeprofError(f"--max_buffered_bytes={flags.max_buffered_bytes} is smaller than --max_request_bytes="
+                             f"{flags.max_request_bytes}: no request of the largest size could be held",
+                             "give --max_buffered_bytes at least --max_request_bytes, or 0 for twice it")
+    if flags.max_buffered_bytes < 0:
+        raise ServeprofError(f"--max_buffered_bytes={flags.max_buffered_bytes} is negative",
+                             "give it 0 (twice --max_request_bytes) or a size in bytes")
     if flags.enable_batching:
         raise ServeprofError("--enable_batching: server-side batching is not supported by the embedded server yet",
                              "drop --enable_batching, or use backend tfserving (the real tensorflow_model_server) for batching")

@@ -84,7 +84,8 @@ def _unimplemented_message(services: dict[str, set[str]]) -> Callable[[str], str
     return message
 
 
-def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int, max_request_bytes: int) -> GrpcServer:
+def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int, max_request_bytes: int,
+                      limits=None) -> GrpcServer:
     """Bind and start; raise ServeprofError (see ports.bind_error) if the port cannot be had."""
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
@@ -105,7 +106,8 @@ def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int,
     services = {full_name: {method.name for method in module.DESCRIPTOR.services_by_name[full_name.rsplit(".", 1)[1]].methods}
                 for full_name, module in ((PREDICTION_SERVICE, prediction_service_pb2), (MODEL_SERVICE, model_service_pb2))}
     try:
-        server = GrpcServer(methods, host, port, max_threads, max_request_bytes, _unimplemented_message(services))
+        server = GrpcServer(methods, host, port, max_threads, max_request_bytes, _unimplemented_message(services),
+                            limits=limits)
     except OSError as error:
         raise bind_error(host, port, "--port", error) from None
     server.start()

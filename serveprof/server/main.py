@@ -111,13 +111,17 @@ def _start_up(flags: ServerFlags, host, running: _Running) -> None:
         from serveprof.server.rest_http import start_rest_server
         from serveprof.server.servable import load_servable
 
+        from serveprof.server.limits import Limits
+
         core = ServingCore(host, flags.max_request_bytes)
+        limits = Limits.from_flags(flags, apis=2 if flags.rest_api_port else 1)
         running.grpc_server = start_grpc_server(core, flags.host, flags.port, flags.grpc_max_threads,
-                                                flags.max_request_bytes)
+                                                flags.max_request_bytes, limits=limits)
         log.info("Running gRPC ModelServer at %s:%d ...", flags.host, flags.port)
         if flags.rest_api_port:
             running.rest_server = start_rest_server(core, flags.host, flags.rest_api_port, flags.rest_api_num_threads,
-                                                    flags.rest_api_timeout_in_ms, flags.max_request_bytes)
+                                                    flags.rest_api_timeout_in_ms, flags.max_request_bytes,
+                                                    limits=limits)
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
         else:
             log.info("REST API off (--rest_api_port=0)")

@@ -24,11 +24,16 @@ FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 0x1, 0
 # RFC 9113 §7 error codes.
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x8, 0x9
+ENHANCE_YOUR_CALM = 0xB
 DEFAULT_WINDOW = 65_535
 DEFAULT_MAX_FRAME = 16_384
 MAX_WINDOW = (1 << 31) - 1
 LARGEST_FRAME = (1 << 24) - 1
-HPACK_TABLE_STATES_KEPT = 64
+MAX_HEADER_BLOCK = 64 * 1024  # a whole header block, CONTINUATION frames included
+MAX_CONTINUATIONS = 16  # per header block: 64 KiB in 4 KiB frames; more (empty ones too) is a flood
+HEADER_TABLE_SIZE = 4096  # RFC 7541's default, the most a peer's HPACK table may hold here
+DECODED_BLOCKS_KEPT = 16  # per connection, each at most DECODED_BLOCK_BYTES
+DECODED_BLOCK_BYTES = 1024
 
 # grpc/include/grpcpp/impl/codegen/status_code_enum.h, by number.
 STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -36,8 +41,8 @@ STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCE
                 "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 
 
-class ProtocolError(Exception):
-    """The peer broke HTTP/2: the connection ends with GOAWAY carrying ``code``."""
+class Http2Error(Exception):
+    """The peer broke HTTP/2 (RFC 9113 §5.4.1 connection error): GOAWAY carrying ``code``, then close."""
 
     def __init__(self, code: int, message: str):
         super().__init__(message)
@@ -106,7 +111,7 @@ def unpad(payload, flags: int):
     if not flags & FLAG_PADDED:
         return payload
     if not payload or payload[0] >= len(payload):
-        raise ProtocolError(PROTOCOL_ERROR, "a padded frame is shorter than its padding")
+        raise Http2Error(PROTOCOL_ERROR, "a padded frame is shorter than its padding")
     return payload[1:len(payload) - payload[0]]
 
 
@@ -160,7 +165,7 @@ class FrameSocket:
         length, kind, flags, stream = self.read_frame_header()
         return kind, flags, stream, self.read_exact(length) if length else bytearray()
 
-    def read_header_block(self, flags: int, stream: int, payload, max_bytes: int = 1 << 24) -> bytes:
+    def read_header_block(self, flags: int, stream: int, payload, max_bytes: int = MAX_HEADER_BLOCK) -> bytes:
         """The whole header block a HEADERS frame starts, with its CONTINUATION frames read."""
         payload = unpad(payload, flags)
         if flags & FLAG_PRIORITY:
@@ -169,10 +174,13 @@ class FrameSocket:
         while not flags & FLAG_END_HEADERS:
             length, kind, flags, more_stream = self.read_frame_header()
             if kind != CONTINUATION or more_stream != stream:
-                raise ProtocolError(PROTOCOL_ERROR, "a header block was not continued by a CONTINUATION frame")
+                raise Http2Error(PROTOCOL_ERROR, "a header block was not continued by a CONTINUATION frame")
             size += length
             if size > max_bytes:
-                raise ProtocolError(FRAME_SIZE_ERROR, f"a header block of more than {max_bytes} bytes")
+                raise Http2Error(FRAME_SIZE_ERROR, f"a header block of more than {max_bytes} bytes")
+            if len(parts) > MAX_CONTINUATIONS:
+                raise Http2Error(ENHANCE_YOUR_CALM, f"a header block in more than {MAX_CONTINUATIONS} "
+                                                    "CONTINUATION frames")
             parts.append(self.read_exact(length))
         return bytes(b"".join(parts))
 
@@ -181,30 +189,89 @@ class FrameSocket:
 
 
 class HeaderDecoder:
-    """hpack's Decoder, with each block decoded once per table state.
+    """hpack's Decoder, with the result of a block that leaves the HPACK table as it was kept for reuse.
 
     Every block must be decoded in order to keep the table in step with the peer's. A
     peer repeats the same block for every call once its fields are in the table, and
-    such a block leaves the table as it was, so its result is kept and reused: hpack's
-    pure-Python decoding is otherwise a fifth of a small call's cost.
+    hpack's pure-Python decoding is otherwise a fifth of a small call's cost. A block's
+    result depends only on the table, and the table changes only through blocks that
+    add entries or resize it (RFC 7541 §6.2.1, §6.3), which ``changes_table`` spots
+    without decoding; such a block empties the store. The store holds at most
+    DECODED_BLOCKS_KEPT blocks of at most DECODED_BLOCK_BYTES, and the table itself at
+    most HEADER_TABLE_SIZE, so a connection's HPACK state stays a few KiB.
     """
 
     def __init__(self, max_header_list_size: int = 65_536):
         self._decoder = Decoder(max_header_list_size=max_header_list_size)
-        self._decoded: dict[tuple, list[tuple[str, str]]] = {}
-
-    def _table_state(self) -> tuple:
-        table = self._decoder.header_table
-        return table.maxsize, tuple(table.dynamic_entries)
+        self._decoder.max_allowed_table_size = HEADER_TABLE_SIZE
+        self._decoded: dict[bytes, list] = {}
 
     def decode(self, block: bytes) -> list[tuple[str, str]]:
-        key = (self._table_state(), block)
-        cached = self._decoded.get(key)
+        block = bytes(block)
+        cached = self._decoded.get(block)
         if cached is not None:
             return cached
         headers = self._decoder.decode(block)
-        if self._table_state() == key[0]:
-            if len(self._decoded) >= HPACK_TABLE_STATES_KEPT:
+        if changes_table(block):
+            self._decoded.clear()
+        elif len(block) <= DECODED_BLOCK_BYTES:
+            if len(self._decoded) >= DECODED_BLOCKS_KEPT:
                 self._decoded.clear()
-            self._decoded[key] = headers
+            self._decoded[block] = headers
         return headers
+
+
+def changes_table(block: bytes) -> bool:
+    """Whether an HPACK block adds to or resizes the dynamic table; True if it cannot be read."""
+    position, end = 0, len(block)
+    try:
+        while position < end:
+            first = block[position]
+            if first & 0x80:  # indexed field (§6.1)
+                position = _skip_int(block, position, 7)
+            elif first & 0xC0 == 0x40 or first & 0xE0 == 0x20:  # incremental indexing (§6.2.1), size update (§6.3)
+                return True
+            else:  # literal without indexing or never indexed (§6.2.2, §6.2.3)
+                new_name = first & 0x0F == 0
+                position = _skip_int(block, position, 4)
+                if new_name:
+                    position = _skip_string(block, position)
+                position = _skip_string(block, position)
+    except IndexError:
+        return True
+    return position != end
+
+
+def _read_int(block: bytes, position: int, prefix_bits: int) -> tuple[int, int]:
+    limit = (1 << prefix_bits) - 1
+    value = block[position] & limit
+    position += 1
+    if value < limit:
+        return value, position
+    shift = 0
+    while True:
+        byte = block[position]
+        position += 1
+        value += (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+        if shift > 28:
+            raise IndexError("an HPACK integer that long is not a header")
+
+
+def _skip_int(block: bytes, position: int, prefix_bits: int) -> int:
+    return _read_int(block, position, prefix_bits)[1]
+
+
+def _skip_string(block: bytes, position: int) -> int:
+    length, position = _read_int(block, position, 7)
+    return position + length
+
+
+def parse_grpc_timeout(value: str) -> float | None:
+    """A grpc-timeout header (PROTOCOL-HTTP2.md: up to 8 digits and a unit) in seconds; None if malformed."""
+    if not 2 <= len(value) <= 9 or not value[:-1].isdigit() or not value[:-1].isascii():
+        return None
+    unit = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}.get(value[-1])
+    return int(value[:-1]) * unit if unit is not None else None
