@@ -9,17 +9,28 @@ hand: the status, Content-Length or chunked Transfer-Encoding, and Connection.
 A kept-alive connection that the server closed while idle (TF Serving and serveprof
 serve close it after ``--rest_api_timeout_in_ms``) fails on its next use before any
 answer arrives; that request is sent once more on a new connection.
+
+Where a server can break it, the response is framed as RFC 9112 §6.3 says: a
+Transfer-Encoding overrides Content-Length (and the connection is not reused), a
+response whose last transfer coding is not chunked runs until the server closes,
+conflicting Content-Lengths and malformed chunk sizes are errors. An exchange has one
+deadline, ``timeout_s``, however the server spreads its bytes.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import threading
+import time
 
 from serveprof.wire.sockets import close_quietly, send_all
 
 MAX_HEAD_BYTES = 64 * 1024
+MAX_TRAILER_BYTES = 64 * 1024
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_DECIMAL = re.compile(r"[0-9]+", re.ASCII)
 
 
 class HttpProtocolError(OSError):
@@ -38,6 +49,7 @@ class Http1Connection:
         self._buffer = bytearray()
         self._position = 0
         self._reused = False
+        self._deadline = float("inf")
         self._lock = threading.Lock()
 
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -90,6 +102,7 @@ class Http1Connection:
         if self._sock is None:
             self._connect()
         reused = self._reused
+        self._deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else float("inf")
         try:
             self._send(head, body)
             status, headers = self._read_head()
@@ -99,7 +112,8 @@ class Http1Connection:
             raise ConnectionResetError(f"the server closed the connection: {error}") from None
         payload = self._read_body(headers)
         self._reused = True
-        if headers.get("connection", "").lower() == "close" or self._sock is None:
+        if (headers.get("connection", "").lower() == "close" or self._sock is None
+                or "transfer-encoding" in headers and "content-length" in headers):
             self.close()
         return status, payload
 
@@ -114,6 +128,8 @@ class Http1Connection:
         if self._position:
             del buffer[:self._position]
             self._position = 0
+        if time.monotonic() > self._deadline:
+            raise TimeoutError(f"no whole answer within {self.timeout_s} s")
         chunk = self._sock.recv(262_144)
         if not chunk:
             raise EOFError("the server closed the connection")
@@ -157,31 +173,45 @@ class Http1Connection:
                 return int(code), headers
 
     def _read_body(self, headers: dict[str, str]) -> bytes:
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts = []
-            while True:
-                size_line = self._read_line_block(b"\r\n", 1024).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_line, 16)
-                except ValueError:
-                    raise HttpProtocolError(f"bad chunk size {size_line[:40]!r}") from None
-                if size == 0:
-                    while self._read_line_block(b"\r\n", MAX_HEAD_BYTES):  # trailer fields, then an empty line
-                        pass
-                    return b"".join(parts)
-                parts.append(self._read_exact(size))
-                if self._read_exact(2) != b"\r\n":
-                    raise HttpProtocolError("a chunk does not end with CRLF")
+        codings = headers.get("transfer-encoding")
+        if codings is not None:
+            if [name.strip().lower() for name in codings.split(",")][-1] == "chunked":
+                return self._read_chunked()
+            return self._read_to_close()
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            values = {value.strip() for value in length.split(",")}
+            if len(values) != 1 or not _DECIMAL.fullmatch(next(iter(values))):
                 raise HttpProtocolError(f"bad Content-Length {length[:40]!r}")
-            return self._read_exact(int(length))
-        # Neither: the body runs until the server closes the connection.
+            return self._read_exact(int(values.pop()))
+        return self._read_to_close()
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            size_line = self._read_line_block(b"\r\n", 1024).split(b";", 1)[0].strip(b" \t")
+            if not _CHUNK_SIZE.fullmatch(size_line):
+                raise HttpProtocolError(f"bad chunk size {size_line[:40]!r}")
+            size = int(size_line, 16)
+            if size == 0:
+                trailers = 0
+                while line := self._read_line_block(b"\r\n", MAX_HEAD_BYTES):  # trailer fields, then an empty line
+                    trailers += len(line) + 2
+                    if trailers > MAX_TRAILER_BYTES:
+                        raise HttpProtocolError(f"trailer fields over {MAX_TRAILER_BYTES} bytes")
+                return b"".join(parts)
+            parts.append(self._read_exact(size))
+            if self._read_exact(2) != b"\r\n":
+                raise HttpProtocolError("a chunk does not end with CRLF")
+
+    def _read_to_close(self) -> bytes:
+        """Neither framing: the body runs until the server closes the connection."""
         parts = [bytes(self._buffer[self._position:])]
         self._buffer.clear()
         self._position = 0
         while True:
+            if time.monotonic() > self._deadline:
+                raise TimeoutError(f"no whole answer within {self.timeout_s} s")
             chunk = self._sock.recv(262_144)
             if not chunk:
                 break

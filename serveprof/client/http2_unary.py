@@ -19,8 +19,15 @@ What it does of HTTP/2 (RFC 9113) and gRPC over HTTP/2 (grpc/doc/PROTOCOL-HTTP2.
   state; every block it receives (HEADERS, CONTINUATION) goes through hpack's Decoder
   in order, so the decoder's table stays in step with the server's;
 - padded and prioritised frames; compressed messages are refused (none are asked for).
-One call at a time: a lock guards the connection; concurrent senders open one client
-each. A failed call closes the connection and the next call opens a new one.
+Where a server can break it, it follows RFC 9113 and fails the call rather than
+guess: DATA beyond a receive window, a window pushed past 2^31-1, frames on streams it
+never opened, more than MAX_CONTINUATIONS frames or MAX_HEADER_BLOCK bytes in a header
+block, a header list over 64 KiB, malformed SETTINGS. A call has one deadline, however
+the server spreads its frames. One call at a time: a lock guards the connection;
+concurrent senders open one client each. A failed call closes the connection and the
+next call opens a new one. A call that a kept-alive connection's server never
+processed (GOAWAY below its stream, or the connection found closed before any answer,
+as when the server closed it while idle) is sent once more on a new connection.
 """
 
 from __future__ import annotations
@@ -29,14 +36,16 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 from hpack.exceptions import HPACKError
 
-from serveprof.wire.http2 import (DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FLAG_ACK, FLAG_END_HEADERS,
-                                  FLAG_END_STREAM, GOAWAY, HEADERS, LARGEST_FRAME, MAX_WINDOW, PING, PREFACE,
-                                  PUSH_PROMISE, RST_STREAM, SETTINGS, SETTINGS_ENABLE_PUSH,
-                                  SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, STATUS_NAMES, WINDOW_UPDATE,
-                                  FrameSocket, HeaderDecoder, Http2Error, data_frame, frame_header, grpc_message_decode, grpc_prefix,
+from serveprof.wire.http2 import (CONTINUATION, DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FLAG_ACK,
+                                  FLAG_END_HEADERS, FLAG_END_STREAM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY,
+                                  HEADERS, LARGEST_FRAME, MAX_WINDOW, PING, PREFACE, PROTOCOL_ERROR, PUSH_PROMISE,
+                                  RST_STREAM, SETTINGS, SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE,
+                                  SETTINGS_MAX_FRAME_SIZE, STATUS_NAMES, STREAM_CLOSED, WINDOW_UPDATE, FrameSocket,
+                                  HeaderDecoder, Http2Error, data_frame, frame_header, grpc_message_decode, grpc_prefix,
                                   header_block, unpad)
 from serveprof.wire.sockets import close_quietly
 
@@ -55,6 +64,10 @@ class GrpcCallError(Exception):
     def __init__(self, code: str, details: str):
         super().__init__(f"{code}: {details}")
         self.code, self.details = code, details
+
+
+class _Unprocessed(GrpcCallError):
+    """The server did not process the call (RFC 9113 §6.8, or a closed idle connection): it may be sent again."""
 
 
 def grpc_timeout_header(timeout_s: float) -> bytes:
@@ -112,7 +125,10 @@ class UnaryChannel:
         self._send_window = DEFAULT_WINDOW  # the connection's
         self._stream_window = 0  # the current stream's
         self._received = 0  # DATA bytes since our connection window was last topped up
+        self._recv_window = MAX_WINDOW  # the connection's, as the server sees it
         self._goaway_last_stream: int | None = None
+        self._calls = 0  # calls answered on this connection
+        self._deadline = float("inf")
 
     def connect(self) -> None:
         """Open the connection and finish the SETTINGS exchange, if not done yet.
@@ -124,6 +140,8 @@ class UnaryChannel:
             if self._sock is None:
                 self._connect()
                 self._settings_received = False
+                if self.timeout_s is not None:
+                    self._deadline = time.monotonic() + self.timeout_s
                 while not self._settings_received:
                     self._read_frame(_Reply(-1))
 
@@ -141,10 +159,18 @@ class UnaryChannel:
 
     def call(self, path: str, message) -> bytes:
         """Send ``message`` (bytes-like, one serialized request) to method ``path``; return the response message."""
+        view = memoryview(message).cast("B")
         with self._lock, self._failures_as_status():
+            if self._sock is not None and self._goaway_last_stream is not None:
+                self.close()  # the server said it takes no new streams here
             if self._sock is None:
                 self._connect()
-            return self._call(path, memoryview(message).cast("B"))
+            try:
+                return self._call(path, view)
+            except _Unprocessed:
+                self.close()
+                self._connect()
+                return self._call(path, view)
 
     @contextlib.contextmanager
     def _failures_as_status(self):
@@ -182,8 +208,19 @@ class UnaryChannel:
         return block
 
     def _call(self, path: str, message: memoryview) -> bytes:
-        if self._goaway_last_stream is not None:
-            raise EOFError("the server sent GOAWAY")
+        reused = self._calls > 0
+        self._deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else float("inf")
+        reply = _Reply(self._next_stream)
+        try:
+            answer = self._exchange(path, message, reply)
+        except (EOFError, ConnectionResetError, BrokenPipeError) as error:
+            if reused and not reply.started:
+                raise _Unprocessed("UNAVAILABLE", f"the kept-alive connection was closed: {error}") from None
+            raise
+        self._calls += 1
+        return answer
+
+    def _exchange(self, path: str, message: memoryview, reply: _Reply) -> bytes:
         stream = self._next_stream
         if stream > MAX_WINDOW:
             raise EOFError("stream ids used up")
@@ -194,7 +231,6 @@ class UnaryChannel:
             raise GrpcCallError("INTERNAL", "request headers larger than the server's frame size")
         prefix = grpc_prefix(len(message))
         head = frame_header(len(block), HEADERS, FLAG_END_HEADERS, stream) + block
-        reply = _Reply(stream)
         total = 5 + len(message)
         sent = 0
         pending = [head]
@@ -221,36 +257,65 @@ class UnaryChannel:
     # ------------------------------------------------------------------- reading
 
     def _read_frame(self, reply: _Reply) -> None:
+        if time.monotonic() > self._deadline:
+            raise TimeoutError("the call's deadline passed")
         kind, flags, stream, payload = self._frames.read_frame()
+        if stream and (stream >= self._next_stream and stream != reply.stream or stream % 2 == 0):
+            if kind not in (PUSH_PROMISE, 2):  # PRIORITY may name any stream
+                raise Http2Error(PROTOCOL_ERROR, f"a frame of type {kind} on stream {stream}, which was never opened")
         if kind == DATA:
+            if stream == 0:
+                raise Http2Error(PROTOCOL_ERROR, "DATA on stream 0")
+            if len(payload) > self._recv_window:
+                raise Http2Error(FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
+            self._recv_window -= len(payload)
             self._received += len(payload)
             if self._received >= TOP_UP_AT:
                 self._send([frame_header(4, WINDOW_UPDATE, 0, 0), struct.pack(">I", self._received)])
+                self._recv_window += self._received
                 self._received = 0
-            if stream == reply.stream:
+            if stream == reply.stream and not reply.ended:
+                reply.started = True
                 reply.data.append(unpad(payload, flags))
                 if flags & FLAG_END_STREAM:
                     reply.end()
+            else:  # a stream that has ended (RFC 9113 §6.1)
+                self._send([frame_header(4, RST_STREAM, 0, stream), struct.pack(">I", STREAM_CLOSED)])
         elif kind == HEADERS:
             block = self._frames.read_header_block(flags, stream, payload)
             headers = self._decoder.decode(block)  # every block, in order, for the HPACK table
-            if stream == reply.stream:
+            if stream == reply.stream and not reply.ended:
+                reply.started = True
                 reply.headers(headers, bool(flags & FLAG_END_STREAM))
         elif kind == SETTINGS:
+            if stream != 0:
+                raise Http2Error(PROTOCOL_ERROR, "SETTINGS on a stream")
             if not flags & FLAG_ACK:
                 self._apply_settings(payload)
                 self._send([frame_header(0, SETTINGS, FLAG_ACK, 0)])
                 self._settings_received = True
         elif kind == WINDOW_UPDATE:
-            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if len(payload) != 4:
+                raise Http2Error(FRAME_SIZE_ERROR, "a WINDOW_UPDATE must carry 4 bytes")
+            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+            if increment == 0:
+                raise Http2Error(PROTOCOL_ERROR, "a WINDOW_UPDATE of 0")
             if stream == 0:
                 self._send_window += increment
+                if self._send_window > MAX_WINDOW:
+                    raise Http2Error(FLOW_CONTROL_ERROR, "a WINDOW_UPDATE pushes the connection's window past 2^31-1")
             elif stream == reply.stream:
                 self._stream_window += increment
+                if self._stream_window > MAX_WINDOW:
+                    raise GrpcCallError("INTERNAL", "the server pushed the stream's window past 2^31-1")
         elif kind == PING:
+            if len(payload) != 8 or stream != 0:
+                raise Http2Error(FRAME_SIZE_ERROR, "a PING must carry 8 bytes on stream 0")
             if not flags & FLAG_ACK:
-                self._send([frame_header(8, PING, FLAG_ACK, 0), payload[:8]])
+                self._send([frame_header(8, PING, FLAG_ACK, 0), payload])
         elif kind == RST_STREAM:
+            if stream == 0:
+                raise Http2Error(PROTOCOL_ERROR, "RST_STREAM on stream 0")
             if stream == reply.stream:
                 code = int.from_bytes(payload[:4], "big")
                 raise GrpcCallError(RST_TO_STATUS.get(code, "INTERNAL"), f"the server reset the stream (HTTP/2 error {code})")
@@ -259,18 +324,28 @@ class UnaryChannel:
             if self._goaway_last_stream < reply.stream:
                 code = int.from_bytes(payload[4:8], "big")
                 detail = payload[8:].decode("utf-8", "replace")
-                raise GrpcCallError("UNAVAILABLE", f"the server is going away (HTTP/2 error {code}{': ' + detail if detail else ''})")
+                text = f"the server is going away (HTTP/2 error {code}{': ' + detail if detail else ''})"
+                raise (_Unprocessed if self._calls else GrpcCallError)("UNAVAILABLE", text)
         elif kind == PUSH_PROMISE:
             raise GrpcCallError("INTERNAL", "the server pushed, though push is disabled")
+        elif kind == CONTINUATION:
+            raise Http2Error(PROTOCOL_ERROR, "CONTINUATION without a header block in progress")
         # PRIORITY and unknown frame types are ignored, as RFC 9113 asks.
 
     def _apply_settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - len(payload) % 6, 6):
-            key, value = struct.unpack_from(">HI", payload, offset)
+        if len(payload) % 6:
+            raise Http2Error(FRAME_SIZE_ERROR, "a SETTINGS payload must be a multiple of 6 bytes")
+        for key, value in struct.iter_unpack(">HI", payload):
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise Http2Error(FLOW_CONTROL_ERROR, "initial window size over 2^31-1")
                 self._stream_window += value - self._peer_initial_window
                 self._peer_initial_window = value
+                if self._stream_window > MAX_WINDOW:
+                    raise Http2Error(FLOW_CONTROL_ERROR, "a SETTINGS change pushes the stream's window past 2^31-1")
             elif key == SETTINGS_MAX_FRAME_SIZE:
+                if not DEFAULT_MAX_FRAME <= value <= LARGEST_FRAME:
+                    raise Http2Error(PROTOCOL_ERROR, f"max frame size {value} out of range")
                 self._peer_max_frame = value
 
 
@@ -283,6 +358,7 @@ class _Reply:
         self.http_status: str | None = None
         self.trailers: dict[str, str] | None = None
         self.ended = False
+        self.started = False  # a frame of the answer has come
 
     def headers(self, fields, end_stream: bool) -> None:
         values = dict(fields)

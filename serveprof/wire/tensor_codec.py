@@ -3,7 +3,13 @@
 Requests normally carry ``tensor_content`` (raw little-endian bytes): that becomes an
 ndarray with ``np.frombuffer`` (no copy). The typed repeated fields other clients send
 (``float_val``, ``int_val``, ``string_val`` ...) are accepted too, with TensorFlow's
-rule that a shorter list is padded with its last value. Responses always use
+rule that a shorter list is padded with its last value; but a tensor that would be
+padded to more than MAX_EXPANSION times the values it carries, and past
+EXPANSION_FLOOR_BYTES, is refused before anything is allocated: TF Serving expands a
+45-byte request into 256 MiB that way, and four at once took 5 GB here
+(docs/reliability.md). Shapes numpy cannot hold (more than MAX_RANK dimensions, or
+more than 2^63-1 bytes counting only the non-zero dimensions) are refused too, where
+TensorFlow would accept some and fail later. Responses always use
 ``tensor_content`` (``ndarray.tobytes``), except strings, which TensorFlow keeps in
 ``string_val``.
 """
@@ -53,6 +59,10 @@ DTYPES = {d.enum: d for d in (
     _dtype(23, "uint64", np.uint64, "uint64_val"),
 )}
 STRING = 7
+MAX_RANK = 64  # numpy's limit (TensorFlow's is 254)
+MAX_EXPANSION = 16  # elements a typed-field tensor may describe per value it carries ...
+EXPANSION_FLOOR_BYTES = 16 << 20  # ... once it describes more bytes than this
+_INTP_MAX = (1 << 63) - 1
 _BY_NUMPY = {d.numpy: d for d in DTYPES.values()}
 
 
@@ -72,6 +82,9 @@ def shape_of(shape_proto) -> tuple[int, ...]:
     """A request tensor's shape: fully known, every dimension >= 0."""
     if shape_proto.unknown_rank:
         raise invalid_argument("tensor parsing error: a request tensor must have a known rank (unknown_rank is set)")
+    if len(shape_proto.dim) > MAX_RANK:
+        raise invalid_argument(f"tensor parsing error: a shape of {len(shape_proto.dim)} dimensions; the embedded "
+                               f"server takes at most {MAX_RANK}")
     dims = tuple(dim.size for dim in shape_proto.dim)
     if any(size < 0 for size in dims):
         raise invalid_argument(f"tensor parsing error: shape {list(dims)} has a negative dimension")
@@ -90,7 +103,11 @@ def to_ndarray(tensor, content=None, max_bytes: int = 1 << 62) -> np.ndarray:
         raise invalid_argument(f"tensor parsing error: data type {dtype_name(tensor.dtype)} is not supported")
     shape = shape_of(tensor.tensor_shape)
     count = math.prod(shape)
-    if count * max(dtype.numpy.itemsize, 1) > max_bytes:
+    itemsize = max(dtype.numpy.itemsize, 1)
+    if math.prod(size for size in shape if size) * itemsize > _INTP_MAX:
+        raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} is too large to hold "
+                               "(more than 2^63-1 bytes, counting its non-zero dimensions)")
+    if count * itemsize > max_bytes:
         raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} needs more than "
                                f"--max_request_bytes={max_bytes} bytes")
     if content is None:
@@ -105,7 +122,14 @@ def to_ndarray(tensor, content=None, max_bytes: int = 1 << 62) -> np.ndarray:
             raise invalid_argument(f"tensor parsing error: tensor_content has {len(content)} bytes but shape "
                                    f"{list(shape)} of {dtype.name} needs {expected}")
         return np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
-    return _from_field(getattr(tensor, dtype.field), dtype, shape, count)
+    values = getattr(tensor, dtype.field)
+    carried = len(values) // (2 if dtype.field in ("scomplex_val", "dcomplex_val") else 1)
+    if count * itemsize > EXPANSION_FLOOR_BYTES and count > MAX_EXPANSION * max(carried, 1):
+        raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} holds {count} values but "
+                               f"{dtype.field} carries {carried}; the embedded server pads a typed field at most "
+                               f"{MAX_EXPANSION}-fold past {EXPANSION_FLOOR_BYTES >> 20} MiB (send tensor_content, "
+                               "or every value)")
+    return _from_field(values, dtype, shape, count)
 
 
 def _from_field(values, dtype: DType, shape: tuple[int, ...], count: int) -> np.ndarray:
