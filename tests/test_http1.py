@@ -125,12 +125,53 @@ def test_a_fresh_connection_closed_without_an_answer_is_an_error_not_a_retry():
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", "chunk size"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "response head"),
 ])
 def test_answers_that_are_not_http_are_refused(answer, words):
     server = ScriptedHttpServer([answer])
     with server.connection() as connection, pytest.raises(HttpProtocolError, match=words):
         connection.request("GET", "/")
+
+
+def test_transfer_encoding_overrides_content_length_and_the_connection_is_not_reused():
+    server = ScriptedHttpServer([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"2\r\nok\r\n0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"])
+    with server.connection() as connection:
+        assert connection.request("GET", "/") == (200, b"ok")  # RFC 9112 §6.3: chunked wins over Content-Length
+        assert connection.request("GET", "/") == (200, b"hi")
+    assert server.connections == 2
+
+
+def test_a_body_with_a_coding_that_is_not_chunked_runs_to_the_close():
+    server = ScriptedHttpServer([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot chunked"], close_after_each=True)
+    with server.connection() as connection:
+        assert connection.request("GET", "/") == (200, b"not chunked")
+
+
+def test_a_server_that_trickles_its_answer_meets_the_deadline():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1000)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(40):  # a byte of trailer now and then, never the end
+                try:
+                    conn.sendall(b"0\r\n" if _ == 0 else b"x")
+                except OSError:
+                    return
+                threading.Event().wait(0.1)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    with Http1Connection("127.0.0.1", listener.getsockname()[1], timeout_s=0.5) as connection:
+        with pytest.raises(TimeoutError):
+            connection.request("GET", "/")
+    listener.close()
 
 
 def test_large_bodies_both_ways():

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from serveprof.client.http2_unary import GrpcCallError, UnaryChannel, grpc_timeout_header, parse_target
 from serveprof.wire.http2 import (CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED,
-                                  GOAWAY, HEADERS, PING, PREFACE, SETTINGS, WINDOW_UPDATE, hpack_int)
+                                  GOAWAY, HEADERS, PING, PREFACE, RST_STREAM, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE,
+                                  hpack_int)
 
 ECHO, FAIL, SLOW, LENGTH = "/t.Echo/Echo", "/t.Echo/Fail", "/t.Echo/Slow", "/t.Echo/Length"
 
@@ -351,3 +352,60 @@ def test_connect_to_nothing_is_unavailable():
         with UnaryChannel(f"127.0.0.1:{port}", timeout_s=5) as channel, pytest.raises(GrpcCallError) as raised:
             channel.connect()
     assert raised.value.code == "UNAVAILABLE"
+
+
+# ------------------------------------------------------- a server that breaks RFC 9113
+
+
+def _ok_answer(stream: int, body: bytes = b"fine") -> bytes:
+    return b"".join([_frame(HEADERS, FLAG_END_HEADERS, stream, _block((":status", "200"))),
+                     _frame(DATA, 0, stream, _message(body)),
+                     _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(("grpc-status", "0")))])
+
+
+@pytest.mark.parametrize("breakage, words", [
+    (lambda stream: _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 31) - 1)), "past 2^31-1"),
+    (lambda stream: _frame(DATA, 0, stream + 2, b"unasked"), "never opened"),
+    (lambda stream: _frame(HEADERS, 0, stream, _block((":status", "200")))
+     + _frame(CONTINUATION, 0, stream, b"") * 40, "CONTINUATION"),
+    (lambda stream: _frame(SETTINGS, 0, 0, b"12345"), "multiple of 6"),
+    (lambda stream: _frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 31)), "2^31-1"),
+], ids=["window overflow", "unknown stream", "continuation flood", "settings length", "settings window"])
+def test_a_server_that_breaks_http2_fails_the_call(breakage, words):
+    peer = ScriptedPeer(lambda stream: breakage(stream) + _ok_answer(stream))
+    with UnaryChannel(peer.target, timeout_s=5) as channel, pytest.raises(GrpcCallError) as raised:
+        channel.call("/a.B/C", b"x")
+    assert raised.value.code == "INTERNAL" and words in raised.value.details
+
+
+def test_data_on_a_finished_stream_is_answered_stream_closed():
+    peer = ScriptedPeer(lambda stream: _ok_answer(stream) + _frame(DATA, 0, stream, b"late") + _frame(PING, 0, 0, b"p" * 8))
+    with UnaryChannel(peer.target, timeout_s=5) as channel:
+        assert channel.call("/a.B/C", b"x") == b"fine"
+        with pytest.raises(GrpcCallError):
+            channel.call("/a.B/C", b"y")  # reads the late DATA (and the PING) while waiting; the peer then hangs up
+    peer.thread.join(5)
+    assert (RST_STREAM, 0, 1, struct.pack(">I", STREAM_CLOSED)) in peer.request_frames
+
+
+def test_a_server_that_trickles_pings_meets_the_calls_deadline():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(_frame(SETTINGS, 0, 0))
+            for _ in range(30):
+                try:
+                    conn.sendall(_frame(PING, 0, 0, b"12345678"))
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    with UnaryChannel(f"127.0.0.1:{listener.getsockname()[1]}", timeout_s=0.6) as channel:
+        with pytest.raises(GrpcCallError) as raised:
+            channel.call("/a.B/C", b"x")
+    assert raised.value.code == "DEADLINE_EXCEEDED" and time.monotonic() - started < 2
+    listener.close()

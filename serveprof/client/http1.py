@@ -166,7 +166,8 @@ class Http1Connection:
                 name, sep, value = line.partition(":")
                 if not sep:
                     raise HttpProtocolError(f"malformed response header line: {line[:100]!r}")
-                headers[name.strip().lower()] = value.strip()
+                name, value = name.strip().lower(), value.strip()
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value  # RFC 9110 §5.3
             if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
                 headers["connection"] = "close"
             if not code.startswith("1"):  # 1xx answers are interim: the real one follows

@@ -189,20 +189,22 @@ class _Stream:
             if self.reset or connection.closed:
                 connection.respond_nothing(self)
                 return
+            answer = error = None
             try:
                 answer = server.methods[self.path](memoryview(self.message))
-            except ServingError as error:
-                quiet_log(logging.INFO, f"gRPC {self.path} {error.code.name}", "gRPC %s from %s: %s: %s", self.path,
-                          connection.peer, error.code.name, error.message[:300])
-                connection.respond_error(self, error.code.value, error.message)
-            except Exception as error:  # noqa: BLE001 - the server must outlive any one request
+            except ServingError as failure:
+                quiet_log(logging.INFO, f"gRPC {self.path} {failure.code.name}", "gRPC %s from %s: %s: %s", self.path,
+                          connection.peer, failure.code.name, failure.message[:300])
+                error = failure.code.value, failure.message
+            except Exception as failure:  # noqa: BLE001 - the server must outlive any one request
                 log.exception("%s failed unexpectedly", self.path)
-                connection.respond_error(self, Code.INTERNAL.value,
-                                         f"{self.path} internal error: {type(error).__name__}: {error}")
-            else:
+                error = Code.INTERNAL.value, f"{self.path} internal error: {type(failure).__name__}: {failure}"
+            connection.release(self)  # the request's bytes are not needed to answer
+            if error is None:
                 connection.respond(self, answer)
+            else:
+                connection.respond_error(self, *error)
         finally:
-            self.message = None
             connection.ran(self)
             server.finished()
 
