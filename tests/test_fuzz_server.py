@@ -605,3 +605,11 @@ def test_rest_content_length_that_is_not_a_plain_number(capped, length):
     status, answer = raw_rest_exchange(capped.rest_port, head, b"{}")
     assert_rest_error(status, answer, length)
     assert status == (413 if length.isascii() and length.isdigit() else 400), answer[:300]
+
+
+def test_rest_chunk_framing_counts_against_the_cap(capped):
+    # 2-byte chunks: 7 bytes on the wire per 2 of data. 400 kB of data is under the cap, its 1.4 MB of chunks
+    # are not; counting only the data let 134 MiB of such chunks take 976 MiB of memory.
+    body = b"2\r\n  \r\n" * 200_000
+    status, answer = raw_rest_exchange(capped.rest_port, CHUNKED_HEAD, body + b"0\r\n\r\n")
+    assert status == 413, answer[:300]

@@ -380,7 +380,7 @@ def test_a_server_that_breaks_http2_fails_the_call(breakage, words):
 
 def test_data_on_a_finished_stream_is_answered_stream_closed():
     peer = ScriptedPeer(lambda stream: _ok_answer(stream) + _frame(DATA, 0, stream, b"late") + _frame(PING, 0, 0, b"p" * 8))
-    with UnaryChannel(peer.target, timeout_s=5) as channel:
+    with UnaryChannel(peer.target, timeout_s=1) as channel:
         assert channel.call("/a.B/C", b"x") == b"fine"
         with pytest.raises(GrpcCallError):
             channel.call("/a.B/C", b"y")  # reads the late DATA (and the PING) while waiting; the peer then hangs up

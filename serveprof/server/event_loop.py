@@ -154,6 +154,8 @@ class Connection:
 class EventLoop:
     """Accepts on ``listener`` and serves every connection ``connect(loop, sock, peer)`` makes, on one thread."""
 
+    running: set[EventLoop] = set()  # every API's loop in this process
+
     def __init__(self, name: str, listener: socket.socket, connect, limits: Limits):
         self.name, self.listener, self.connect, self.limits = name, listener, connect, limits
         listener.setblocking(False)
@@ -208,6 +210,7 @@ class EventLoop:
     # -- the loop
     def _run(self) -> None:
         self.thread_id = threading.get_ident()
+        EventLoop.running.add(self)
         next_scan = time.monotonic() + SCAN_INTERVAL_S
         try:
             while not self._stopping:
@@ -238,6 +241,7 @@ class EventLoop:
         except Exception:  # noqa: BLE001 - a bug here must be loud, not a silently dead API
             log.exception("%s: the event loop failed", self.name)
         finally:
+            EventLoop.running.discard(self)
             self._close_listener()
             for connection in list(self.connections):
                 connection.closed = True
@@ -308,9 +312,15 @@ class EventLoop:
             except OSError as error:
                 if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # that client gave up; the next one may be fine
-                if error.errno in _RESOURCE_ERRNOS and self._evict_one():
-                    continue
                 if error.errno in _RESOURCE_ERRNOS:
+                    quiet_log(logging.WARNING, f"{self.name} resources", "%s: accept failed (%s) with %d connections "
+                              "open; closing idle ones to make room", self.name, os.strerror(error.errno),
+                              len(self.connections))
+                    if self._evict_one():
+                        continue
+                    for sibling in list(EventLoop.running):  # descriptors are the process's, not one API's
+                        if sibling is not self:
+                            sibling.call_soon(sibling._evict_one)
                     self._shed_one()
                 self._pause_accepting(error)
                 return

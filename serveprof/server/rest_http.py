@@ -294,49 +294,52 @@ class _RestConnection(Connection):
 
     def _read_chunks(self) -> bool:
         """Chunked body (RFC 9112 §7.1); True once the request was dispatched."""
-        buffer = self.buffer
-        while True:
-            if self.chunk_left > 0:
-                take = min(self.chunk_left, len(buffer))
-                self.body += buffer[:take]
-                del buffer[:take]
-                self.chunk_left -= take
-                if self.chunk_left:
-                    return False
-            if self.chunk_left == 0:  # the CRLF that ends a chunk's data
-                if len(buffer) < 2:
-                    return False
-                if buffer[:2] != b"\r\n":
-                    raise _Refusal(400, "malformed chunked body: a chunk is cut short or does not end with CRLF")
-                del buffer[:2]
-                self.chunk_left = -1
-            if self.chunk_left == -2:  # after the last chunk: trailer fields, then an empty line
-                if buffer.startswith((b"\r\n", b"\n")):
-                    del buffer[:1 if buffer[0] == 10 else 2]
-                else:
-                    found = _HEAD_END.search(buffer, 0, MAX_TRAILER_BYTES)
-                    if found is None:
-                        if len(buffer) >= MAX_TRAILER_BYTES:
-                            raise _Refusal(400, f"chunked body trailers over {MAX_TRAILER_BYTES} bytes")
+        buffer, position = self.buffer, 0
+        try:
+            while True:
+                if self.chunk_left > 0:
+                    take = min(self.chunk_left, len(buffer) - position)
+                    self.body += buffer[position:position + take]
+                    position += take
+                    self.chunk_left -= take
+                    if self.chunk_left:
                         return False
-                    del buffer[:found.end()]
-                self._dispatch(bytes(self.body))
-                return True
-            end = buffer.find(b"\n", 0, MAX_CHUNK_LINE)
-            if end < 0:
-                if len(buffer) >= MAX_CHUNK_LINE:
-                    raise _Refusal(400, f"malformed chunked body: a chunk-size line over {MAX_CHUNK_LINE} bytes")
-                return False
-            size_text = bytes(buffer[:end]).rstrip(b"\r").split(b";", 1)[0].strip(b" \t")
-            if not _CHUNK_SIZE.fullmatch(size_text):  # int(x, 16) alone would take "-1", "+1" and "1_0"
-                raise _Refusal(400, f"malformed chunked body: chunk size {size_text[:20]!r}")
-            size = int(size_text, 16)
-            framing = end + 1 + (2 if size else 0)  # the size line, and the CRLF after the data
-            self._check_size(self.wire + framing + size)
-            self._reserve(framing + size)
-            self.wire += framing + size
-            del buffer[:end + 1]
-            self.chunk_left = size if size else -2
+                if self.chunk_left == 0:  # the CRLF that ends a chunk's data
+                    if len(buffer) - position < 2:
+                        return False
+                    if buffer[position:position + 2] != b"\r\n":
+                        raise _Refusal(400, "malformed chunked body: a chunk is cut short or does not end with CRLF")
+                    position += 2
+                    self.chunk_left = -1
+                if self.chunk_left == -2:  # after the last chunk: trailer fields, then an empty line
+                    if buffer.startswith((b"\r\n", b"\n"), position):
+                        position += 1 if buffer[position] == 10 else 2
+                    else:
+                        found = _HEAD_END.search(buffer, position, position + MAX_TRAILER_BYTES)
+                        if found is None:
+                            if len(buffer) - position >= MAX_TRAILER_BYTES:
+                                raise _Refusal(400, f"chunked body trailers over {MAX_TRAILER_BYTES} bytes")
+                            return False
+                        position = found.end()
+                    self._dispatch(bytes(self.body))
+                    return True
+                end = buffer.find(b"\n", position, position + MAX_CHUNK_LINE)
+                if end < 0:
+                    if len(buffer) - position >= MAX_CHUNK_LINE:
+                        raise _Refusal(400, f"malformed chunked body: a chunk-size line over {MAX_CHUNK_LINE} bytes")
+                    return False
+                size_text = bytes(buffer[position:end]).rstrip(b"\r").split(b";", 1)[0].strip(b" \t")
+                if not _CHUNK_SIZE.fullmatch(size_text):  # int(x, 16) alone would take "-1", "+1" and "1_0"
+                    raise _Refusal(400, f"malformed chunked body: chunk size {size_text[:20]!r}")
+                size = int(size_text, 16)
+                framing = end + 1 - position + (2 if size else 0)  # the size line, and the CRLF after the data
+                self._check_size(self.wire + framing + size)
+                self._reserve(framing + size)
+                self.wire += framing + size
+                position = end + 1
+                self.chunk_left = size if size else -2
+        finally:
+            del buffer[:position]
 
     def _check_size(self, length: int) -> None:
         if length > self.server.max_body:
