@@ -20,10 +20,10 @@ import time
 import psutil
 import pytest
 
-from tests.fixtures.attacks import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, GOAWAY,
+from tests.fixtures.attacks import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
                                     HEADERS, PING, PREDICT, RST_STREAM, SETTINGS, WINDOW_UPDATE, Background, Target,
                                     call_frames, closed_by_peer, frame, goaway_of, h2_connection, idle_connections,
-                                    predict_request, read_frames, request_headers, send_quietly)
+                                    predict_request, rapid_reset, read_frames, request_headers, send_quietly)
 from tests.fixtures.embedded_server import TINY_IMAGE_SIZE, TINY_MODEL_NAME, running_server
 
 MiB = 1 << 20
@@ -113,14 +113,7 @@ def test_a_zero_window_holds_no_worker_and_answers_are_dropped_in_time(target, b
 
 
 def test_rapid_reset_runs_no_reset_request(target, before):
-    # 2000 calls that each predict a batch of 2048 (a 1.5 MB tensor from one value), each reset at once.
-    expensive = predict_request(TINY_MODEL_NAME, [2048, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3], float_val=(0.25,))
-    burst = b"".join(call_frames(stream, expensive) + frame(RST_STREAM, 0, stream, struct.pack(">I", CANCEL))
-                     for stream in range(1, 4001, 2))
-    sock = h2_connection(target.grpc_port)
-    send_quietly(sock, burst)
-    goaway = goaway_of(read_frames(sock, 5.0, stop=goaway_of))
-    sock.close()
+    goaway = rapid_reset(target.grpc_port, TINY_MODEL_NAME, TINY_IMAGE_SIZE)
     assert goaway is not None and goaway[0] == ENHANCE_YOUR_CALM
     time.sleep(1.0)
     # Were they run, 2000 such predicts would take many seconds of CPU.

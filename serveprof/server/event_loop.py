@@ -79,6 +79,8 @@ class Connection:
         self.mask = 0  # the events the loop has registered
         self.deadline = FOREVER  # no later than the next moment ``on_deadline`` has work to do
         self.accepted = time.monotonic()
+        self.write_timeout_s = FOREVER  # queued bytes the peer does not take within this close the connection
+        self.out_since: float | None = None  # since when bytes have waited in ``out``
 
     # -- for subclasses
     def on_readable(self) -> None:
@@ -116,6 +118,8 @@ class Connection:
             return
         if views:
             self.out = views
+            self.out_since = time.monotonic()
+            self.deadline = min(self.deadline, self.out_since + self.write_timeout_s)
             self.loop.update_soon(self)
 
     def flush(self) -> None:
@@ -128,7 +132,33 @@ class Connection:
                 self.broken(error)
                 return
             if not self.out:
+                self.out_since = None
                 self.on_flushed()
+
+    def write_stalled(self, now: float) -> bool:
+        """True (and the connection closed) if queued bytes have waited longer than ``write_timeout_s``."""
+        if self.out_since is None or now < self.out_since + self.write_timeout_s:
+            return False
+        quiet_log(logging.WARNING, f"{self.loop.name} write", "%s client %s took nothing for %.0f s; closing its "
+                  "connection", self.loop.name, self.peer, self.write_timeout_s)
+        self.closed = True
+        return True
+
+    def shut_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.closed = True
+
+    def drain(self) -> None:
+        """Read and drop what the peer sends (after we closed our side); EOF closes the connection."""
+        try:
+            if not self.sock.recv(1 << 18):
+                self.closed = True
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self.closed = True
 
     @property
     def out_bytes(self) -> int:

@@ -242,14 +242,14 @@ class _Http2Connection(Connection):
         self.ping_strikes, self.last_ping = 0, -FOREVER
         self.calm_tokens, self.calm_time = float(CALM_BURST), time.monotonic()
         self.idle_since = self.accepted
-        self.out_since: float | None = None
+        self.write_timeout_s = self.limits.request_timeout_s
         self.deadline = self.accepted + self.limits.handshake_timeout_s
 
     # ---------------------------------------------------------------- reading (loop thread)
 
     def on_readable(self) -> None:
         if self.lingering:
-            self._drain()
+            self.drain()
             return
         try:
             with self.lock:
@@ -771,18 +771,10 @@ class _Http2Connection(Connection):
             self._remember_reset(stream.id)
         self._retire(stream)
 
-    def send_locked(self, buffers) -> None:
-        had_out = bool(self.out)
-        super().send_locked(buffers)
-        if self.out and not had_out:
-            self.out_since = time.monotonic()
-            self.deadline = min(self.deadline, self.out_since + self.limits.request_timeout_s)
-
     def on_flushed(self) -> None:
-        self.out_since = None
         self.want_read = True
         if self.lingering:
-            self._shut_write()
+            self.shut_write()
 
     def go_away(self, code: int, message: str) -> None:
         with self.lock:
@@ -802,22 +794,7 @@ class _Http2Connection(Connection):
             self.want_read = True
             self.deadline = time.monotonic() + LINGER_S
             if not self.out:
-                self._shut_write()
-
-    def _shut_write(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.closed = True
-
-    def _drain(self) -> None:
-        try:
-            if not self.sock.recv(READ_CHUNK):
-                self.closed = True
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self.closed = True
+                self.shut_write()
 
     # ---------------------------------------------------------------- time (loop thread)
 
@@ -832,10 +809,7 @@ class _Http2Connection(Connection):
                               "SETTINGS within %.1f s; closing it", self.peer, self.limits.handshake_timeout_s)
                     self.closed = True
                 return
-            if self.out_since is not None and now >= self.out_since + self.limits.request_timeout_s:
-                quiet_log(logging.WARNING, "gRPC write", "gRPC client %s read nothing for %.0f s; closing its "
-                          "connection", self.peer, self.limits.request_timeout_s)
-                self.closed = True
+            if self.write_stalled(now):
                 return
             upcoming = FOREVER if self.out_since is None else self.out_since + self.limits.request_timeout_s
             for stream in list(self.streams.values()):

@@ -132,7 +132,7 @@ class _RestConnection(Connection):
         self.requests = 0
         self.started: float | None = None  # when the current request's first byte came
         self.idle_since = self.accepted
-        self.out_since: float | None = None
+        self.write_timeout_s = server.timeout_s
         self.lingering = False
         self.close_after_flush = False
         self.reserved = 0  # budget bytes of the body being read
@@ -153,7 +153,7 @@ class _RestConnection(Connection):
 
     def on_readable(self) -> None:
         if self.lingering:
-            self._drain()
+            self.drain()
             return
         with self.lock:
             try:
@@ -426,36 +426,13 @@ class _RestConnection(Connection):
         if self.out:
             self.close_after_flush = True
         else:
-            self._shut_write()
+            self.shut_write()
         self.loop.update_soon(self)
 
-    def _shut_write(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.closed = True
-
-    def _drain(self) -> None:
-        try:
-            if not self.sock.recv(READ_CHUNK):
-                self.closed = True
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self.closed = True
-
-    def send_locked(self, buffers) -> None:
-        had_out = bool(self.out)
-        super().send_locked(buffers)
-        if self.out and not had_out:
-            self.out_since = time.monotonic()
-            self.deadline = min(self.deadline, self.out_since + self.server.timeout_s)
-
     def on_flushed(self) -> None:
-        self.out_since = None
         if self.close_after_flush:
             self.close_after_flush = False
-            self._shut_write()
+            self.shut_write()
 
     def release(self) -> None:
         with self.lock:
@@ -470,10 +447,7 @@ class _RestConnection(Connection):
             if self.lingering and not self.out:
                 self.closed = True
                 return
-            if self.out_since is not None and now >= self.out_since + self.server.timeout_s:
-                quiet_log(logging.WARNING, "REST write", "REST client %s read nothing for %.0f s; closing its "
-                          "connection", self.peer, self.server.timeout_s)
-                self.closed = True
+            if self.write_stalled(now):
                 return
             upcoming = FOREVER if self.out_since is None else self.out_since + self.server.timeout_s
             if self.state != _BUSY and not self.lingering:
