@@ -35,8 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.attacks import (CONTINUATION, DATA, END_HEADERS, HEADERS, PING, PREFACE, SETTINGS,  # noqa: E402
-                                    Target, call_frames, frame, goaway_of, h2_connection, idle_connections,
+from tests.fixtures.attacks import (CONTINUATION, END_HEADERS, HEADERS, PING, PREFACE, SETTINGS,  # noqa: E402
+                                    Target, call_frames, data_frames, frame, goaway_of, h2_connection, idle_connections,
                                     predict_request, rapid_reset, read_frames, request_headers, send_quietly)
 from tests.fixtures.embedded_server import free_port, server_env  # noqa: E402
 
@@ -105,7 +105,7 @@ def unfinished_bodies(target: Target) -> dict:
     sock = h2_connection(target.grpc_port)
     for stream in range(1, 17, 2):
         send_quietly(sock, frame(HEADERS, END_HEADERS, stream, request_headers())
-                     + frame(DATA, 0, stream, b"\0" + struct.pack(">I", 64 * MiB) + b"\0" * (16 * MiB)))
+                     + data_frames(stream, b"\0" + struct.pack(">I", 64 * MiB) + b"\0" * (16 * MiB)))
     during = target.served_within(3) is not None
     frames = read_frames(sock, 2.0)
     sock.close()

@@ -130,16 +130,17 @@ def test_a_continuation_flood_is_cut_off(target, before):
 def test_unfinished_bodies_hold_at_most_the_budget_and_time_out(target, before):
     declared, sent = 16 * MiB, 4 * MiB
     sock = h2_connection(target.grpc_port)
-    for stream in range(1, 17, 2):  # 8 streams of 16 MiB each; the budget is 64 MiB
+    for stream in range(1, 17, 2):  # 8 streams of 16 MiB each; large requests may take 56 of the 64 MiB budget
         sock.sendall(frame(HEADERS, END_HEADERS, stream, request_headers())
                      + frame(DATA, 0, stream, b"\0" + struct.pack(">I", declared) + b"\0" * sent))
+    assert target.served_within(RECOVERY_S) is not None  # an eighth of the budget is kept for small requests
     frames = read_frames(sock, 4.0, stop=lambda got: sum(kind == HEADERS and flags & END_STREAM
                                                          for kind, flags, *_ in got) >= 8)
     trailers = [payload for kind, flags, _, payload in frames if kind == HEADERS and flags & END_STREAM]
     assert len(trailers) == 8
-    assert sum(b"grpc-status\x018" in block for block in trailers) == 4  # RESOURCE_EXHAUSTED: over the budget
-    assert sum(b"grpc-status\x014" in block for block in trailers) == 4  # DEADLINE_EXCEEDED: never finished
-    assert target.usage().rss < before.rss + 4 * sent + RSS_BOUND  # what arrived, not what was declared
+    assert sum(b"grpc-status\x018" in block for block in trailers) == 5  # RESOURCE_EXHAUSTED: over the budget
+    assert sum(b"grpc-status\x014" in block for block in trailers) == 3  # DEADLINE_EXCEEDED: never finished
+    assert target.usage().rss < before.rss + 3 * sent + RSS_BOUND  # what arrived, not what was declared
     sock.close()
 
 

@@ -13,21 +13,28 @@ import threading
 from dataclasses import dataclass, field
 
 MiB = 1 << 20
+SMALL_REQUEST = 1 * MiB  # requests up to this size may use the part of the budget kept from larger ones
 SPARE_DESCRIPTORS = 64  # for the model's files, logs and listeners
 log = logging.getLogger("serveprof.serve")
 
 
 class BufferBudget:
-    """Bytes of request bodies held in memory at once, across connections and both APIs."""
+    """Bytes of request bodies held in memory at once, across connections and both APIs.
+
+    An eighth of it is kept for requests of at most SMALL_REQUEST bytes, so that large
+    bodies that never finish cannot shut out the small calls (a status poll, a batch-1
+    predict) until their deadline ends them.
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
+        self.kept_for_small = limit // 8
         self.used = 0
         self._lock = threading.Lock()
 
     def reserve(self, count: int) -> bool:
         with self._lock:
-            if self.used + count > self.limit:
+            if self.used + count > (self.limit if count <= SMALL_REQUEST else self.limit - self.kept_for_small):
                 return False
             self.used += count
             return True
