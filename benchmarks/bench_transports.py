@@ -40,6 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+if os.environ.get("BENCH_SERVEPROF_TREE"):  # the "serveprof (tree)" server: another checkout's transport
+    sys.path.insert(0, os.environ["BENCH_SERVEPROF_TREE"])
 
 from tests.fixtures.attacks import predict_request  # noqa: E402
 
@@ -65,7 +67,7 @@ def serve(kind: str, port: int) -> None:
     def method(request) -> bytes:
         return answers["big" if len(request) > 100_000 else "small"]
 
-    if kind == "serveprof":
+    if kind.startswith("serveprof"):
         from serveprof.server.grpc_http2 import GrpcServer
 
         GrpcServer({PREDICT: method}, "127.0.0.1", port, max_workers=4, max_message_bytes=1 << 30).start()
@@ -192,10 +194,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(kind: str) -> tuple[subprocess.Popen, int]:
+def start(kind: str, tree: Path | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
+    env = dict(os.environ, GRPC_VERBOSITY="ERROR", BENCH_SERVEPROF_TREE=str(tree) if kind == "serveprof (tree)" else "")
     process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=REPO,
-                               stdout=subprocess.PIPE, env=dict(os.environ, GRPC_VERBOSITY="ERROR"))
+                               stdout=subprocess.PIPE, env=env)
     if process.stdout.readline().strip() != b"ready":
         raise RuntimeError(f"{kind} server did not start")
     return process, port
@@ -206,7 +209,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
-def compare_servers(requests: dict[str, tuple[bytes, int]]) -> list[list]:
+def compare_servers(requests: dict[str, tuple[bytes, int]], tree: Path | None) -> list[list]:
     import importlib.util
 
     import psutil
@@ -216,7 +219,9 @@ def compare_servers(requests: dict[str, tuple[bytes, int]]) -> list[list]:
     kinds = [kind for kind in SERVERS if kind != "h2 library" or importlib.util.find_spec("h2") is not None]
     if len(kinds) < len(SERVERS):
         print("(the h2 library is not installed: pip install -e '.[bench]' to compare it too)")
-    started = {kind: start(kind) for kind in kinds}
+    if tree is not None:
+        kinds.insert(1, "serveprof (tree)")
+    started = {kind: start(kind, tree) for kind in kinds}
     rows = []
     try:
         channels = {kind: UnaryChannel(f"127.0.0.1:{port}", timeout_s=120) for kind, (_, port) in started.items()}
@@ -293,7 +298,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4000, help="calls per server at batch 1")
     parser.add_argument("--big-rounds", type=int, default=20, help="calls per server at batch 32 (19 MB)")
-    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, help="also time the serveprof transport of this checkout "
+                                                 "(e.g. an older commit unpacked with git archive)")
+    parser.add_argument("--serve", choices=SERVERS + ("serveprof (tree)",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -307,7 +314,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {load:.1f} before")
     print("\n## Servers (lean client)\n")
     print(table(["request", "server transport", "calls", "median ms", "p99 ms", "server CPU ms/call"],
-                compare_servers(requests)))
+                compare_servers(requests, args.tree)))
     print("\n## Clients (serveprof server)\n")
     print(table(["request", "client", "calls", "median ms", "calling thread CPU ms/call", "client process CPU ms/call"],
                 compare_clients(requests)))

@@ -20,7 +20,7 @@ import errno
 import logging
 import os
 import queue
-import selectors
+import select
 import socket
 import threading
 import time
@@ -36,6 +36,7 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 1.0  # accepting pauses after a failure f
 LOG_EVERY_S = 10.0  # a kind of event an attacker can repeat is logged at most this often
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _LISTENER, _WAKEUP = object(), object()
+READ, WRITE = select.EPOLLIN, select.EPOLLOUT  # epoll directly: selectors' wrapper costs microseconds a wake-up
 FOREVER = float("inf")
 
 
@@ -72,6 +73,7 @@ class Connection:
         self.loop, self.sock, self.peer = loop, sock, peer
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fd = sock.fileno()
         self.lock = threading.RLock()  # re-entered when a failed write closes the connection
         self.out: list[memoryview] = []  # bytes the socket did not take yet
         self.closed = False
@@ -190,10 +192,12 @@ class EventLoop:
         self.name, self.listener, self.connect, self.limits = name, listener, connect, limits
         listener.setblocking(False)
         self.connections: collections.OrderedDict[Connection, None] = collections.OrderedDict()  # least recent first
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(listener, selectors.EVENT_READ, _LISTENER)
+        self._epoll = select.epoll()
+        self._targets: dict[int, object] = {}  # descriptor -> what its events are for
+        self._listener_fd = listener.fileno()
+        self._watch(self._listener_fd, READ, _LISTENER)
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._selector.register(self._wakeup, selectors.EVENT_READ, _WAKEUP)
+        self._watch(self._wakeup, READ, _WAKEUP)
         self._woken = False
         self._calls: collections.deque = collections.deque()
         self._reserve = self._open_reserve()
@@ -245,13 +249,15 @@ class EventLoop:
         try:
             while not self._stopping:
                 try:
-                    events = self._selector.select(SCAN_INTERVAL_S)
+                    events = self._epoll.poll(SCAN_INTERVAL_S)
                 except OSError as error:  # not expected; keep serving
-                    log.warning("%s: select failed: %s", self.name, error)
+                    log.warning("%s: epoll failed: %s", self.name, error)
                     time.sleep(0.01)
                     continue
-                for key, mask in events:
-                    target = key.data
+                for fd, mask in events:
+                    target = self._targets.get(fd)
+                    if target is None:
+                        continue
                     if target is _LISTENER:
                         self._accept()
                     elif target is _WAKEUP:
@@ -276,16 +282,16 @@ class EventLoop:
             for connection in list(self.connections):
                 connection.closed = True
                 self.update(connection)
-            self._selector.close()
+            self._epoll.close()
             os.close(self._wakeup)
             if self._reserve is not None:
                 os.close(self._reserve)
 
     def _serve(self, connection: Connection, mask: int) -> None:
         try:
-            if mask & selectors.EVENT_WRITE:
+            if mask & WRITE:
                 connection.flush()
-            if mask & selectors.EVENT_READ and not connection.closed:
+            if mask & ~WRITE and not connection.closed:  # readable, or an error or hang-up a read will report
                 self.connections.move_to_end(connection)
                 connection.on_readable()
         except Exception:  # noqa: BLE001 - one connection's bug must not end the others
@@ -305,7 +311,7 @@ class EventLoop:
         if self._accept_paused_until and now >= self._accept_paused_until:
             self._accept_paused_until = 0.0
             if self.listener.fileno() >= 0:
-                self._selector.register(self.listener, selectors.EVENT_READ, _LISTENER)
+                self._watch(self._listener_fd, READ, _LISTENER)
             if self._reserve is None:
                 self._reserve = self._open_reserve()
 
@@ -315,22 +321,33 @@ class EventLoop:
             if connection in self.connections:
                 del self.connections[connection]
                 if connection.mask:
-                    self._selector.unregister(connection.sock)
+                    self._unwatch(connection.fd)
                     connection.mask = 0
                 with connection.lock:  # no worker is mid-write when the descriptor number is freed
                     close_quietly(connection.sock)
                 connection.on_closed()
             return
-        wanted = (selectors.EVENT_READ if connection.want_read else 0) | (selectors.EVENT_WRITE if connection.out else 0)
+        wanted = (READ if connection.want_read else 0) | (WRITE if connection.out else 0)
         if wanted == connection.mask:
             return
         if not wanted:
-            self._selector.unregister(connection.sock)
+            self._unwatch(connection.fd)
         elif not connection.mask:
-            self._selector.register(connection.sock, wanted, connection)
+            self._watch(connection.fd, wanted, connection)
         else:
-            self._selector.modify(connection.sock, wanted, connection)
+            self._epoll.modify(connection.fd, wanted)
         connection.mask = wanted
+
+    def _watch(self, fd: int, mask: int, target) -> None:
+        self._epoll.register(fd, mask)
+        self._targets[fd] = target
+
+    def _unwatch(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        self._targets.pop(fd, None)
 
     # -- accepting
     def _accept(self) -> None:
@@ -407,16 +424,10 @@ class EventLoop:
                   "again in %.2f s", self.name, os.strerror(error.errno) if error.errno else error,
                   len(self.connections), self._backoff)
         self._accept_paused_until = time.monotonic() + self._backoff
-        try:
-            self._selector.unregister(self.listener)
-        except (KeyError, ValueError):
-            pass
+        self._unwatch(self._listener_fd)
 
     def _close_listener(self) -> None:
-        try:
-            self._selector.unregister(self.listener)
-        except (KeyError, ValueError, OSError):
-            pass
+        self._unwatch(self._listener_fd)
         self._accept_paused_until = 0.0
         close_quietly(self.listener)
 
