@@ -14,8 +14,8 @@ PredictResponse of the right size, so only the transport is measured):
 Requests are the existing benchmarks' (benchmarks/bench_server_overhead.py): the tiny
 classifier at batch 1 (a 0.8 kB PredictRequest, a 3-float answer) and MobileNetV2 at
 batch 32 (19 MB of float32, a 32x1000 answer). Each server gets its own connection from
-serveprof's lean client, and the servers are called in turn, call after call, so the
-machine's noise falls on all alike. Reported per server: median and p99 latency, and
+serveprof's lean client, and the servers are called in turn, call after call, each
+going first in turn, so the machine's noise falls on all alike. Reported per server: median and p99 latency, and
 the server process's CPU per call (psutil, user + system).
 
 Clients, against the serveprof server, also alternated call by call: the lean client
@@ -231,8 +231,9 @@ def compare_servers(requests: dict[str, tuple[bytes, int]], tree: Path | None) -
                     channel.call(PREDICT, request)
             times = {kind: [] for kind in channels}
             cpu = {kind: sum(psutil.Process(process.pid).cpu_times()[:2]) for kind, (process, _) in started.items()}
-            for _ in range(rounds):
-                for kind, channel in channels.items():
+            order = list(channels.items())
+            for index in range(rounds):
+                for kind, channel in order[index % len(order):] + order[:index % len(order)]:  # each goes first in turn
                     begin = time.perf_counter()
                     channel.call(PREDICT, request)
                     times[kind].append(time.perf_counter() - begin)
@@ -269,8 +270,9 @@ def compare_clients(requests: dict[str, tuple[bytes, int]]) -> list[list]:
             times = {name: [] for name in clients}
             thread_cpu = {name: 0 for name in clients}
             process_cpu = {name: 0 for name in clients}
-            for _ in range(rounds):
-                for name, call in clients.items():
+            order = list(clients.items())
+            for index in range(rounds):
+                for name, call in order[index % 2:] + order[:index % 2]:
                     thread0, process0, begin = time.thread_time_ns(), time.process_time_ns(), time.perf_counter()
                     call(request)
                     times[name].append(time.perf_counter() - begin)
