@@ -234,3 +234,27 @@ def test_rest_takes_a_burst_of_connections_without_syn_retries(target, before):
         took = time.monotonic() - started
         assert all(sock.getpeername() for sock in socks)
     assert took < 1.0  # a listen backlog of 5 made one connect in seven wait 1 s for a SYN retransmit
+
+
+def test_rest_pipelined_requests_get_their_answers_in_order(target, before):
+    # The control for the smuggling cases: well-framed requests back to back are each answered.
+    body = target.rest_body
+    post = (b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    with socket.create_connection(("127.0.0.1", target.rest_port), timeout=5) as sock:
+        sock.sendall(post + SMUGGLED + post[:40])
+        time.sleep(0.2)
+        sock.sendall(post[40:] + b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200 OK") == 4 and answer.count(b"predictions") == 2
+
+
+def test_rest_expect_100_continue_is_answered_before_the_body(target, before):
+    body = target.rest_body
+    with socket.create_connection(("127.0.0.1", target.rest_port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
