@@ -8,7 +8,8 @@ import os
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+# 9.0 to 9.1.1 ignore changed params, which the workflow reruns on (snakemake#3491).
+min_version("9.5")
 
 # With `--sdm conda`, envs/serveprof.post-deploy.sh installs serveprof into the rules'
 # environment from this checkout; Snakemake runs it with this process's environment.

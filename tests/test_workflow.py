@@ -345,6 +345,16 @@ def test_changing_a_plot_setting_reruns_only_the_plots(workdir):
     assert run.rules() == {"plot_overview", "plot_model", "manifest"}, run.jobs
 
 
+def test_the_documented_redraw_command_redraws_every_figure_and_measures_nothing(workdir):
+    documented = next(line for line in documented_commands(REPO / "README.md") if "--forcerun plot_overview plot_model" in line)
+    tokens = shlex.split(documented)
+    run = run_command([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                       "--configfile", str(workdir / "config.yaml"), *tokens[1:]])
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.rules() == {"plot_overview", "plot_model", "manifest"}, run.jobs
+    assert sorted(job["figure"] for job in run.jobs_of("plot_overview")) == sorted(FIGURES)
+
+
 def test_changing_requests_reruns_measurements_not_downloads_or_exports(workdir):
     config = read_config(workdir)
     config["measure"]["requests"] = 15
