@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make run    profile the workload (creates the environment on first use)
-#   make test   run the test suite, snakemake --lint and snakefmt --check
+#   make test   run the linters, then the test suite
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
@@ -12,16 +12,19 @@ export PATH := $(BIN):$(PATH)
 
 env: $(STAMP)
 
+# serveprof with its `workflow` extra (Snakemake and the SLURM plugin: what runs the
+# workflow) and `test` extra (pytest, the linters).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[workflow,test]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	snakemake --cores 1 workload/profiling/all
 
 lint: $(STAMP)
+	ruff check
 	snakemake --lint
 	snakefmt --check Snakefile rules
 

@@ -1,20 +1,22 @@
 # serveprof: profile TensorFlow models the way TensorFlow Serving serves them.
 #
-#   snakemake --cores 1 workload/profiling/all
+#   snakemake --cores 1 workload/profiling/all     # or just `snakemake --cores 1`
 #
-# Rules stay thin: each calls one `serveprof` command; the logic lives in the package.
+# Rules stay thin: each calls one `serveprof` command; the logic lives in the package,
+# and serveprof.settings owns the config (its schema, defaults and typed settings).
 import os
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+# 9.0 to 9.1.1 ignore changed params, which the workflow reruns on (snakemake#3491).
+min_version("9.5")
 
 # With `--sdm conda`, envs/serveprof.post-deploy.sh installs serveprof into the rules'
 # environment from this checkout; Snakemake runs it with this process's environment.
 os.environ.setdefault("SERVEPROF_SOURCE", workflow.basedir)
 
 
-configfile: "config.yaml"
+configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -23,25 +25,11 @@ include: "rules/profiling.smk"
 include: "rules/report.smk"
 
 
-# Writes a small JSON manifest: on a cluster it runs where Snakemake runs, not via sbatch.
-localrules:
-    all,
-
-
+# The default target. It has no output, so Snakemake checks that every file it lists
+# exists and makes again whatever was deleted (a target file would only be checked
+# itself). workload/profiling/all, the manifest, is one of them.
 rule all:
+    default_target: True
     input:
-        # Listed apart from the rest so that every model's acquisition is scheduled at
-        # once; the function below waits for them (it reads the checkpoint).
-        statuses=acquisition_statuses,
-        results=profiled_outputs,
-    output:
-        "workload/profiling/all",
-    log:
-        "logs/all.log",
-    conda:
-        "envs/serveprof.yaml"
-    params:
-        models=list(MODELS),
-    shell:
-        "exec serveprof manifest --models {params.models} --acquired-dir data/model/acquired"
-        " --results workload/profiling --out {output} > {log} 2>&1"
+        final_files,
+        MANIFEST,

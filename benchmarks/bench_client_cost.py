@@ -68,6 +68,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from serveprof.launch import ServerSpec, launch
+    from serveprof.settings import server_settings
     from serveprof.measure.session import make_client
 
     inputs = {"images": np.random.default_rng(0).uniform(0, 255, (1, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)}
@@ -79,7 +80,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch) / MODEL
         export_model(base)
-        spec = ServerSpec.from_config({"backend": "embedded"}, MODEL, str(base), log_path=str(Path(scratch) / "server.log"))
+        spec = ServerSpec.serving(server_settings({"backend": "embedded"}), MODEL, str(base), log_path=str(Path(scratch) / "server.log"))
         with launch(spec) as server:
             address = {"grpc": server.grpc_target, "rest": server.rest_url}
             clients = {name: make_client(protocol, address[protocol], MODEL, transport)

@@ -77,7 +77,7 @@ def make_senders(grpc_target: str, rest_url: str | None, model: str, batch: np.n
     from serveprof.client import GrpcClient, RestClient
 
     clients = {"gRPC": GrpcClient(grpc_target, model, timeout_s=300),
-               "gRPC via grpcio": GrpcClient(grpc_target, model, timeout_s=300, transport="grpcio")}
+               "gRPC via grpcio": GrpcClient(grpc_target, model, timeout_s=300, transport="library")}
     if rest_url:
         clients["REST"] = RestClient(rest_url, model, timeout_s=300)
     senders = {}

@@ -66,9 +66,10 @@ def export_tiny_classifier(base: Path) -> None:
 def soak(model_base: Path, log_path: Path, clients: int, seconds: float, warmup_s: float) -> dict:
     from serveprof.client import GrpcClient, RestClient
     from serveprof.launch import ServerSpec, launch
+    from serveprof.settings import server_settings
     from serveprof.measure.stats import latency_stats
 
-    spec = ServerSpec.from_config({"backend": "embedded", "startup_timeout_s": 180}, MODEL, str(model_base), str(log_path))
+    spec = ServerSpec.serving(server_settings({"backend": "embedded", "startup_timeout_s": 180}), MODEL, str(model_base), str(log_path))
     images = np.random.default_rng(0).random((1, IMAGE, IMAGE, 3), dtype=np.float32)
     with launch(spec) as server:
         server_process = psutil.Process(server.pid)

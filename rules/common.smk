@@ -1,31 +1,19 @@
 import json
 import os
 import re
+from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
-from snakemake.utils import validate
+from serveprof.settings import canonical_json, load
 
-from serveprof.config import (
-    SCHEMA_PATH,
-    canonical_json,
-    check_config,
-    measurement_input,
-    merge_configs,
-    model_batch_sizes,
-    model_config_hash,
-)
-from serveprof.errors import ServeprofError
-
-# A config given with --configfile/--config that names `models:` replaces the default
-# model set; Snakemake alone would deep-merge it into the default eight.
-config.update(merge_configs(config, workflow.config_settings.overwrite_config or {}))
-
-# Our check first: it names every bad key and its fix. Snakemake's validate then fills
-# the schema's defaults (same schema), so every rule below sees a complete config.
-check_config(config)
-validate(config, schema=str(SCHEMA_PATH))
-
-MODELS = config["models"]
+# The whole config, checked (every problem named with its fix, before any job runs),
+# its models read from the file or sheet it names, every default filled.
+SETTINGS = load(config)
+MODELS = SETTINGS.models
+# What Snakemake shows of the config (the report's captions) is the complete one too,
+# as snakemake.utils.validate would leave it with the schema's defaults.
+config.update(SETTINGS.config)
 
 
 wildcard_constraints:
@@ -34,41 +22,8 @@ wildcard_constraints:
     figure="latency|throughput|coldstart|resources",
 
 
-# ---------------------------------------------------------------- rebuilding results
-#
-# Snakemake remakes a deleted intermediate file only when a job that reads it has to
-# run anyway. Results are rebuilt when deleted: deleting one `<model>-b<N>.csv` reruns
-# exactly that measurement and what is derived from it. Nothing else is forced, so a
-# SavedModel deleted to free disk stays deleted until a measurement of its model has to
-# run again (which then re-exports it and measures every batch size of that model anew).
-
-
-def force(paths):
-    """Run the jobs that write ``paths`` in this run, as ``--forcerun <paths>`` would.
-
-    Input functions run while Snakemake builds the DAG, before it decides which jobs
-    run; its DAG's ``forcefiles`` is what ``--forcerun`` fills. Snakemake has no public
-    way to do this from inside a workflow, so the Snakemake version is pinned
-    (pyproject.toml) and tests/test_workflow.py checks the behaviour. Only when jobs
-    are scheduled (a run or a dry run, which have an executor): `--report` and the
-    other read-only commands show the results as they are.
-    """
-    dag = workflow.dag
-    if dag is None or workflow.executor_plugin is None or not paths:
-        return
-    if not isinstance(getattr(dag, "forcefiles", None), set):
-        raise ServeprofError(
-            "this Snakemake version has no DAG.forcefiles, which the workflow uses to rebuild deleted results",
-            "install the Snakemake version pinned in pyproject.toml (pip install -e .)",
-        )
-    dag.forcefiles.update(paths)
-
-
-def rebuilt_when_missing(paths):
-    """Pass ``paths`` through, forcing the jobs that make the missing ones to run."""
-    force([path for path in paths if not os.path.exists(path)])
-    return paths
-
+# Functions below only look things up: the settings, and the status files the
+# acquisition checkpoint writes. They decide nothing behind Snakemake's back.
 
 # ---------------------------------------------------------------- model settings
 #
@@ -103,113 +58,93 @@ def export_spec(wildcards):
 
 
 # ---------------------------------------------------------------- acquisition
+#
+# A model is acquired when its status file is missing or its source keys change, and
+# at no other time. One that could not be obtained stays "not profiled" until the user
+# deletes its status (its fix says so): then Snakemake makes the file again, like any
+# deleted result. Retrying on every run instead would make every run's outcome depend
+# on the network, and no dry run could say what a run does after it.
 
 
 def status_path(model):
     return f"data/model/acquired/{model}.json"
 
 
-def falls_back_to_random(model, status):
-    """Built with random weights because the ImageNet ones could not be fetched."""
-    wanted = MODELS[model].get("weights", "imagenet")
-    return status.get("weights") == "random" and wanted != "random"
-
-
-def acquisition_due(model):
-    """Whether ``model`` is acquired (again) in this run.
-
-    A status file is rewritten only when its content can change; acquiring writes the
-    same bytes for the same outcome, and Snakemake, which compares checksums of small
-    inputs, then reruns nothing downstream. So a finished run stays finished. Due are:
-
-    - a model without a (readable) status;
-    - a model that could not be obtained: tried again on every run (the network may be
-      back, a tarball staged, a partial download ready to resume; a failed try costs
-      seconds);
-    - a Keras model built with random weights because its ImageNet weights could not be
-      fetched, once the weights file is in the Keras cache, or once random weights are
-      no longer allowed.
-    """
+def acquisition(model):
+    """What the last acquisition of ``model`` found, or None before its first."""
     try:
-        status = json.loads(Path(status_path(model)).read_text())
+        return json.loads(Path(status_path(model)).read_text())
     except (OSError, ValueError):
-        return True
-    if status.get("status") != "ok":
-        return True
-    if falls_back_to_random(model, status):
-        missing = status.get("missing_file")
-        return not config["allow_random_weights"] or bool(
-            missing and os.path.exists(missing)
-        )
-    return False
+        return None
 
 
-def acquisition_flags(wildcards, output):
-    """`strict` and `allow_random_weights` for `serveprof acquire`, not a rerun trigger.
+def profiled(model):
+    """Whether this run makes ``model``'s results: once obtained, or before its first acquisition.
 
-    Snakemake records no param whose function takes `output`, so changing either
-    setting reruns no acquisition by itself: `acquisition_due` picks exactly the ones
-    whose outcome the change can alter (a model not obtained, or one that fell back to
-    random weights).
+    acquire_model is a checkpoint: once it has run, Snakemake asks again (every job that
+    reads a status takes it as input), and a model that was not obtained drops its jobs.
     """
-    flags = ["--strict"] if config["strict"] else []
-    if config["allow_random_weights"]:
-        flags.append("--allow-random-weights")
-    else:
-        flags.append("--no-allow-random-weights")
-    return " ".join(flags)
+    status = acquisition(model)
+    return status is None or status.get("status") == "ok"
 
 
-def acquisition_statuses(wildcards=None):
-    paths = [status_path(model) for model in MODELS]
-    force([status_path(model) for model in MODELS if acquisition_due(model)])
-    return paths
+def profiled_models():
+    return [model for model in MODELS if profiled(model)]
 
 
-def is_obtained(model):
-    """Reads the acquisition checkpoint, so the DAG holds jobs only for obtained models."""
-    status_file = checkpoints.acquire_model.get(model=model).output[0]
-    return json.loads(Path(status_file).read_text())["status"] == "ok"
+def statuses(wildcards=None):
+    return [status_path(model) for model in MODELS]
 
 
-def obtained_models():
-    return [model for model in MODELS if is_obtained(model)]
+def weights_policy(wildcards):
+    """allow_random_weights, for the models it can change: Keras models that ask for ImageNet weights."""
+    definition = MODELS[wildcards.model]
+    if (
+        definition["source"] != "keras"
+        or definition.get("weights", "imagenet") != "imagenet"
+    ):
+        return ""
+    return (
+        "--allow-random-weights"
+        if SETTINGS.allow_random_weights
+        else "--no-allow-random-weights"
+    )
+
+
+def strict_flag(wildcards=None):
+    """`strict` is the run's verdict on models not obtained, so the manifest applies it."""
+    return "--strict" if SETTINGS.strict else ""
 
 
 # ---------------------------------------------------------------- measurement
 
 
-def batch_sizes(wildcards):
-    return model_batch_sizes(config, wildcards.model)
-
-
 def server_settings(wildcards=None):
-    return canonical_json(config["server"])
+    return canonical_json(SETTINGS.config["server"])
 
 
 def input_settings(wildcards):
-    return canonical_json(measurement_input(config, wildcards.model))
+    return canonical_json(asdict(SETTINGS.input_for(wildcards.model)))
 
 
 def client_settings(wildcards=None):
-    measure = config["measure"]
-    return f"--protocol {measure['protocol']} --transport {measure['transport']}"
+    return f"--protocol {SETTINGS.protocol} --transport {SETTINGS.transport}"
 
 
-def measure_settings(wildcards):
+def procedure_settings(wildcards):
     """Only the measure keys that change a measurement: a new plot style must not rerun it."""
-    measure = config["measure"]
+    procedure = SETTINGS.procedure()
     return (
-        f"{client_settings()} --requests {measure['requests']}"
-        f" --max-seconds {measure['max_seconds']} --min-requests {measure['min_requests']}"
-        f" --warmup-requests {measure['warmup_requests']}"
-        f" --warmup-max-seconds {measure['warmup_max_seconds']}"
-        f" --resource-interval {measure['resource_interval_s']}"
+        f"{client_settings()} --requests {procedure.requests}"
+        f" --max-seconds {procedure.max_seconds} --min-requests {procedure.min_requests}"
+        f" --warmup-requests {procedure.warmup_requests}"
+        f" --warmup-max-seconds {procedure.warmup_max_seconds}"
+        f" --resource-interval {procedure.resource_interval_s}"
     )
 
 
 def model_hash(wildcards):
-    return model_config_hash(config, wildcards.model)
+    return SETTINGS.model_hash(wildcards.model)
 
 
 def inference_dir(model):
@@ -220,89 +155,106 @@ def saved_model(wildcards):
     return f"{inference_dir(wildcards.model)}/1"
 
 
-def per_batch_stats(wildcards):
-    return rebuilt_when_missing(
-        expand(
-            "workload/profiling/{model}/stats/b{batch}.json",
-            model=wildcards.model,
-            batch=batch_sizes(wildcards),
-        )
+def per_batch(pattern):
+    """An input function: ``pattern`` for each batch size of the job's model."""
+    return lambda wildcards: expand(
+        pattern, model=wildcards.model, batch=SETTINGS.batch_sizes(wildcards.model)
     )
-
-
-def per_batch_latencies(wildcards):
-    return rebuilt_when_missing(
-        expand(
-            "workload/profiling/{model}/{model}-b{batch}.csv",
-            model=wildcards.model,
-            batch=batch_sizes(wildcards),
-        )
-    )
-
-
-def coldstart_result(wildcards):
-    return rebuilt_when_missing([f"workload/profiling/{wildcards.model}/coldstart.csv"])
 
 
 def model_results(model):
+    """What a profiled model leaves in workload/profiling/<model>/."""
+    folder = f"workload/profiling/{model}"
+    batches = SETTINGS.batch_sizes(model)
     return [
-        f"workload/profiling/{model}/{model}.csv",
-        f"workload/profiling/{model}/summary.csv",
-        f"workload/profiling/{model}/coldstart.csv",
-        f"workload/profiling/{model}/provenance.json",
+        f"{folder}/{model}.csv",
+        f"{folder}/summary.csv",
+        f"{folder}/coldstart.csv",
+        f"{folder}/provenance.json",
+        *expand(f"{folder}/{model}-b{{batch}}.csv", batch=batches),
+        *expand(f"{folder}/stats/b{{batch}}.json", batch=batches),
     ]
 
 
 def profiled_results(wildcards=None):
-    return rebuilt_when_missing(
-        [path for model in obtained_models() for path in model_results(model)]
-    )
+    return [path for model in profiled_models() for path in model_results(model)]
 
 
 # ---------------------------------------------------------------- report
 
-# What `serveprof tables` writes into reports/tables/ (serveprof/report/tables.py and
-# tables_cli.py): the result tables only when at least one model was profiled.
-RESULT_TABLES = ["coldstart", "durations", "compact", "percentiles", "resources"]
-
-
-def table_files(profiled):
-    names = (RESULT_TABLES if profiled else []) + ["not_profiled"]
-    tables = [f"reports/tables/{name}.{ext}" for name in names for ext in ("csv", "md")]
-    return tables + ["reports/tables/models.csv"]
+# What `serveprof tables` writes, whatever was profiled (serveprof/report/tables.py).
+TABLES = [
+    "coldstart",
+    "durations",
+    "compact",
+    "percentiles",
+    "resources",
+    "not_profiled",
+]
+TABLE_FILES = [
+    f"reports/tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md")
+]
+TABLE_FILES.append("reports/tables/models.csv")
+FIGURES = ["latency", "throughput", "coldstart", "resources"]
 
 
 def plot_style(wildcards=None):
-    return canonical_json(config["plots"])
+    return canonical_json(SETTINGS.config["plots"])
 
 
 def other_formats(stem):
     """A figure's files besides the PNG, which the HTML report embeds and so is always drawn."""
-    return [f"{stem}.{ext}" for ext in config["plots"]["formats"] if ext != "png"]
+    return [f"{stem}.{ext}" for ext in SETTINGS.style().formats if ext != "png"]
 
 
-def figure_files(profiled):
-    if not profiled:
+def figure_files(models):
+    if not models:
         return []
-    formats = sorted(set(config["plots"]["formats"]) | {"png"})
-    overview = expand(
-        "reports/figures/{figure}.{ext}",
-        figure=["latency", "throughput", "coldstart", "resources"],
-        ext=formats,
-    )
+    formats = sorted(set(SETTINGS.style().formats) | {"png"})
+    overview = expand("reports/figures/{figure}.{ext}", figure=FIGURES, ext=formats)
     per_model = expand(
-        "reports/figures/{model}/distribution.{ext}",
-        model=profiled,
-        ext=formats,
+        "reports/figures/{model}/distribution.{ext}", model=models, ext=formats
     )
     return overview + per_model
 
 
-def profiled_outputs(wildcards):
-    """Every result, table and figure; a deleted one is made again."""
-    profiled = obtained_models()
-    if not all(os.path.exists(path) for path in table_files(profiled)):
-        force(["reports/report.md"])  # the tables job writes them all
-    return profiled_results() + rebuilt_when_missing(
-        ["reports/report.md"] + figure_files(profiled)
+# ---------------------------------------------------------------- what a run makes
+
+MANIFEST = "workload/profiling/all"
+
+
+def final_files(wildcards=None):
+    """Every file a run makes, the manifest aside: statuses, results, report, figures.
+
+    `rule all` and the manifest take them all as input, so whichever target is asked
+    for, a deleted one is made again.
+    """
+    models = profiled_models()
+    return (
+        statuses()
+        + profiled_results()
+        + ["reports/report.md", *TABLE_FILES]
+        + figure_files(models)
     )
+
+
+def manifest_run():
+    """The run the manifest belongs to: the one that wrote it, while every file it stands for exists.
+
+    It is the manifest's one param. Snakemake checks a target such as
+    workload/profiling/all only for itself, so it would not notice a result deleted
+    from under it; a run that starts with one missing gets a token of its own
+    instead, the changed param makes Snakemake write the manifest again, and on the
+    way it makes whatever the manifest takes as input and is missing. The manifest
+    records the token, so the next run, finding everything there, has nothing to do.
+    """
+    try:
+        recorded = json.loads(Path(MANIFEST).read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded and all(os.path.exists(path) for path in final_files()):
+        return recorded
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+MANIFEST_RUN = manifest_run()

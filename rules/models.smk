@@ -3,11 +3,11 @@ localrules:
 
 
 # A checkpoint, because whether a model can be obtained (network, staged tarball,
-# weights) is only known once this has run; the DAG then holds jobs only for the
-# models that were obtained, and the rest are reported as not profiled.
+# weights) is only known once this has run; Snakemake then asks again which results to
+# make, and a model that was not obtained is reported as not profiled.
 # A local rule: on a cluster the login node has the internet the compute nodes lack.
-# When it runs again is `acquisition_due`'s choice (rules/common.smk): a model not
-# obtained is tried on every run, an obtained one only when its source keys change.
+# It runs when the status is missing (first run, or deleted to ask for a new try) or its
+# source keys change (rules/common.smk).
 checkpoint acquire_model:
     output:
         status_path("{model}"),
@@ -17,10 +17,10 @@ checkpoint acquire_model:
         "../envs/serveprof.yaml"
     params:
         spec=acquisition_spec,
-        flags=acquisition_flags,
+        weights=weights_policy,
     shell:
         "exec serveprof acquire --model {wildcards.model} --spec {params.spec:q}"
-        " --download-dir data/model/download --out {output} {params.flags} > {log} 2>&1"
+        " --download-dir data/model/download --out {output} {params.weights} > {log} 2>&1"
 
 
 # Holds the serving slot like the serving jobs (rules/profiling.smk): an export takes

@@ -3,11 +3,11 @@ localrules:
 
 
 # Each serving job starts its own server (a freshly loaded model) and tears it down.
-# Serving jobs and exports hold `serving_slot=1`, and the default profile has one slot,
-# so none of them shares the machine with another; the cluster profile gives each a
-# node of its own. `threads` reserves cores from the scheduler and is not passed on:
-# the server's thread pools are `server.intra_op_threads`/`inter_op_threads`, part of
-# what is measured.
+# Serving jobs and exports declare `serving_slot=1`: a machine has one slot (the
+# default profile), so none of them shares it with another; on a cluster the slot is
+# each job's own (profiles/slurm scopes it per job and gives the job a whole node).
+# `threads` reserves cores from the scheduler and is not passed on: the server's thread
+# pools are `server.intra_op_threads`/`inter_op_threads`, part of what is measured.
 rule cold_start:
     input:
         model=saved_model,
@@ -20,7 +20,7 @@ rule cold_start:
     threads: 4
     resources:
         serving_slot=1,
-        gpu=1 if config["server"]["gpu"] else 0,
+        gpu=1 if SETTINGS.server().gpu else 0,
         mem_mb=16000,
         runtime=30,
     params:
@@ -46,26 +46,28 @@ rule measure_batch:
     threads: 4
     resources:
         serving_slot=1,
-        gpu=1 if config["server"]["gpu"] else 0,
+        gpu=1 if SETTINGS.server().gpu else 0,
         mem_mb=16000,
+        # Worst case on a CPU: model load, tracing per batch size, warm-up, then the
+        # `measure.max_seconds` cap plus `min_requests` of a slow batch-32 model.
         runtime=120,
     params:
         base_path=lambda wildcards: inference_dir(wildcards.model),
         server=server_settings,
         input=input_settings,
-        settings=measure_settings,
+        procedure=procedure_settings,
     shell:
         "exec serveprof measure --model {wildcards.model} --model-base-path {params.base_path}"
         " --batch-size {wildcards.batch} --server {params.server:q} --input {params.input:q}"
-        " {params.settings} --latencies {output.latencies} --stats {output.stats}"
+        " {params.procedure} --latencies {output.latencies} --stats {output.stats}"
         " > {log} 2>&1"
 
 
 rule aggregate_model:
     input:
-        stats=per_batch_stats,
-        latencies=per_batch_latencies,
-        coldstart=coldstart_result,
+        stats=per_batch("workload/profiling/{model}/stats/b{batch}.json"),
+        latencies=per_batch("workload/profiling/{model}/{model}-b{batch}.csv"),
+        coldstart="workload/profiling/{model}/coldstart.csv",
         acquired=status_path("{model}"),
     output:
         durations=report(

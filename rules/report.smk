@@ -2,11 +2,12 @@ localrules:
     tables,
     plot_overview,
     plot_model,
+    manifest,
 
 
 rule tables:
     input:
-        statuses=acquisition_statuses,
+        statuses=statuses,
         results=profiled_results,
     output:
         report=report(
@@ -14,9 +15,9 @@ rule tables:
             caption="../report/report.rst",
             category="Overview",
         ),
-        # CSV and markdown per table; which tables depends on what was profiled, so
-        # `profiled_outputs` reruns this job when one of them is deleted.
-        tables=directory("reports/tables"),
+        # The same files whatever was profiled, so each is an output of its own and a
+        # deleted one is made again.
+        tables=TABLE_FILES,
     log:
         "logs/tables.log",
     conda:
@@ -32,7 +33,8 @@ rule tables:
 # keeps its colour in every figure whichever others could be profiled.
 rule plot_overview:
     input:
-        profiled_results,
+        statuses=statuses,
+        results=profiled_results,
     output:
         figure=report(
             "reports/figures/{figure}.png",
@@ -45,7 +47,7 @@ rule plot_overview:
     conda:
         "../envs/serveprof.yaml"
     params:
-        models=lambda wildcards: obtained_models(),
+        models=lambda wildcards: profiled_models(),
         all_models=list(MODELS),
         style=plot_style,
     shell:
@@ -57,7 +59,7 @@ rule plot_overview:
 rule plot_model:
     input:
         summary="workload/profiling/{model}/summary.csv",
-        latencies=per_batch_latencies,
+        latencies=per_batch("workload/profiling/{model}/{model}-b{batch}.csv"),
     output:
         figure=report(
             "reports/figures/{model}/distribution.png",
@@ -75,3 +77,25 @@ rule plot_model:
     shell:
         "exec serveprof plot --results workload/profiling --model {wildcards.model}"
         " --style {params.style:q} --only distribution --out reports/figures > {log} 2>&1"
+
+
+# The run's table of contents, and its verdict: with `strict`, a model not profiled
+# fails this job (and so the run) after every other has run. `run` (manifest_run in
+# rules/common.smk) is what makes `snakemake workload/profiling/all` rebuild a result
+# deleted from under it.
+rule manifest:
+    input:
+        final_files,
+    output:
+        MANIFEST,
+    log:
+        "logs/manifest.log",
+    conda:
+        "../envs/serveprof.yaml"
+    params:
+        models=list(MODELS),
+        run=MANIFEST_RUN,
+        strict=strict_flag,
+    shell:
+        "exec serveprof manifest --models {params.models} --acquired-dir data/model/acquired"
+        " --results workload/profiling --run {params.run} {params.strict} --out {output} > {log} 2>&1"

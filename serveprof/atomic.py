@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 # What open() asks of the kernel for a new file; the kernel then applies the umask.
 NEW_FILE_MODE = 0o666

@@ -1,4 +1,4 @@
-"""The ``serveprof`` command: one entry point, one module per subcommand.
+"""The ``serveprof`` command: one entry point, one module per subcommand (serveprof/commands/).
 
 Subcommand modules are imported only when chosen, so ``serveprof plot`` or
 ``serveprof --help`` never pays for importing TensorFlow.
@@ -15,15 +15,15 @@ from serveprof.errors import ServeprofError
 # name -> (module exposing ``main(argv) -> int``, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serveprof.server.main", "run the embedded TF-Serving-compatible model server"),
-    "measure": ("serveprof.measure.cli", "measure latency per batch size against a served model"),
-    "coldstart": ("serveprof.measure.coldstart_cli", "measure a model's cold start (load, first inference)"),
-    "acquire": ("serveprof.models.acquire_cli", "download or locate a model's source (tarball, weights, SavedModel)"),
-    "export": ("serveprof.models.export_cli", "export an acquired model as a batchable SavedModel"),
-    "aggregate": ("serveprof.measure.aggregate_cli", "combine per-batch results into the per-model CSVs"),
-    "tables": ("serveprof.report.tables_cli", "write the markdown report and its tables from result CSVs"),
-    "plot": ("serveprof.report.plot_cli", "draw the figures from existing result CSVs (never measures)"),
-    "manifest": ("serveprof.manifest_cli", "write workload/profiling/all: what was profiled and what was not"),
-    "check-config": ("serveprof.config_cli", "validate a config file and explain every problem"),
+    "measure": ("serveprof.commands.measure", "measure latency per batch size against a served model"),
+    "coldstart": ("serveprof.commands.coldstart", "measure a model's cold start (load, first inference)"),
+    "acquire": ("serveprof.commands.acquire", "download or locate a model's source (tarball, weights, SavedModel)"),
+    "export": ("serveprof.commands.export", "export an acquired model as a batchable SavedModel"),
+    "aggregate": ("serveprof.commands.aggregate", "combine per-batch results into the per-model CSVs"),
+    "tables": ("serveprof.commands.tables", "write the markdown report and its tables from result CSVs"),
+    "plot": ("serveprof.commands.plot", "draw the figures from existing result CSVs (never measures)"),
+    "manifest": ("serveprof.commands.manifest", "write workload/profiling/all: what was profiled and what was not"),
+    "check-config": ("serveprof.commands.check_config", "validate a config file and explain every problem"),
 }
 
 

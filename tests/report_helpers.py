@@ -93,7 +93,7 @@ def parse_table(text: str) -> list[dict[str, str]]:
     for line in lines[2:]:
         cells = split(line)
         assert len(cells) == len(header), f"ragged row: {line}"
-        row = dict(zip(header, cells))
+        row = dict(zip(header, cells, strict=True))
         if "model" in row:
             last_model = row["model"] = row["model"] or last_model
         rows.append(row)

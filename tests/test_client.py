@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from serveprof.client import GrpcClient, RestClient, ServingRequestError, SignatureInfo, TensorSpecInfo
-from serveprof.client.protos import get_model_metadata_pb2
 from serveprof.client.metadata import signature_from_map
+from serveprof.client.protos import get_model_metadata_pb2
 from serveprof.errors import ServeprofError
 from tests.fixtures.embedded_server import REPO, TINY_IMAGE_SIZE, TINY_MODEL_NAME
 
@@ -35,7 +35,7 @@ def images(batch: int, seed: int = 0) -> np.ndarray:
 
 
 # Every client transport: serveprof's own connections (the defaults) and the libraries'.
-TRANSPORTS = [("grpc", "http2"), ("grpc", "grpcio"), ("rest", "http1"), ("rest", "requests")]
+TRANSPORTS = [(protocol, transport) for protocol in ("grpc", "rest") for transport in ("builtin", "library")]
 
 
 def make_client(server, protocol: str, transport: str, model: str = TINY_MODEL_NAME, **options):
@@ -129,8 +129,8 @@ PREDICT_THEN_REFERENCE = textwrap.dedent("""
     grpc_target, rest_url, model, version_dir, batch_file = sys.argv[1:]
     batch = np.load(batch_file)
     served = {}
-    clients = [(f"grpc/{transport}", GrpcClient(grpc_target, model, timeout_s=60, transport=transport)) for transport in ("http2", "grpcio")]
-    clients += [(f"rest/{transport}", RestClient(rest_url, model, timeout_s=60, transport=transport)) for transport in ("http1", "requests")]
+    clients = [(f"grpc/{transport}", GrpcClient(grpc_target, model, timeout_s=60, transport=transport)) for transport in ("builtin", "library")]
+    clients += [(f"rest/{transport}", RestClient(rest_url, model, timeout_s=60, transport=transport)) for transport in ("builtin", "library")]
     for name, client in clients:
         client.signature(); client.model_status()
         out = client.predict({"images": batch})
@@ -158,7 +158,7 @@ def test_predict_equals_the_savedmodel_in_process_and_never_imports_tensorflow(e
     assert result["tensorflow_loaded_by_client"] == []
     assert result["make_tensor_proto_ok"]
     reference = np.asarray(result["reference"]["probabilities"], np.float32)
-    assert sorted(result["served"]) == ["grpc/grpcio", "grpc/http2", "rest/http1", "rest/requests"]
+    assert sorted(result["served"]) == ["grpc/builtin", "grpc/library", "rest/builtin", "rest/library"]
     for protocol in result["served"]:
         dtype, values = result["served"][protocol]["probabilities"]
         assert dtype == "float32"

@@ -9,15 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serveprof.config import (
-    check_config,
-    load_config_file,
-    measurement_input,
-    merge_configs,
-    model_config_hash,
-    with_defaults,
-)
+from serveprof import settings
 from serveprof.errors import ServeprofError
+from serveprof.launch.spec import ServerSettings
+from serveprof.measure.inputs import InputSettings
+from serveprof.measure.procedure import ProcedureSettings
+from serveprof.settings import check, read_config_file, with_defaults
+from serveprof.settings import merge as merge_configs
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -77,7 +75,7 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize("description, change, key, fix", BAD_CONFIGS, ids=[case[0] for case in BAD_CONFIGS])
 def test_bad_config_names_key_and_fix(description, change, key, fix):
     with pytest.raises(ServeprofError) as caught:
-        check_config(tiny_config(**change))
+        check(tiny_config(**change))
     message = str(caught.value)
     assert key in message, message
     assert fix in message, message
@@ -85,16 +83,16 @@ def test_bad_config_names_key_and_fix(description, change, key, fix):
 
 def test_all_problems_are_reported_at_once():
     with pytest.raises(ServeprofError) as caught:
-        check_config(tiny_config(batch_sizes=[0], measure={"requests": -1}, extra=1))
+        check(tiny_config(batch_sizes=[0], measure={"requests": -1}, extra=1))
     assert "3 problem(s)" in str(caught.value)
 
 
 def test_default_config_is_valid_and_is_the_seed_workload():
-    config = with_defaults(load_config_file(REPO / "config.yaml"))
-    assert len(config["models"]) == 8
-    assert config["batch_sizes"] == [1, 2, 4, 8, 16, 32]
-    assert config["measure"]["requests"] == 1000
-    keras = {name for name, m in config["models"].items() if m["source"] == "keras"}
+    loaded = settings.load_files([REPO / "config" / "config.yaml"])  # its models: config/models.yaml, from the repo root
+    assert len(loaded.models) == 8
+    assert loaded.config["batch_sizes"] == [1, 2, 4, 8, 16, 32]
+    assert loaded.procedure().requests == 1000
+    keras = {name for name, m in loaded.models.items() if m["source"] == "keras"}
     assert keras == {"nasnet", "inception", "efficient"}
 
 
@@ -107,34 +105,56 @@ def test_defaults_are_filled_without_touching_given_values():
     assert config["strict"] is False
 
 
-def test_models_are_replaced_not_merged():
-    base = {"models": {"a": {"x": 1}, "b": {"x": 2}}, "measure": {"requests": 1000, "max_seconds": 30}}
+def test_a_config_naming_models_replaces_the_default_set_through_the_merge():
+    """The default config names its models by file, so any models: of an override replaces it whole."""
+    base = {"models": "config/models.yaml", "measure": {"requests": 1000, "max_seconds": 30}}
     merged = merge_configs(base, {"models": {"c": {"x": 3}}, "measure": {"requests": 5}})
-    assert list(merged["models"]) == ["c"]
+    assert merged["models"] == {"c": {"x": 3}}
     assert merged["measure"] == {"requests": 5, "max_seconds": 30}
+    assert merge_configs(base, {"models": "mine.tsv"})["models"] == "mine.tsv"
+    # Mappings merge key by key, as Snakemake merges --configfile: two overrides naming models add up.
+    assert list(merge_configs({"models": {"a": {}}}, {"models": {"b": {}}})["models"]) == ["a", "b"]
 
 
-def test_measurement_input_resolves_auto_by_model_type():
-    config = with_defaults(
+def test_settings_are_typed_complete_and_auto_is_resolved_by_model_type():
+    loaded = settings.load(
         tiny_config(
             models={
                 "cls": {"source": "keras", "type": "classification", "application": "X"},
                 "det": {"source": "tf2_zoo", "type": "detection", "url": "http://h/x.tar.gz", "input_size": [320, 240]},
-            }
+            },
+            measure={"requests": 9},
+            server={"backend": "embedded"},
         )
     )
-    assert measurement_input(config, "cls")["kind"] == "random"
-    detection = measurement_input(config, "det")
-    assert detection["kind"] == "images" and detection["image_size"] == [320, 240]
+    assert loaded.input_for("cls") == InputSettings(kind="random", seed=0, image_dir=None, image_size=(512, 512))
+    assert loaded.input_for("det") == InputSettings(kind="images", seed=0, image_dir=None, image_size=(320, 240))
+    assert loaded.procedure() == ProcedureSettings(requests=9, max_seconds=30, min_requests=3, warmup_requests=10,
+                                                   warmup_max_seconds=10, resource_interval_s=0.2)
+    server = loaded.server()
+    assert isinstance(server, ServerSettings) and server.backend == "embedded" and server.extra_flags == ()
+    assert (loaded.protocol, loaded.transport, loaded.style().palette) == ("grpc", "builtin", "okabe_ito")
+
+
+def test_a_block_alone_is_checked_and_completed_for_the_commands():
+    assert settings.server_settings({"backend": "embedded"}).startup_timeout_s == 600
+    assert settings.input_settings({"kind": "auto"}).kind == "auto"  # resolved once the model type is known
+    assert settings.procedure_settings({"requests": 3}).max_seconds == 30
+    with pytest.raises(ServeprofError, match=r"server\.backend"):
+        settings.server_settings({"backend": "kubernetes"})
+    with pytest.raises(ServeprofError, match=r"measure\.requests"):
+        settings.procedure_settings({"requests": 0})
+    with pytest.raises(ServeprofError, match="unknown key"):
+        settings.input_settings({"sead": 1})
 
 
 def test_config_hash_changes_with_what_shapes_the_numbers_only():
     config = with_defaults(tiny_config())
-    before = model_config_hash(config, "m")
+    before = settings.Settings(config).model_hash("m")
     config["plots"]["dpi"] = 300
-    assert model_config_hash(config, "m") == before
+    assert settings.Settings(config).model_hash("m") == before
     config["measure"]["requests"] = 10
-    assert model_config_hash(config, "m") != before
+    assert settings.Settings(config).model_hash("m") != before
 
 
 def test_check_config_cli_explains(tmp_path):
@@ -151,7 +171,7 @@ def test_unparsable_yaml_names_the_file(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("models: [\n")
     with pytest.raises(ServeprofError, match="broken.yaml is not valid YAML"):
-        load_config_file(bad)
+        read_config_file(bad)
 
 
 def run_snakemake(workdir: Path, config: dict, *flags: str) -> subprocess.CompletedProcess:

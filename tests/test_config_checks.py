@@ -16,16 +16,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serveprof.config import (
-    check_config,
-    explain_problems,
-    load_config_file,
-    load_schema,
-    tarball_file_name,
-    url_problem,
-    with_defaults,
-)
+from serveprof.config_problems import text_problems, url_problem
 from serveprof.errors import ServeprofError
+from serveprof.models.archive import tarball_file_name
+from serveprof.settings import check as check_config
+from serveprof.settings import read_config_file, schema, with_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 KERAS = {"source": "keras", "type": "classification", "application": "MobileNetV2"}
@@ -107,7 +102,7 @@ def test_numbers_as_yaml_writes_them(tmp_path):
         "measure: {requests: 1000.0, max_seconds: .inf, warmup_max_seconds: .nan}\n"
     )
     message = assert_refused(
-        load_config_file(path),
+        read_config_file(path),
         "batch_sizes[1]", "write 2, not 2.0",
         "batch_sizes[2]: True is a yes/no value",
         "measure.requests", "write 1000, not 1000.0",
@@ -152,7 +147,7 @@ def test_a_key_of_another_source_is_refused_by_check_and_schema(tmp_path, source
                              f"remove {key} (a {source} model takes ")
     assert "1 problem(s)" in message  # the value itself is not explained as well
     # The schema alone refuses it too, so Snakemake's own validate agrees with the check.
-    assert not jsonschema.Draft202012Validator(load_schema()).is_valid(config)
+    assert not jsonschema.Draft202012Validator(schema()).is_valid(config)
 
 
 def test_each_source_takes_its_own_keys_and_the_shared_ones(tmp_path):
@@ -165,7 +160,7 @@ def test_each_source_takes_its_own_keys_and_the_shared_ones(tmp_path):
               "signature": "serving_default", **shared},
     }
     check_config(config_with(models=models))
-    assert jsonschema.Draft202012Validator(load_schema()).is_valid(config_with(models=models))
+    assert jsonschema.Draft202012Validator(schema()).is_valid(config_with(models=models))
 
 
 def test_a_model_without_source_gets_one_problem_not_one_per_source():
@@ -237,8 +232,8 @@ def test_a_plain_tarball_url_is_accepted_and_names_its_file(url, name):
 
 
 def test_the_default_config_urls_are_accepted():
-    config = load_config_file(REPO / "config.yaml")
-    urls = [m["url"] for m in config["models"].values() if m["source"] == "tf2_zoo"]
+    models = read_config_file(REPO / "config" / "models.yaml")
+    urls = [m["url"] for m in models.values() if m["source"] == "tf2_zoo"]
     assert urls and all(url_problem(url) is None for url in urls)
 
 
@@ -273,7 +268,7 @@ def test_an_accepted_url_always_gives_a_plain_file_in_the_download_folder(url):
     assert (download_dir / name).parent == download_dir
     assert name.lower().endswith((".tar.gz", ".tgz")) and name.isascii() and name.isprintable()
     # Snakemake's validate (the plain schema) never refuses what the check accepted.
-    assert jsonschema.Draft202012Validator(load_schema()).is_valid(config)
+    assert jsonschema.Draft202012Validator(schema()).is_valid(config)
 
 
 def test_two_urls_that_would_share_a_tarball_file_are_refused():
@@ -406,9 +401,9 @@ def test_machine_problems_and_text_problems_are_listed_together(tmp_path):
 
 
 def test_a_jobs_server_block_is_checked_for_its_text_only(tmp_path):
-    """The launcher re-checks `server:` inside a job with explain_problems: no PATH look-ups there."""
+    """A job's `server:` block (serveprof measure --server) is checked for its text: no PATH look-ups there."""
     server = {"backend": "tfserving", "tfserving_path": str(tmp_path / "elsewhere"), "intra_op_threads": 2.0}
-    problems = explain_problems({"server": server})
+    problems = text_problems({"server": server}, schema())
     assert [p for p in problems if p.startswith("server")] == [
         "server.intra_op_threads: 2.0 is written as a decimal number where a whole number is meant\n"
         "    fix: write 2, not 2.0; set server.intra_op_threads to 0 (TensorFlow's default) or more"
@@ -420,11 +415,11 @@ def test_a_jobs_server_block_is_checked_for_its_text_only(tmp_path):
 
 def check_config_cli(*paths: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "serveprof", "check-config", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
 def test_check_config_names_where_to_stage_each_zoo_tarball():
-    result = check_config_cli(REPO / "config.yaml")
+    result = check_config_cli(REPO / "config" / "config.yaml")
     assert result.returncode == 0, result.stderr
     assert ("ssd_mobilenet: tf2_zoo detection, batch sizes 1, 2, 4, 8, 16, 32, "
             "tarball data/model/download/ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz") in result.stdout

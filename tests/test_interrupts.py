@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from serveprof.config import canonical_json
+from serveprof.settings import canonical_json
 from tests.fixtures.embedded_server import TINY_IMAGE_SIZE, TINY_MODEL_NAME
 from tests.workflow_runner import REPO, run_workflow, workflow_command, workflow_env, write_config
 

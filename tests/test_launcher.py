@@ -31,13 +31,20 @@ import pytest
 
 from serveprof.client import GrpcClient, RestClient, ServingRequestError
 from serveprof.errors import ServeprofError
-from serveprof.launch import ServerDied, ServerSpec, launch
-from serveprof.launch import probes
+from serveprof.launch import ServerDied, ServerSpec, launch, probes
 from serveprof.launch import server as launcher_module
-from serveprof.launch.commands import (build_command, docker_container_inspect_command, docker_image_inspect_command,
-                                       embedded_gpu_probe_command, image_reference, resolve_backend, server_environment,
-                                       version_command)
+from serveprof.launch.commands import (
+    build_command,
+    docker_container_inspect_command,
+    docker_image_inspect_command,
+    embedded_gpu_probe_command,
+    image_reference,
+    resolve_backend,
+    server_environment,
+    version_command,
+)
 from serveprof.launch.probes import gpu_status, identify, run_probe
+from serveprof.settings import server_settings
 from tests.fixtures.embedded_server import REPO, TINY_IMAGE_SIZE, TINY_MODEL_NAME
 
 START_TIMEOUT_S = 240  # TensorFlow's import is slow on a shared 2-core machine
@@ -49,9 +56,14 @@ def quiet_tensorflow(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def spec_of(server: dict, model: str, base: str, log: str | None = None) -> ServerSpec:
+    """A ServerSpec from a server: block, as `serveprof measure --server` builds it."""
+    return ServerSpec.serving(server_settings(server), model, base, log)
+
+
 def embedded(base: Path, log: Path | None = None, **settings) -> ServerSpec:
-    return ServerSpec.from_config({"backend": "embedded", "startup_timeout_s": START_TIMEOUT_S, **settings},
-                                  TINY_MODEL_NAME, str(base), str(log) if log else None)
+    return spec_of({"backend": "embedded", "startup_timeout_s": START_TIMEOUT_S, **settings},
+                   TINY_MODEL_NAME, str(base), str(log) if log else None)
 
 
 def servers_of(marker: str) -> list[psutil.Process]:
@@ -206,7 +218,8 @@ def test_ports_lost_to_another_program_are_retried(model_copy, monkeypatch):
 LAUNCHER_SCRIPT = textwrap.dedent("""
     import json, sys, time
     from serveprof.launch import ServerSpec, launch, terminate_on_sigterm
-    spec = ServerSpec.from_config({"backend": "embedded", "startup_timeout_s": 240}, "tiny", sys.argv[1], sys.argv[2])
+    from serveprof.settings import server_settings
+    spec = ServerSpec.serving(server_settings({"backend": "embedded", "startup_timeout_s": 240}), "tiny", sys.argv[1], sys.argv[2])
     with terminate_on_sigterm(), launch(spec) as server:
         print(json.dumps({"pid": server.pid}), flush=True)
         time.sleep(600)
@@ -251,7 +264,7 @@ def fake_tensorflow_model_server(folder: Path) -> Path:
 
 
 def spec_for(tmp_path: Path, **settings) -> ServerSpec:
-    return ServerSpec.from_config(settings, "tiny", str(tmp_path / "models" / "tiny"))
+    return spec_of(settings, "tiny", str(tmp_path / "models" / "tiny"))
 
 
 def test_auto_picks_tfserving_when_on_path_and_embedded_otherwise(tmp_path, monkeypatch):
@@ -460,8 +473,8 @@ def test_docker_backend_end_to_end_records_image_digest_version_and_pid(model_co
     """launch() on the docker path, a fake client standing in for the engine: what it runs, asks and removes."""
     state = tmp_path / "docker-state"
     docker = fake_docker(state)
-    spec = ServerSpec.from_config({"backend": "docker", "docker_path": str(docker), "image_tag": "2.18.0",
-                                   "startup_timeout_s": START_TIMEOUT_S}, TINY_MODEL_NAME, str(model_copy))
+    spec = spec_of({"backend": "docker", "docker_path": str(docker), "image_tag": "2.18.0",
+                    "startup_timeout_s": START_TIMEOUT_S}, TINY_MODEL_NAME, str(model_copy))
     with launch(spec) as server:
         name = server.container
         container_init = int((state / f"{name}.pid").read_text())
@@ -588,9 +601,9 @@ def test_docker_without_a_client_is_refused_before_starting(tmp_path):
 
 def test_server_settings_are_checked_with_the_schemas_fixes(tmp_path):
     with pytest.raises(ServeprofError, match="unknown key.*'backnd'(.|\n)*fix"):
-        ServerSpec.from_config({"backnd": "embedded"}, "tiny", str(tmp_path))
+        spec_of({"backnd": "embedded"}, "tiny", str(tmp_path))
     with pytest.raises(ServeprofError, match="server.backend(.|\n)*auto, embedded, tfserving, docker or apptainer"):
-        ServerSpec.from_config({"backend": "kubernetes"}, "tiny", str(tmp_path))
-    spec = ServerSpec.from_config({}, "tiny", str(tmp_path))
+        spec_of({"backend": "kubernetes"}, "tiny", str(tmp_path))
+    spec = spec_of({}, "tiny", str(tmp_path))
     assert (spec.backend, spec.image, spec.image_tag, spec.startup_timeout_s, spec.extra_flags) == (
         "auto", "tensorflow/serving", "latest", 600, ())

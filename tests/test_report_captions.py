@@ -10,15 +10,15 @@ import jinja2
 import pytest
 from docutils.core import publish_parts
 
-from serveprof.config import load_config_file, with_defaults
 from serveprof.report.figures import OVERVIEW_KINDS, PER_MODEL_KINDS
+from serveprof.settings import load_files
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = sorted((REPO / "report").glob("*.rst"))
 
 
 def render(path: Path, figure: str = "latency") -> str:
-    config = with_defaults(load_config_file(REPO / "config.yaml"))
+    config = load_files([REPO / "config" / "config.yaml"]).config
     snakemake = SimpleNamespace(config=config, wildcards=SimpleNamespace(model="nasnet", figure=figure), params=SimpleNamespace())
     text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text()).render(snakemake=snakemake)
     # halt_level 2: any RST warning (bad markup) fails the test instead of rendering silently.
@@ -48,4 +48,4 @@ def test_every_figure_kind_and_every_caption_the_rules_name_exists():
 
 def test_distribution_caption_names_the_model_and_latency_caption_follows_the_axes():
     assert "nasnet" in render(REPO / "report" / "distribution.rst")
-    assert "log (base 2)" in render(REPO / "report" / "overview.rst", figure="latency")  # config.yaml: log_x true
+    assert "log (base 2)" in render(REPO / "report" / "overview.rst", figure="latency")  # config/config.yaml: log_x true

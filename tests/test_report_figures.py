@@ -11,11 +11,13 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex, to_rgb
 
+from serveprof.commands.plot import load_style
 from serveprof.errors import ServeprofError
 from serveprof.report import figures
-from serveprof.report.results import load_coldstart, load_latencies, load_summary
 from serveprof.report.numbers import significant
-from serveprof.report.style import LABEL_MAX, PALETTES, display_names, load_style, model_looks, parse_style
+from serveprof.report.results import load_coldstart, load_latencies, load_summary
+from serveprof.report.style import LABEL_MAX, PALETTES, display_names, model_looks
+from serveprof.settings import style as parse_style
 from tests.report_helpers import (
     ALL_MODELS,
     DEFAULT_MODELS,
@@ -57,7 +59,7 @@ def drawn(fig):
 def tick_labels(axis) -> dict[float, str]:
     """The labelled major ticks inside the view: {value: text}."""
     low, high = sorted(axis.get_view_interval())
-    return {tick: label.get_text() for tick, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+    return {tick: label.get_text() for tick, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=False)
             if low <= tick <= high and label.get_text()}  # fmt: skip
 
 
@@ -253,7 +255,7 @@ def test_the_default_model_keys_get_a_legend_in_columns_below_the_axes(kind):
     assert rows <= 5
     assert box.y1 <= min(ax.get_window_extent().y0 for ax in fig.axes if ax.get_visible())  # below, not over the data
     # The legend's colours are the lines' colours.
-    for handle, model in zip(legend.legend_handles, DEFAULT_MODELS):
+    for handle, model in zip(legend.legend_handles, DEFAULT_MODELS, strict=False):
         assert to_hex(handle.get_color()) == looks[model].colour.lower()
 
 
@@ -300,7 +302,7 @@ def test_coldstart_bars_use_the_width_the_names_took(looks):
         assert name.get_text() == all_looks[model].label and box.x1 <= page.x1 and ax.bbox.y0 <= box.y0 <= ax.bbox.y1
         assert artist(fig, f"total:{model}").get_window_extent().x1 <= ax.bbox.x1
     names = sorted((artist(fig, f"label:{model}").get_window_extent() for model in DEFAULT_MODELS), key=lambda box: box.y0)
-    assert all(lower.y1 <= upper.y0 for lower, upper in zip(names, names[1:]))  # no two names overlap
+    assert all(lower.y1 <= upper.y0 for lower, upper in zip(names, names[1:], strict=False))  # no two names overlap
 
 
 @pytest.mark.parametrize(
@@ -398,7 +400,7 @@ def test_plot_cli_draws_everything_by_default_and_names_a_missing_latency_file(t
 
 
 def test_plotting_never_imports_tensorflow():
-    code = "import sys, serveprof.report.plot_cli, serveprof.report.tables_cli; print('tensorflow' in sys.modules)"
+    code = "import sys, serveprof.commands.plot, serveprof.commands.tables; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serveprof.commands.tables import write_tables
 from serveprof.errors import ServeprofError
 from serveprof.report.numbers import significant
-from serveprof.report.tables_cli import write_tables
 from tests.report_helpers import (
     ACQUIRED,
     ALL_MODELS,
@@ -59,7 +59,7 @@ def test_duration_table_follows_the_workload_layout_and_values(report):
         durations = pd.read_csv(PROFILING / model / f"{model}.csv", skipinitialspace=True)
         mine = [row for row in rows if row["model"] == model]
         assert [int(row["batch size"]) for row in mine] == list(expected["batch_size"])
-        for row, (_, want), duration in zip(mine, expected.iterrows(), durations["duration"]):
+        for row, (_, want), duration in zip(mine, expected.iterrows(), durations["duration"], strict=False):
             assert_printed(row["first init (ms)"], want["first_init_ms"])
             assert_printed(row["first AoT (ms)"], want["first_aot_ms"])
             assert_printed(row["duration (ms)"], duration)
@@ -88,7 +88,7 @@ def test_percentile_table_marks_low_sample_tails_and_truncated_series(report):
     rows = parse_table(text)
     for model in PROFILED:
         expected = summary(model)
-        for row, (_, want) in zip([row for row in rows if row["model"] == model], expected.iterrows()):
+        for row, (_, want) in zip([row for row in rows if row["model"] == model], expected.iterrows(), strict=False):
             low = str(want["low_sample_percentiles"]) if isinstance(want["low_sample_percentiles"], str) else ""
             for name in ("p50", "p90", "p99"):
                 cell = row[f"{name} (ms)"]
@@ -108,7 +108,7 @@ def test_resource_table_matches_summary_and_omits_absent_gpu(report):
     rows = parse_table(text)
     assert "GPU (%)" not in rows[0]  # no GPU in the fixture: no empty columns
     for model in PROFILED:
-        for row, (_, want) in zip([row for row in rows if row["model"] == model], summary(model).iterrows()):
+        for row, (_, want) in zip([row for row in rows if row["model"] == model], summary(model).iterrows(), strict=False):
             assert_printed(row["CPU (% of one core)"], want["cpu_util_pct"])
             assert_printed(row["RSS peak (MiB)"], want["rss_peak_mb"])
             assert_printed(row["RSS mean (MiB)"], want["rss_mean_mb"])

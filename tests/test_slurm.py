@@ -1,6 +1,6 @@
 """The workflow through the SLURM profile, on a real one-node SLURM cluster.
 
-ci/slurm/start-cluster.sh installs Debian's SLURM and munge when they are missing and
+.ci/slurm/start-cluster.sh installs Debian's SLURM and munge when they are missing and
 starts munged, slurmctld and slurmd on this machine; the session fixture always stops
 them again, also when the start itself fails or times out. The tiny test config then
 runs twice, in two scratch directories: once locally (the reference) and once as users
@@ -42,8 +42,8 @@ import yaml
 
 from tests.workflow_runner import BIN, REPO, Run, parse_jobs, run_workflow, tiny_test_config, write_config
 
-START = REPO / "ci" / "slurm" / "start-cluster.sh"
-STOP = REPO / "ci" / "slurm" / "stop-cluster.sh"
+START = REPO / ".ci" / "slurm" / "start-cluster.sh"
+STOP = REPO / ".ci" / "slurm" / "stop-cluster.sh"
 PROFILE_DIR = REPO / "profiles" / "slurm"
 PROFILE = PROFILE_DIR / "config.yaml"
 CLUSTER_NAME = "serveprof-ci"  # ClusterName in the slurm.conf start-cluster.sh writes
@@ -135,7 +135,7 @@ def our_job_processes() -> list[psutil.Process]:
 
 
 def run_script(script: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run a ci/slurm script in a process group of its own; returncode None if it timed out.
+    """Run a .ci/slurm script in a process group of its own; returncode None if it timed out.
 
     On a timeout the whole group gets SIGTERM (start-cluster.sh then removes its
     temporary policy-rc.d), then SIGKILL, so no apt-get or dpkg is left running. The
@@ -260,13 +260,31 @@ def test_cluster_rules_went_through_sbatch_and_local_rules_did_not(runs):
     assert sorted(map(key, slurm.jobs)) == sorted(map(key, local.jobs))
 
 
-def test_profile_resources_reach_sbatch(runs):
+def declared_resources(output: str) -> dict[str, dict[str, str]]:
+    """Each rule's resources as Snakemake printed them for its jobs (``resources: mem_mb=16000, ...``)."""
+    declared: dict[str, dict[str, str]] = {}
+    rule = None
+    for line in output.splitlines():
+        header = re.match(r"^(?:local)?(?:rule|checkpoint) (\w+):$", line)
+        if header:
+            rule = header.group(1)
+        found = re.match(r"^\s+resources: (.*)$", line)
+        if found and rule:
+            declared.setdefault(rule, dict(part.split("=", 1) for part in found.group(1).split(", ")))
+    return declared
+
+
+def test_the_rules_resources_reach_sbatch(runs):
+    """What a rule declares (rules/*.smk) is what SLURM was asked for; the profile repeats none of it."""
     profile = yaml.safe_load(PROFILE.read_text())
+    assert all(set(wanted) <= {"slurm_extra", "gpu_model", "slurm_partition"} for wanted in profile["set-resources"].values())
+    _, slurm = runs["slurm"]
+    declared = declared_resources(slurm.output)
     for job in runs["jobs"].values():
-        wanted = profile["set-resources"][rule_of(job)]
-        assert job["MinMemoryNode"] == f"{wanted['mem_mb']}M", job
-        hours, minutes = divmod(wanted["runtime"], 60)
-        assert job["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", job
+        wanted = declared[rule_of(job)]
+        assert job["MinMemoryNode"] == f"{wanted['mem_mb']}M", (job, wanted)
+        hours, minutes = divmod(int(wanted["runtime"]), 60)
+        assert job["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00", (job, wanted)
         assert job["OverSubscribe"] == ("NO" if rule_of(job) in EXCLUSIVE_RULES else "OK"), job
 
 
@@ -282,9 +300,9 @@ def test_serving_jobs_were_queued_together_not_one_after_another(runs):
     """The invocation users get does not hold serving jobs back: Snakemake submits
     them as soon as their model is exported, and SLURM queues them.
 
-    profiles/default's `resources: serving_slot=1` wins over anything in
-    profiles/slurm's `resources`; if profiles/slurm stopped setting those jobs'
-    serving_slot to 0, Snakemake would submit each only after the previous one ended.
+    profiles/default's `resources: serving_slot=1` (one slot per machine) applies on the
+    cluster too; profiles/slurm scopes the slot per job (`set-resource-scopes`). Without
+    that, Snakemake would submit each serving job only after the previous one ended.
     """
     jobs = serving_jobs(runs)
 

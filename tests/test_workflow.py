@@ -6,7 +6,10 @@ zoo-shaped release built by the test and downloaded over HTTP from loopback, so 
 download and the batch wrapping run for real; tiny_keras asks for ImageNet weights,
 which cannot be fetched, so it is exported and profiled with random weights;
 tiny_offline points at a closed port and must end up "not profiled" without sinking
-the run.
+the run, until its status is deleted to ask for a new try.
+
+The workflow uses Snakemake's public API only: the tests check what it reruns, that a
+dry run lists what the real run then does, and that the documented commands work.
 
 One complete run (``baseline``) is shared read-only. A test that changes something
 works on a copy of it (``workdir``), so no test depends on another or on their order.
@@ -22,17 +25,27 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 import yaml
 from snakemake.cli import get_argument_parser
 
 from tests.fixtures.http_server import FileServer
 from tests.fixtures.tarballs import add_file
-from tests.workflow_runner import BIN, REPO, Run, read_config, run_command, run_workflow, tiny_test_config, write_config
+from tests.workflow_runner import (
+    BIN,
+    REPO,
+    Run,
+    read_config,
+    run_command,
+    run_workflow,
+    tiny_test_config,
+    workflow_command,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -89,11 +102,18 @@ def snapshot(workdir: Path, *folders: str) -> dict[str, tuple[int, bytes]]:
     return files
 
 
-def assert_only_retries(run: Run, *models: str) -> None:
-    """Nothing ran but the acquisition of models not obtained, and the manifest's and report's jobs."""
-    assert run.returncode == 0, run.output[-4000:]
-    assert sorted(job["model"] for job in run.jobs_of("acquire_model")) == sorted(models), run.jobs
-    assert run.rules() <= {"acquire_model", "tables", "all"}, run.jobs
+def dry_then_real(workdir: Path, target: str | None = "workload/profiling/all") -> Run:
+    """A dry run, then the real run: the dry run listed exactly the jobs the real one ran."""
+    dry = run_workflow(workdir, "-n", target=target)
+    assert dry.returncode == 0, dry.output[-4000:]
+    real = run_workflow(workdir, target=target)
+    assert real.returncode == 0, real.output[-4000:]
+    assert sorted(map(job_key, dry.jobs)) == sorted(map(job_key, real.jobs)), (dry.jobs, real.jobs)
+    return real
+
+
+def job_key(job: tuple[str, dict]) -> tuple:
+    return job[0], tuple(sorted(job[1].items()))
 
 
 # ------------------------------------------------------------------ the first run
@@ -130,7 +150,8 @@ def test_unobtainable_model_is_listed_not_profiled(baseline):
     manifest = json.loads((baseline / "workload" / "profiling" / "all").read_text())
     assert sorted(manifest["profiled"]) == sorted(PROFILED)
     assert "tiny_offline" in manifest["not_profiled"]
-    assert manifest["not_profiled"]["tiny_offline"]["fix"]
+    assert manifest["not_profiled"]["tiny_offline"]["fix"].endswith(
+        "then delete data/model/acquired/tiny_offline.json, and the next run acquires tiny_offline again")
     assert not (baseline / "workload" / "profiling" / "tiny_offline").exists()
     report = (baseline / "reports" / "report.md").read_text()
     assert "tiny_offline" in report.split("Not profiled", 1)[1]
@@ -170,17 +191,33 @@ def test_html_report_has_a_category_per_model(workdir):
 # ------------------------------------------------------------------ what a rerun does
 
 
-def test_a_second_run_only_tries_the_unobtained_model_again(workdir):
+@pytest.mark.parametrize("target", ["workload/profiling/all", None], ids=["manifest", "default-target"])
+def test_a_second_run_does_nothing_and_its_dry_run_says_so(workdir, target):
     before = snapshot(workdir, "data/model/acquired", "data/model/inference", "workload", "reports")
+    dry = run_workflow(workdir, "-n", target=target)
+    assert dry.returncode == 0 and dry.nothing_to_do, dry.output[-4000:]
+    run = run_workflow(workdir, target=target)
+    assert run.returncode == 0 and run.nothing_to_do, run.output[-4000:]
+    assert snapshot(workdir, "data/model/acquired", "data/model/inference", "workload", "reports") == before
+
+
+def test_a_model_not_obtained_is_tried_again_once_its_status_is_deleted(workdir):
+    status = workdir / "data" / "model" / "acquired" / "tiny_offline.json"
+    failure = status.read_bytes()
+    status.unlink()
+    dry = run_workflow(workdir, "-n")
+    assert dry.returncode == 0, dry.output[-4000:]
     run = run_workflow(workdir)
-    assert_only_retries(run, "tiny_offline")
-    after = snapshot(workdir, "data/model/acquired", "data/model/inference", "workload", "reports")
-    retried = "data/model/acquired/tiny_offline.json"
-    assert after[retried][1] == before[retried][1]  # the same failure, the same bytes
-    del after[retried], before[retried]
-    # The status did not change, so neither did the report and the manifest made from it.
-    assert after == before, sorted(path for path in after if after[path] != before.get(path))
-    assert run.jobs == [("acquire_model", {"model": "tiny_offline"})], run.jobs
+    assert run.returncode == 0, run.output[-4000:]
+    # The acquisition is a checkpoint, whose outcome no dry run can know: it lists what
+    # follows a success (tiny_offline's jobs, the report's). The real run finds the same
+    # status as before and runs nothing after it but the manifest, which stands for
+    # every status and so is written anew when one was missing.
+    assert run.jobs == [("acquire_model", {"model": "tiny_offline"}), ("manifest", {})], run.jobs
+    assert set(map(job_key, run.jobs)) <= set(map(job_key, dry.jobs))
+    assert {wildcards["model"] for _, wildcards in dry.jobs if "model" in wildcards} == {"tiny_offline"}, dry.jobs
+    assert {"export_model", "measure_batch", "manifest"} <= dry.rules()
+    assert status.read_bytes() == failure  # the same failure, the same bytes
 
 
 def padded_zoo_tarball(source: Path, dest: Path, padding: int = 400_000) -> Path:
@@ -195,8 +232,10 @@ def padded_zoo_tarball(source: Path, dest: Path, padding: int = 400_000) -> Path
 
 def test_staged_and_resumed_models_are_profiled_then_nothing_is_left_to_do(workdir, tmp_path):
     downloads = workdir / "data" / "model" / "download"
-    # The tarball's top folder is tiny_zoo/, as a renamed zoo release would be.
+    # The tarball's top folder is tiny_zoo/, as a renamed zoo release would be. Staged, and
+    # its status deleted as the fix says: the next run acquires it again.
     shutil.copy(downloads / "tiny_zoo.tar.gz", downloads / "tiny_offline.tar.gz")
+    (workdir / "data" / "model" / "acquired" / "tiny_offline.json").unlink()
     late = padded_zoo_tarball(downloads / "tiny_zoo.tar.gz", tmp_path / "served" / "tiny_late.tar.gz")
     # Each try gets 100 kB before the connection drops: three tries keep part of the file.
     with FileServer(late.parent, cut_after=100_000) as server:
@@ -214,7 +253,8 @@ def test_staged_and_resumed_models_are_profiled_then_nothing_is_left_to_do(workd
         assert f"({kept} bytes kept in" in status_of(workdir, "tiny_late")["reason"]
 
         server.cut_after = None  # the connection holds now
-        second = run_workflow(workdir)
+        (workdir / "data" / "model" / "acquired" / "tiny_late.json").unlink()  # ask for a new try
+        second = dry_then_real(workdir)
         assert second.returncode == 0, second.output[-4000:]
         for rule in SERVING_RULES:
             assert {job["model"] for job in second.jobs_of(rule)} == {"tiny_late"}, (rule, second.jobs)
@@ -227,58 +267,71 @@ def test_staged_and_resumed_models_are_profiled_then_nothing_is_left_to_do(workd
     dry = run_workflow(workdir, "-n")
     assert dry.returncode == 0 and dry.nothing_to_do, dry.output[-4000:]
     config = read_config(workdir)
-    config["strict"] = True  # changes nothing for models that were obtained
+    config["strict"] = True  # every model was obtained: only the verdict, the manifest, is made again
+    write_config(workdir, config)
+    run = dry_then_real(workdir)
+    assert run.jobs == [("manifest", {})], run.jobs
+
+
+def test_a_model_built_with_random_weights_is_acquired_again_when_that_can_change(workdir):
+    status = workdir / "data" / "model" / "acquired" / "tiny_keras.json"
+    assert status_of(workdir, "tiny_keras")["fix"].endswith(
+        "then delete data/model/acquired/tiny_keras.json, and the next run acquires tiny_keras again")
+    cached = workdir / status_of(workdir, "tiny_keras")["missing_file"]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"weights staged by hand")
+    dry = run_workflow(workdir, "-n")
+    assert dry.returncode == 0 and dry.nothing_to_do, dry.output[-4000:]  # staging alone asks for nothing
+    status.rename(status.with_suffix(".kept"))
+    dry = run_workflow(workdir, "-n")
+    assert [job["model"] for job in dry.jobs_of("acquire_model")] == ["tiny_keras"], dry.jobs
+    status.with_suffix(".kept").rename(status)
+    cached.unlink()
+
+    config = read_config(workdir)
+    config["allow_random_weights"] = False  # can change what tiny_keras's acquisition finds
+    write_config(workdir, config)
+    dry = run_workflow(workdir, "-n")
+    assert [job["model"] for job in dry.jobs_of("acquire_model")] == ["tiny_keras"], dry.jobs
+
+    config["allow_random_weights"] = True
     write_config(workdir, config)
     dry = run_workflow(workdir, "-n")
     assert dry.returncode == 0 and dry.nothing_to_do, dry.output[-4000:]
 
 
-def test_a_model_built_with_random_weights_is_acquired_again_when_that_can_change(workdir):
-    cached = workdir / status_of(workdir, "tiny_keras")["missing_file"]
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_bytes(b"weights staged by hand")
-    dry = run_workflow(workdir, "-n")
-    assert sorted(job["model"] for job in dry.jobs_of("acquire_model")) == ["tiny_keras", "tiny_offline"], dry.jobs
-    cached.unlink()
-
-    config = read_config(workdir)
-    config["allow_random_weights"] = False
-    write_config(workdir, config)
-    dry = run_workflow(workdir, "-n")
-    assert sorted(job["model"] for job in dry.jobs_of("acquire_model")) == ["tiny_keras", "tiny_offline"], dry.jobs
-
-    config["allow_random_weights"], config["strict"] = True, True
-    write_config(workdir, config)
-    dry = run_workflow(workdir, "-n")
-    assert [job["model"] for job in dry.jobs_of("acquire_model")] == ["tiny_offline"], dry.jobs
-    assert dry.rules() <= {"acquire_model", "all"}, dry.jobs
-
-
-def test_deleting_one_latency_file_recomputes_it_and_what_derives_from_it(workdir):
+@pytest.mark.parametrize("target", ["workload/profiling/all", None], ids=["manifest", "default-target"])
+def test_deleting_one_latency_file_recomputes_it_and_what_derives_from_it(workdir, target):
     derived = snapshot(workdir, "reports")
     (workdir / "workload" / "profiling" / "tiny_keras" / "tiny_keras-b2.csv").unlink()
-    run = run_workflow(workdir)
-    assert run.returncode == 0, run.output[-4000:]
+    run = dry_then_real(workdir, target)
     assert run.jobs_of("measure_batch") == [{"model": "tiny_keras", "batch": "2"}]
     assert run.jobs_of("aggregate_model") == [{"model": "tiny_keras"}]
     assert run.jobs_of("plot_model") == [{"model": "tiny_keras"}]
     assert sorted(job["figure"] for job in run.jobs_of("plot_overview")) == sorted(FIGURES)
-    assert {"tables", "all"} <= run.rules()
-    assert [job["model"] for job in run.jobs_of("acquire_model")] == ["tiny_offline"]  # the retry
-    assert not run.rules() & {"export_model", "cold_start"}
+    assert {"tables", "manifest"} <= run.rules()
+    assert not run.rules() & {"acquire_model", "export_model", "cold_start"}
     assert (workdir / "workload" / "profiling" / "tiny_keras" / "tiny_keras-b2.csv").is_file()
     redrawn = snapshot(workdir, "reports")
     for path in ("reports/report.md", "reports/tables/durations.csv", "reports/figures/latency.png",
                  "reports/figures/tiny_keras/distribution.png"):
         assert redrawn[path][0] > derived[path][0], path
     assert redrawn["reports/figures/tiny_zoo/distribution.png"] == derived["reports/figures/tiny_zoo/distribution.png"]
+    again = run_workflow(workdir, "-n", target=target)
+    assert again.returncode == 0 and again.nothing_to_do, again.output[-4000:]
+
+
+def test_deleting_a_stats_file_remeasures_that_batch_size(workdir):
+    (workdir / "workload" / "profiling" / "tiny_zoo" / "stats" / "b1.json").unlink()
+    run = dry_then_real(workdir)
+    assert run.jobs_of("measure_batch") == [{"model": "tiny_zoo", "batch": "1"}]
 
 
 def test_deleting_a_table_rebuilds_it_and_deleting_a_saved_model_reruns_nothing(workdir):
     (workdir / "reports" / "tables" / "compact.md").unlink()
     shutil.rmtree(workdir / "data" / "model" / "inference" / "tiny_zoo" / "1")
-    run = run_workflow(workdir)
-    assert_only_retries(run, "tiny_offline")
+    run = dry_then_real(workdir)
+    assert run.rules() == {"tables", "manifest"}, run.jobs
     assert run.jobs_of("tables") == [{}]
     assert (workdir / "reports" / "tables" / "compact.md").is_file()
     assert not (workdir / "data" / "model" / "inference" / "tiny_zoo" / "1").exists()
@@ -288,10 +341,18 @@ def test_changing_a_plot_setting_reruns_only_the_plots(workdir):
     config = read_config(workdir)
     config["plots"]["dpi"] = 72
     write_config(workdir, config)
-    run = run_workflow(workdir)
+    run = dry_then_real(workdir)
+    assert run.rules() == {"plot_overview", "plot_model", "manifest"}, run.jobs
+
+
+def test_the_documented_redraw_command_redraws_every_figure_and_measures_nothing(workdir):
+    documented = next(line for line in documented_commands(REPO / "README.md") if "--forcerun plot_overview plot_model" in line)
+    tokens = shlex.split(documented)
+    run = run_command([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                       "--configfile", str(workdir / "config.yaml"), *tokens[1:]])
     assert run.returncode == 0, run.output[-4000:]
-    assert run.rules() - {"all", "acquire_model"} == {"plot_overview", "plot_model"}, run.jobs
-    assert [job["model"] for job in run.jobs_of("acquire_model")] == ["tiny_offline"]
+    assert run.rules() == {"plot_overview", "plot_model", "manifest"}, run.jobs
+    assert sorted(job["figure"] for job in run.jobs_of("plot_overview")) == sorted(FIGURES)
 
 
 def test_changing_requests_reruns_measurements_not_downloads_or_exports(workdir):
@@ -302,8 +363,7 @@ def test_changing_requests_reruns_measurements_not_downloads_or_exports(workdir)
     assert run.returncode == 0, run.output[-4000:]
     measured = sorted((job["model"], job["batch"]) for job in run.jobs_of("measure_batch"))
     assert measured == [(model, batch) for model in PROFILED for batch in ("1", "2")]
-    assert [job["model"] for job in run.jobs_of("acquire_model")] == ["tiny_offline"]
-    assert not run.rules() & {"export_model", "cold_start"}
+    assert not run.rules() & {"acquire_model", "export_model", "cold_start"}
 
 
 def test_a_per_model_batch_sizes_override_adds_only_the_new_measurement(workdir):
@@ -313,8 +373,7 @@ def test_a_per_model_batch_sizes_override_adds_only_the_new_measurement(workdir)
     run = run_workflow(workdir)
     assert run.returncode == 0, run.output[-4000:]
     assert run.jobs_of("measure_batch") == [{"model": "tiny_zoo", "batch": "4"}]
-    assert [job["model"] for job in run.jobs_of("acquire_model")] == ["tiny_offline"]
-    assert not run.rules() & {"export_model", "cold_start"}
+    assert not run.rules() & {"acquire_model", "export_model", "cold_start"}
     assert {job["model"] for job in run.jobs_of("aggregate_model")} == {"tiny_zoo"}
     durations = (workdir / "workload" / "profiling" / "tiny_zoo" / "tiny_zoo.csv").read_text().splitlines()
     assert [line.split(", ")[0] for line in durations[1:]] == ["1", "2", "4"]
@@ -329,8 +388,7 @@ def test_adding_a_model_adds_only_its_jobs(workdir, tmp_path):
     run = run_workflow(workdir)
     assert run.returncode == 0, run.output[-4000:]
     for rule in SERVING_RULES | {"aggregate_model"}:
-        expected = {"tiny_saved", "tiny_offline"} if rule == "acquire_model" else {"tiny_saved"}
-        assert {job["model"] for job in run.jobs_of(rule)} == expected, (rule, run.jobs)
+        assert {job["model"] for job in run.jobs_of(rule)} == {"tiny_saved"}, (rule, run.jobs)
     assert (workdir / "workload" / "profiling" / "tiny_saved" / "tiny_saved.csv").is_file()
 
 
@@ -341,8 +399,10 @@ def test_strict_mode_fails_on_an_unobtainable_model(tmp_path):
     write_config(tmp_path, config)
     run = run_workflow(tmp_path)
     assert run.returncode != 0
-    assert "tiny_offline" in run.output
-    assert not (tmp_path / "data" / "model" / "acquired" / "tiny_offline.json").exists()
+    assert "strict is true, and 1 model(s) were not profiled" in run.output and "tiny_offline" in run.output
+    assert status_of(tmp_path, "tiny_offline")["status"] == "unavailable"
+    assert (tmp_path / "reports" / "report.md").is_file()  # the report says why
+    assert not (tmp_path / "workload" / "profiling" / "all").exists()  # the verdict: no manifest
 
 
 # ------------------------------------------------------------------ documented commands and files
@@ -356,11 +416,12 @@ def documented_commands(path: Path) -> list[str]:
     return [command.split("  #", 1)[0].strip() for command in lines + spans]
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/models.md", "config.yaml", ".test/config.yaml"])
+@pytest.mark.parametrize("document", ["README.md", "docs/models.md", "docs/hpc.md", "config/config.yaml", ".test/config.yaml",
+                                      ".test/sheet.yaml"])
 def test_documented_commands_keep_their_targets(document):
     """An option taking several values (--configfile, --sdm) must not swallow the target."""
     commands = documented_commands(REPO / document)
-    if document != "docs/models.md":
+    if document not in ("docs/models.md", "docs/hpc.md"):
         assert commands, f"no snakemake command found in {document}"
     for command in commands:
         tokens = shlex.split(command)[1:]
@@ -371,20 +432,39 @@ def test_documented_commands_keep_their_targets(document):
 
 
 def test_default_config_and_the_documented_configfile_command(tmp_path):
-    """The repository's config.yaml, alone and replaced by a file of models as README.md shows it."""
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    """The repository's config/config.yaml, alone and replaced by a file of models as README.md shows it."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
     (tmp_path / "my-models.yaml").write_text(yaml.safe_dump({"models": {"mine": FALLBACK_KERAS}}))
     documented = next(line for line in documented_commands(REPO / "README.md") if "--configfile my-models.yaml" in line)
     snakefile = ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n"]
 
     default = run_command([str(BIN / "snakemake"), "--cores", "1", "workload/profiling/all", *snakefile])
     assert default.returncode == 0, default.output[-4000:]
-    assert sorted(job["model"] for job in default.jobs_of("acquire_model")) == sorted(yaml.safe_load((REPO / "config.yaml").read_text())["models"])
+    reference = yaml.safe_load((REPO / "config" / "models.yaml").read_text())
+    assert sorted(job["model"] for job in default.jobs_of("acquire_model")) == sorted(reference)
 
     tokens = shlex.split(documented)
     mine = run_command([str(BIN / "snakemake"), *[str(tmp_path / t) if t == "my-models.yaml" else t for t in tokens[1:]], *snakefile])
     assert mine.returncode == 0, mine.output[-4000:]
     assert [job["model"] for job in mine.jobs_of("acquire_model")] == ["mine"], mine.jobs
+
+
+@pytest.mark.parametrize("test_config", sorted(path.name for path in (REPO / ".test").glob("*.yaml")))
+def test_each_test_config_runs_with_configfile_alone(tmp_path, test_config):
+    """CI's way: `--configfile .test/<name>.yaml`, with the repository's default config beside it."""
+    shutil.copytree(REPO / ".test", tmp_path / ".test")
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    dry = run_command(workflow_command(tmp_path, "-n", configfile=Path(".test") / test_config))
+    assert dry.returncode == 0, dry.output[-4000:]
+    assert sorted(job["model"] for job in dry.jobs_of("acquire_model")) == ["tiny_keras", "tiny_zoo"], dry.jobs
+
+
+def test_the_workflow_uses_no_snakemake_internals():
+    """The check the repository's hook makes: none of Snakemake's private DAG or config state."""
+    internals = re.compile(r"workflow\.dag|forcefiles|overwrite_config|_is_deriving")
+    for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        found = [line for line in path.read_text().splitlines() if internals.search(line)]
+        assert not found, (path.name, found)
 
 
 def test_conda_environment_lists_the_package_dependencies():
@@ -393,6 +473,10 @@ def test_conda_environment_lists_the_package_dependencies():
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert pip == project["dependencies"]
+    # Snakemake runs the workflow (the `workflow` extra); a job's environment does not need it.
+    assert not [dependency for dependency in pip if dependency.startswith("snakemake")]
+    assert all(not dependency.startswith("snakemake") or "==" not in dependency
+               for dependency in project["optional-dependencies"]["workflow"])
 
 
 def run_post_deploy(tmp_path: Path, source: str) -> subprocess.CompletedProcess:

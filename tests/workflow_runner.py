@@ -60,12 +60,15 @@ def workflow_env() -> dict[str, str]:
                 KERAS_HOME="keras_home", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **offline)
 
 
-def workflow_command(workdir: Path, *extra: str, target: str = "workload/profiling/all",
+def workflow_command(workdir: Path, *extra: str, target: str | None = "workload/profiling/all",
                      configfile: Path | None = None) -> list[str]:
-    """The command README.md documents: the target before `--configfile`, which takes several files."""
+    """The command README.md documents: the target before `--configfile`, which takes several files.
+
+    ``target=None`` runs the default target, the output-less `all` rule (`snakemake --cores 1`).
+    """
     return [
-        str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1", target,
-        "--configfile", str(configfile or workdir / "config.yaml"), *extra,
+        str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1",
+        *([target] if target else []), "--configfile", str(configfile or workdir / "config.yaml"), *extra,
     ]
 
 
@@ -75,7 +78,7 @@ def run_command(command: list[str], timeout: int = 1200) -> Run:
     return Run(result.returncode, output, parse_jobs(output))
 
 
-def run_workflow(workdir: Path, *extra: str, target: str = "workload/profiling/all", timeout: int = 1200) -> Run:
+def run_workflow(workdir: Path, *extra: str, target: str | None = "workload/profiling/all", timeout: int = 1200) -> Run:
     return run_command(workflow_command(workdir, *extra, target=target), timeout=timeout)
 
 

@@ -5,25 +5,31 @@ posts those bytes to the Predict method and returns the response unparsed, so a
 re-sent request costs neither re-encoding nor parsing. Tensors travel as
 ``tensor_content`` (one buffer, not one field per value).
 
-``send`` goes through ``http2_unary.UnaryChannel`` (transport ``"http2"``, the default):
-half of grpcio's client CPU per call, which matters because the client shares the
-machine with the server it measures. ``transport="grpcio"`` sends it through grpcio
-instead, for targets that are not plain ``HOST:PORT`` (``dns:///``, ``unix:``) or for
-comparison. Metadata and status always use grpcio and the official stubs' messages.
+``send`` goes through serveprof's own HTTP/2 connection, ``http2_unary.UnaryChannel``
+(transport ``"builtin"``, the default): half of grpcio's client CPU per call, which
+matters because the client shares the machine with the server it measures.
+``transport="library"`` sends it through grpcio instead, for targets that are not plain
+``HOST:PORT`` (``dns:///``, ``unix:``) or for comparison. Metadata and status always use grpcio and the official stubs' messages.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
 
 from serveprof.client.errors import ServingRequestError
 from serveprof.client.http2_unary import GrpcCallError, UnaryChannel
-from serveprof.client.protos import (GET_MODEL_METADATA, GET_MODEL_STATUS, PREDICT, get_model_metadata_pb2,
-                                     get_model_status_pb2, predict_pb2)
 from serveprof.client.metadata import SignatureInfo, signature_from_map
+from serveprof.client.protos import (
+    GET_MODEL_METADATA,
+    GET_MODEL_STATUS,
+    PREDICT,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    predict_pb2,
+)
 from serveprof.errors import ServeprofError
 from serveprof.wire.status import ServingError
 from serveprof.wire.tensor_codec import fill_tensor_proto, to_ndarray
@@ -31,7 +37,9 @@ from serveprof.wire.tensor_codec import fill_tensor_proto, to_ndarray
 DEFAULT_TIMEOUT_S = 600.0  # one request of a large model at batch 32 on a CPU takes about a minute
 # Requests and responses of large batches run to hundreds of MB; -1 lifts gRPC's 4 MB default.
 MESSAGE_LIMITS = (("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1))
-TRANSPORTS = ("http2", "grpcio")
+# How requests travel, in the words of the config's measure.transport: serveprof's own
+# connection or the library's (grpcio here).
+TRANSPORTS = ("builtin", "library")
 
 
 def _state_name(state: int) -> str:
@@ -41,19 +49,19 @@ def _state_name(state: int) -> str:
 class GrpcClient:
     def __init__(self, target: str, model_name: str, signature_name: str = "serving_default",
                  version: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 options: Sequence[tuple[str, object]] = (), transport: str = "http2"):
+                 options: Sequence[tuple[str, object]] = (), transport: str = "builtin"):
         self.target, self.model_name, self.signature_name = target, model_name, signature_name
         self.version, self.timeout_s = version, timeout_s
         if transport not in TRANSPORTS:
             raise ServeprofError(f"unknown gRPC transport {transport!r}", f"use one of {', '.join(TRANSPORTS)}")
         self.transport = transport
         self._unary: UnaryChannel | None = None
-        if transport == "http2":
+        if transport == "builtin":
             try:
                 self._unary = UnaryChannel(target, timeout_s=timeout_s)
             except ValueError as error:
                 raise ServeprofError(f"gRPC target {error}", "give the server as HOST:PORT, or use "
-                                     "transport='grpcio' for other gRPC target forms") from None
+                                     "transport='library' (grpcio) for other gRPC target forms") from None
         self._channel = grpc.insecure_channel(target, options=list(MESSAGE_LIMITS) + list(options))
         self._predict = self._channel.unary_unary(PREDICT)  # bytes in, bytes out
         self._metadata = self._channel.unary_unary(

@@ -4,18 +4,19 @@
 default; columnar ``inputs`` on request) and ``send`` posts those bytes and checks
 only the status code, so the timed loop neither re-encodes nor parses.
 
-The connection is ``http1.Http1Connection`` (transport ``"http1"``, the default),
+The connection is serveprof's own ``http1.Http1Connection`` (transport ``"builtin"``, the default),
 neither ``requests`` nor ``http.client``: on this machine a ``requests.Session`` post
 cost 0.67-0.9 ms of client CPU per request and ``http.client`` 0.17-0.21 ms
 (docs/measurement.md), and the client shares the CPU with the server it measures.
-``transport="requests"`` posts the same body through ``requests`` instead.
+``transport="library"`` posts the same body through ``requests`` instead.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -24,20 +25,21 @@ import orjson
 from serveprof.client.errors import ServingRequestError
 from serveprof.client.grpc_client import DEFAULT_TIMEOUT_S
 from serveprof.client.http1 import Http1Connection
+from serveprof.client.metadata import SignatureInfo, TensorSpecInfo, signature_from_map
 from serveprof.client.protos import get_model_metadata_pb2
 from serveprof.client.requests_connection import RequestsConnection
-from serveprof.client.metadata import SignatureInfo, TensorSpecInfo, signature_from_map
 from serveprof.errors import ServeprofError
 from serveprof.wire.json_codec import jsonable
 from serveprof.wire.status import ServingError
 
-TRANSPORTS = ("http1", "requests")
+# As for gRPC (grpc_client.TRANSPORTS): serveprof's own connection or the library's (requests).
+TRANSPORTS = ("builtin", "library")
 
 
 class RestClient:
     def __init__(self, url: str, model_name: str, signature_name: str = "serving_default",
                  version: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S, columnar: bool = False,
-                 transport: str = "http1"):
+                 transport: str = "builtin"):
         self.url, self.model_name, self.signature_name = url.rstrip("/"), model_name, signature_name
         self.version, self.timeout_s, self.columnar = version, timeout_s, columnar
         if transport not in TRANSPORTS:
@@ -47,7 +49,7 @@ class RestClient:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServeprofError(f"{url!r} is not an http(s) URL", "give the REST address as http://HOST:PORT")
         self._model_path = f"{parts.path}/v1/models/{model_name}" + (f"/versions/{version}" if version is not None else "")
-        if transport == "requests":
+        if transport == "library":
             # The paths below already carry the URL's own path, so the session gets only its origin.
             self._connection = RequestsConnection(f"{parts.scheme}://{parts.netloc}", timeout_s=timeout_s,
                                                   warm_path=self._model_path)

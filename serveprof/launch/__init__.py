@@ -7,6 +7,6 @@ tfserving when the binary is found, else embedded. docs/serving.md has the detai
 
 from serveprof.launch.server import RunningServer, ServerDied, launch
 from serveprof.launch.signals import terminate_on_sigterm
-from serveprof.launch.spec import ServerSpec
+from serveprof.launch.spec import ServerSettings, ServerSpec
 
-__all__ = ["RunningServer", "ServerDied", "ServerSpec", "launch", "terminate_on_sigterm"]
+__all__ = ["RunningServer", "ServerDied", "ServerSettings", "ServerSpec", "launch", "terminate_on_sigterm"]

@@ -19,10 +19,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from serveprof.config import SIF_SUFFIXES
 from serveprof.errors import ServeprofError
 from serveprof.launch.spec import ServerSpec
 
+# Local Apptainer image files, told apart from image references by their suffix.
+SIF_SUFFIXES = (".sif", ".simg")
 CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501
 CONTAINER_LABEL = "serveprof.launcher"  # `docker ps --filter label=serveprof.launcher` finds leftovers
 

@@ -17,9 +17,19 @@ from pathlib import Path
 
 import psutil
 
-from serveprof.launch.commands import (apptainer_image, docker_container_inspect_command, docker_image_inspect_command,
-                                       embedded_gpu_probe_command, image_reference, is_image_file, parse_version_text,
-                                       server_environment, split_reference, version_command, version_label)
+from serveprof.launch.commands import (
+    apptainer_image,
+    docker_container_inspect_command,
+    docker_image_inspect_command,
+    embedded_gpu_probe_command,
+    image_reference,
+    is_image_file,
+    parse_version_text,
+    server_environment,
+    split_reference,
+    version_command,
+    version_label,
+)
 from serveprof.launch.spec import ServerSpec
 
 PROBE_TIMEOUT_S = 60

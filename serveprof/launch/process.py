@@ -19,7 +19,8 @@ import ctypes.util
 import os
 import signal
 import subprocess
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 import psutil
 

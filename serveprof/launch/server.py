@@ -17,11 +17,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import serveprof.launch.process as processes
 from serveprof.errors import ServeprofError
-from serveprof.launch import process as processes
 from serveprof.launch.commands import build_command, container_name, executable, resolve_backend, server_environment
 from serveprof.launch.ports import free_ports, lost_port_race
 from serveprof.launch.probes import identify

@@ -1,7 +1,7 @@
-"""The measurement engine: protocol, statistics, resource sampling, result files, provenance.
+"""The measurement engine: the procedure, cold start, aggregation, statistics, resource sampling, result files, provenance.
 
-Only the statistics are imported here; the protocol and CLIs load the clients (gRPC,
-requests) when they run.
+Only the statistics are imported here; the procedure and the commands load the clients
+(gRPC, requests) when they run.
 """
 
 from serveprof.measure.stats import latency_stats

@@ -9,11 +9,10 @@ classification model. No TensorFlow: images are read and resized with Pillow.
 
 from __future__ import annotations
 
-import functools
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -29,21 +28,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 # Random float inputs cover the pixel range models are fed before their own preprocessing.
 FLOAT_RANGE = (0.0, 255.0)
-INPUT_FIX = 'pass --input as JSON, e.g. {"kind": "random", "seed": 0, "image_dir": null, "image_size": [224, 224]}'
-
-
-@functools.cache
-def input_defaults() -> dict:
-    """The config schema's ``measure.input`` defaults: the CLI's defaults are the config's."""
-    from serveprof.config import load_schema
-
-    properties = load_schema()["properties"]["measure"]["properties"]["input"]["properties"]
-    return {key: node["default"] for key, node in properties.items() if "default" in node}
-
-
-def default_image_size() -> tuple[int, int]:
-    height, width = input_defaults()["image_size"]
-    return height, width
 
 
 def auto_kind(model_type: str) -> str:
@@ -61,61 +45,28 @@ def model_type_of(signature_outputs: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class InputSettings:
-    kind: str = "random"
-    seed: int = 0
-    image_dir: str | None = None
-    image_size: tuple[int, int] | None = None  # None: the schema's default (512 x 512) for free height/width
+    """The ``measure.input`` block, complete: serveprof.settings fills the schema's defaults.
 
-    def resolved(self, model_type: str) -> "InputSettings":
+    ``image_size`` is used where a signature has free height and width; ``kind`` may
+    still be ``auto`` until the model's type is known (``resolved``).
+    """
+
+    kind: str
+    seed: int
+    image_dir: str | None
+    image_size: tuple[int, int]
+
+    def resolved(self, model_type: str) -> InputSettings:
         """``auto`` made concrete for a model of ``model_type``; any other kind as it is."""
         return replace(self, kind=auto_kind(model_type)) if self.kind == AUTO else self
-
-    @classmethod
-    def from_json(cls, text: str | None) -> "InputSettings":
-        if not text:
-            return cls.from_mapping({})
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ServeprofError(f"--input is not valid JSON ({error}): {text!r}", INPUT_FIX) from None
-        if not isinstance(raw, dict):
-            raise ServeprofError(f"--input must be a JSON object, got {text!r}", INPUT_FIX)
-        return cls.from_mapping(raw)
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> "InputSettings":
-        """Settings from --input's keys; a missing key takes the config schema's default (kind ``auto``)."""
-        unknown = sorted(set(raw) - {"kind", "seed", "image_dir", "image_size"})
-        if unknown:
-            raise ServeprofError(f"--input has unknown key(s) {', '.join(unknown)}", "use only kind, seed, image_dir, image_size")
-        kind = raw.get("kind", input_defaults()["kind"])
-        if kind not in (*KINDS, AUTO):
-            raise ServeprofError(f"--input kind {kind!r} is not one of {', '.join(KINDS)}, {AUTO}", INPUT_FIX)
-        seed = raw.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ServeprofError(f"--input seed {seed!r} is not a whole number of 0 or more", INPUT_FIX)
-        size = raw.get("image_size")
-        if size is not None:
-            if (
-                not isinstance(size, (list, tuple))
-                or len(size) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-            ):
-                raise ServeprofError(f"--input image_size {size!r} is not [height, width] in whole pixels", INPUT_FIX)
-            size = (size[0], size[1])
-        image_dir = raw.get("image_dir")
-        if image_dir is not None and not isinstance(image_dir, str):
-            raise ServeprofError(f"--input image_dir {image_dir!r} is not a folder path", INPUT_FIX)
-        return cls(kind=kind, seed=seed, image_dir=image_dir, image_size=size)
 
 
 def _is_unknown(dim) -> bool:
     return dim is None or (isinstance(dim, (int, np.integer)) and dim < 0)
 
 
-def resolve_shape(name: str, shape, batch_size: int, image_size: tuple[int, int] | None) -> tuple[int, ...]:
-    """The concrete shape to send: batch dimension = ``batch_size``, free image height/width = ``image_size``
-    (the schema's default, 512 x 512, when None)."""
+def resolve_shape(name: str, shape, batch_size: int, image_size: tuple[int, int]) -> tuple[int, ...]:
+    """The concrete shape to send: batch dimension = ``batch_size``, free image height/width = ``image_size``."""
     if shape is None:
         raise ServeprofError(
             f"input {name!r} has an unknown rank, so no request shape can be derived",
@@ -139,7 +90,7 @@ def resolve_shape(name: str, shape, batch_size: int, image_size: tuple[int, int]
             dims[index] = int(dims[index])
             continue
         if len(dims) == 4 and index in (1, 2):
-            dims[index] = (image_size or default_image_size())[index - 1]
+            dims[index] = image_size[index - 1]
             continue
         raise ServeprofError(
             f"input {name!r} has an unknown dimension at position {index} (shape {tuple(shape)}) that serveprof cannot choose",
@@ -237,7 +188,7 @@ def build_inputs(signature_inputs: Mapping[str, Any], batch_size: int, settings:
             "resolve it first (InputSettings.resolved(model_type)); on the command line pass --type, or a kind of "
             "random, zeros or images",
         )
-    image_size = settings.image_size or default_image_size()
+    image_size = settings.image_size
     rng = np.random.default_rng(settings.seed)
     arrays: dict[str, np.ndarray] = {}
     used_images: list[str] = []

@@ -12,8 +12,8 @@ import os
 import platform
 import socket
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import serveprof
 from serveprof.measure.resources import GpuProbe

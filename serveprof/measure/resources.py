@@ -168,7 +168,7 @@ class ResourceSampler:
         while not self._stop.wait(self.interval_s):
             self._take_sample()
 
-    def __enter__(self) -> "ResourceSampler":
+    def __enter__(self) -> ResourceSampler:
         reading = self._cpu_and_rss()
         self._started = self._last = time.monotonic()
         if reading is not None:

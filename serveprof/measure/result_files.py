@@ -10,8 +10,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from serveprof.atomic import atomic_write_text
 from serveprof.errors import ServeprofError

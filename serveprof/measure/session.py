@@ -1,6 +1,6 @@
 """The server a measurement talks to: one freshly launched for it, or one already running.
 
-Either way the protocol sees an ``Endpoint``: a client, the pid whose CPU and memory to
+Either way the procedure sees an ``Endpoint``: a client, the pid whose CPU and memory to
 sample, the server's description for provenance, and what to do when a request fails
 (ask a launched server whether it is still alive, so a crash is reported with its log).
 """
@@ -8,17 +8,20 @@ sample, the server's description for provenance, and what to do when a request f
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from serveprof.errors import ServeprofError
+from serveprof.launch.spec import ServerSettings
+from serveprof.measure.inputs import AUTO, InputSettings, model_type_of
 
+# The wire protocol: TF Serving's gRPC API or its REST API.
 PROTOCOLS = ("grpc", "rest")
-# measure.transport: "builtin" is serveprof's own HTTP/2 (gRPC) and HTTP/1.1 (REST)
+# How the requests travel: "builtin" is serveprof's own HTTP/2 (gRPC) and HTTP/1.1 (REST)
 # connections, the cheapest on the client's CPU; "library" is grpcio and requests.
 # Either way the messages are tensorflow-serving-api's and the JSON is TF Serving's.
-CLIENT_TRANSPORTS = {"builtin": {"grpc": "http2", "rest": "http1"}, "library": {"grpc": "grpcio", "rest": "requests"}}
-TRANSPORTS = tuple(CLIENT_TRANSPORTS)
+TRANSPORTS = ("builtin", "library")
 
 
 @dataclass
@@ -45,7 +48,24 @@ class Endpoint:
 
         return failure
 
-    def prepare_request(self, batch_size: int, input_settings) -> tuple[Any, dict]:
+    def resolve_input(self, batch_size: int, settings: InputSettings, model_type: str = AUTO) -> tuple[InputSettings, dict]:
+        """``settings`` with kind ``auto`` made concrete, and what the stats record about that choice.
+
+        The model's type comes from ``model_type``, or, when that is ``auto`` too, from the
+        served signature (detection when it has the Object Detection API's outputs).
+        """
+        if settings.kind != AUTO:
+            return settings, {}
+        source = "--type"
+        if model_type == AUTO:
+            try:
+                outputs = self.client.signature().outputs
+            except Exception as error:
+                raise self.on_error(batch_size)(error, "reading the model's signature") from error
+            model_type, source = model_type_of(outputs), "signature"
+        return settings.resolved(model_type), {"requested_kind": AUTO, "model_type": model_type, "model_type_from": source}
+
+    def prepare_request(self, batch_size: int, input_settings: InputSettings) -> tuple[Any, dict]:
         """A request built once from the served signature, and the input description for the stats."""
         from serveprof.measure.inputs import build_inputs
 
@@ -65,14 +85,13 @@ class Endpoint:
 def make_client(protocol: str, address: str, model: str, transport: str = "builtin"):
     from serveprof.client import GrpcClient, RestClient
 
-    if transport not in CLIENT_TRANSPORTS:
+    if transport not in TRANSPORTS:
         raise ServeprofError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}",
                              "pass --transport builtin or --transport library")
     if protocol == "grpc":
-        return GrpcClient(address, model, transport=CLIENT_TRANSPORTS[transport][protocol])
+        return GrpcClient(address, model, transport=transport)
     if protocol == "rest":
-        return RestClient(address if address.startswith("http") else f"http://{address}", model,
-                          transport=CLIENT_TRANSPORTS[transport][protocol])
+        return RestClient(address if address.startswith("http") else f"http://{address}", model, transport=transport)
     raise ServeprofError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}", "pass --protocol grpc or --protocol rest")
 
 
@@ -83,12 +102,12 @@ def _close(client) -> None:
 
 
 @contextlib.contextmanager
-def launched(model: str, model_base_path: str, server_config: dict, protocol: str, log_path: str | None = None,
+def launched(model: str, model_base_path: str, server: ServerSettings, protocol: str, log_path: str | None = None,
              transport: str = "builtin") -> Iterator[Endpoint]:
     """A fresh server with ``model`` loaded; torn down on leaving, whatever happened."""
     from serveprof.launch import ServerSpec, launch
 
-    spec = ServerSpec.from_config(server_config, model, model_base_path, log_path=log_path)
+    spec = ServerSpec.serving(server, model, model_base_path, log_path=log_path)
     with launch(spec) as server:
         address = server.grpc_target if protocol == "grpc" else server.rest_url
         client = make_client(protocol, address, model, transport)

@@ -8,7 +8,7 @@ observed latency (no interpolation), so a p99 is a request that really happened.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from serveprof.errors import ServeprofError
 

@@ -10,18 +10,18 @@ profiled" at the end of a long run would waste that run.
 The status is a pure function of what acquisition found (no timestamp), so acquiring
 an obtained model again writes the same bytes, and the workflow, which compares
 checksums of small inputs, reruns nothing downstream of it. ``missing_file`` names the
-file acquisition looked for and did not find (a zoo tarball, a Keras weights file):
-once it appears, the workflow acquires the model again.
+file acquisition looked for and did not find (a zoo tarball, a Keras weights file);
+the fix says where to put it (and `serveprof acquire` adds how to ask for a new try).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from serveprof.config import tarball_file_name
 from serveprof.errors import ServeprofError
-from serveprof.models.archive import BadArchive, check_zoo_tarball
+from serveprof.models.archive import BadArchive, check_zoo_tarball, tarball_file_name
 from serveprof.models.download import DownloadFailed, download, sha256_of
 from serveprof.models.log import log
 
@@ -54,7 +54,7 @@ def acquire_zoo(model: str, spec: Mapping[str, Any], download_dir: Path) -> dict
             download(url, tarball, sha256=expected)
         except DownloadFailed as error:
             return status(model, spec, "unavailable", reason=error.problem, missing_file=str(tarball),
-                          fix=f"stage the tarball at {tarball} (download {url} on a machine with internet) and rerun")
+                          fix=f"stage the tarball at {tarball} (download {url} on a machine with internet)")
     try:
         check_zoo_tarball(tarball)
     except BadArchive as error:
@@ -65,7 +65,12 @@ def acquire_zoo(model: str, spec: Mapping[str, Any], download_dir: Path) -> dict
 
 
 def acquire_keras(model: str, spec: Mapping[str, Any], allow_random_weights: bool) -> dict:
-    from serveprof.models.keras_apps import WeightsUnavailable, fetch_weights, imagenet_weights_file, resolve_application
+    from serveprof.models.keras_apps import (
+        WeightsUnavailable,
+        fetch_weights,
+        imagenet_weights_file,
+        resolve_application,
+    )
 
     application = spec["application"]
     resolve_application(application)

@@ -12,10 +12,16 @@ import os
 import posixpath
 import tarfile
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from serveprof.errors import ServeprofError
 
 SAVED_MODEL_PB = "saved_model.pb"
+
+
+def tarball_file_name(url: str) -> str:
+    """The file a zoo tarball is stored as in the download folder: the last segment of the URL's path."""
+    return urlsplit(url).path.rsplit("/", 1)[-1]
 
 
 class BadArchive(ServeprofError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import matplotlib
 
@@ -329,7 +329,7 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
     handles = []
     for model, rows, look in _by_model(summary, looks):
         batch = rows["batch_size"].to_numpy()
-        for ax, (column, _) in zip(grid, panels):
+        for ax, (column, _) in zip(grid, panels, strict=False):  # the grid may have a spare axis
             if column == "rss":
                 ax.plot(batch, rows["rss_peak_mb"], color=look.colour, marker=look.marker, linestyle="-",
                         linewidth=1.6, markersize=5, gid=f"rss_peak:{model}")  # fmt: skip
@@ -339,7 +339,7 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
                 ax.plot(batch, rows[column], color=look.colour, marker=look.marker, linestyle="-",
                         linewidth=1.6, markersize=5, gid=f"{column}:{model}")  # fmt: skip
         handles.append(_model_handle(look, linestyle="-"))
-    for ax, (column, label) in zip(grid, panels):
+    for ax, (_column, label) in zip(grid, panels, strict=False):
         _batch_axis(ax, summary["batch_size"].unique(), style)
         ax.set_xlabel(fitted(ax.get_xlabel(), _title_width(style, 2, margin_em=5), style.font_size))
         ax.set_ylabel(label)
@@ -353,7 +353,7 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
     cpu.axhline(100, color="#777777", linewidth=0.9, linestyle="--", zorder=1, gid="one_core")
     cpu.annotate("100 % = one core busy", xy=(0, 100), xycoords=("axes fraction", "data"), xytext=(3, 2),
                  textcoords="offset points", va="bottom", fontsize=style.font_size * 0.8, color="#555555")  # fmt: skip
-    for ax, title in zip(grid, ("Memory: peak (solid) and mean (dotted)", "CPU while the timed requests ran")):
+    for ax, title in zip(grid, ("Memory: peak (solid) and mean (dotted)", "CPU while the timed requests ran"), strict=False):
         # The left title may run over the tick labels; the right one must stop at the figure's edge.
         margin = 2.0 if ax is grid[0] else 5.0
         ax.set_title(fitted(title, _title_width(style, 2, margin), style.font_size * 1.2))
@@ -379,7 +379,7 @@ def batch_colours(batches) -> dict[int, tuple]:
     ramp = colormaps["viridis"]
     ordered = sorted(batches)
     spots = np.linspace(0.0, 0.85, len(ordered)) if len(ordered) > 1 else [0.35]
-    return {batch: ramp(spot) for batch, spot in zip(ordered, spots)}
+    return {batch: ramp(spot) for batch, spot in zip(ordered, spots, strict=True)}
 
 
 @_styled

@@ -8,14 +8,15 @@ silently drops a model or a column.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from serveprof.errors import ServeprofError
+
 # The writers' column lists: the files are read with the contract they were written by.
 from serveprof.measure.result_files import COLDSTART_COLUMNS, SUMMARY_COLUMNS, read_json, read_latencies
 

@@ -1,19 +1,15 @@
-"""Figure style: the config's ``plots:`` block, validated, and the model -> colour map.
+"""Figure style: the config's ``plots:`` block as a Style, and the model -> colour map.
 
-The keys, their types and defaults come from the config schema's ``plots`` node, so
-the Snakefile's validation and ``serveprof plot --style`` can never disagree.
+serveprof.settings builds the Style from the block (checked, defaults filled), so the
+workflow's figures and ``serveprof plot --style`` can never disagree.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-from serveprof.errors import ServeprofError
 
 # Colour-blind-safe qualitative palettes. Okabe-Ito is ordered so that neighbours
 # differ in hue (blue apart from sky blue). Its yellow (#F0E442, contrast 1.3:1 on
@@ -49,62 +45,6 @@ class Style:
     @property
     def colours(self) -> tuple[str, ...]:
         return PALETTES[self.palette]
-
-
-def _plots_schema() -> dict:
-    from serveprof.config import load_schema
-
-    return load_schema()["properties"]["plots"]
-
-
-def parse_style(settings: Mapping[str, Any] | None) -> Style:
-    """A Style from a ``plots:`` mapping; missing keys take the schema's defaults."""
-    import jsonschema
-
-    schema = _plots_schema()
-    settings = dict(settings or {})
-    problems = []
-    for error in jsonschema.Draft202012Validator(schema).iter_errors(settings):
-        where = ".".join(["plots", *map(str, error.absolute_path)])
-        if error.validator == "additionalProperties":
-            unknown = sorted(set(settings) - set(schema["properties"]))
-            message = f"unknown key(s) {', '.join(map(repr, unknown))}"
-        else:
-            message = error.message
-        fix = error.schema.get("x-fix") or schema["x-fix"]
-        problems.append(f"{where}: {message} (fix: {fix})")
-    if problems:
-        raise ServeprofError(
-            "the plot style is invalid:\n  - " + "\n  - ".join(problems),
-            f"use only the keys {', '.join(schema['properties'])} with the values named above",
-        )
-    values = {key: settings.get(key, node["default"]) for key, node in schema["properties"].items()}
-    if values["palette"] not in PALETTES:
-        raise ServeprofError(
-            f"plots.palette {values['palette']!r} is not a known palette",
-            f"set plots.palette to one of {', '.join(PALETTES)}",
-        )
-    values["formats"] = tuple(values["formats"])
-    return Style(**values)
-
-
-def load_style(text: str | None) -> Style:
-    """A Style from ``--style``: JSON text, or the path of a JSON file; None for defaults."""
-    if text is None:
-        return parse_style({})
-    source = "--style"
-    if not text.lstrip().startswith("{") and Path(text).is_file():
-        source, text = text, Path(text).read_text(encoding="utf-8")
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ServeprofError(
-            f"{source} is not valid JSON ({error})",
-            'pass the plots block as JSON, e.g. --style \'{"formats": ["png"], "dpi": 150}\'',
-        ) from None
-    if not isinstance(settings, dict):
-        raise ServeprofError(f"{source} holds a {type(settings).__name__}, not a JSON object", "pass the plots block as a JSON object {...}")
-    return parse_style(settings)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 Exit 0 with status ``unavailable`` (reason and fix) when the model cannot be
 obtained, so the run goes on; with ``--strict`` that is an error and no status file
 is written, so the rule fails and reruns next time.
+
+The workflow acquires a model again only when its status file is gone (or its source
+keys change), so a status that can change once the user acts (a tarball or weights
+file staged, the network back) says in its fix to delete it.
 """
 
 from __future__ import annotations
@@ -11,25 +15,15 @@ import argparse
 import json
 
 from serveprof.atomic import atomic_write_text
-from serveprof.config import check_config
+from serveprof.commands.arguments import model_spec
 from serveprof.errors import ServeprofError
-from serveprof.measure.cli import parse_json_flag
 from serveprof.models.acquire import acquire
 from serveprof.models.log import log
-
-SPEC_EXAMPLE = '\'{"source": "tf2_zoo", "type": "detection", "url": "http://host/name.tar.gz"}\''
-
-
-def model_spec(model: str, text: str) -> dict:
-    """The ``--spec`` JSON, checked against the config schema's model entry (same messages as check-config)."""
-    spec = parse_json_flag(text, "--spec", SPEC_EXAMPLE)
-    check_config({"models": {model: spec}, "batch_sizes": [1]})  # batch_sizes: required at the top, unused here
-    return spec
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof acquire", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="the model's key in config.yaml")
+    parser.add_argument("--model", required=True, help="the model's key in the config")
     parser.add_argument("--spec", required=True, help="the model's config entry as JSON")
     parser.add_argument("--download-dir", default="data/model/download", help="where zoo tarballs are downloaded or staged")
     parser.add_argument("--out", required=True, help="the status file, data/model/acquired/<model>.json")
@@ -39,6 +33,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     spec = model_spec(args.model, args.spec)
     status = acquire(args.model, spec, args.download_dir, args.allow_random_weights)
+    if status["fix"]:
+        status["fix"] += f"; then delete {args.out}, and the next run acquires {args.model} again"
     if status["status"] != "ok":
         if args.strict:
             raise ServeprofError(f"model {args.model} cannot be obtained: {status['reason']}", status["fix"])

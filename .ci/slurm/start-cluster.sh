@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Start a one-node SLURM cluster on this machine, for tests/test_slurm.py and CI.
 #
-#   sudo ci/slurm/start-cluster.sh     # last line: SLURM_CONF=<path>; export it
-#   sudo ci/slurm/stop-cluster.sh      # stops what this started; safe to run twice
+#   sudo .ci/slurm/start-cluster.sh    # last line: SLURM_CONF=<path>; export it
+#   sudo .ci/slurm/stop-cluster.sh     # stops what this started; safe to run twice
 #
 # Needs root: it installs Debian's slurmctld, slurmd, slurm-client and munge when they
 # are missing and runs the daemons as root (SlurmUser=root), without systemd
@@ -141,7 +141,7 @@ write_slurm_conf() {
     ((mem_mb >= NODE_MIN_MEM_MB)) || mem_mb=$NODE_MIN_MEM_MB
     mkdir -p "$(dirname "$SLURM_CONF")"
     cat >"$SLURM_CONF" <<EOF
-# Written by ci/slurm/start-cluster.sh: a one-node test cluster, no accounting.
+# Written by .ci/slurm/start-cluster.sh: a one-node test cluster, no accounting.
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=$host(127.0.0.1)
 AuthType=auth/munge

@@ -10,9 +10,9 @@ import argparse
 import time
 from pathlib import Path
 
+from serveprof.commands.arguments import model_spec
 from serveprof.errors import ServeprofError
 from serveprof.measure.result_files import read_json
-from serveprof.models.acquire_cli import model_spec
 from serveprof.models.log import log
 from serveprof.models.publish import building_dir
 
@@ -36,7 +36,7 @@ def export(spec: dict, acquired: dict, out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof export", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="the model's key in config.yaml")
+    parser.add_argument("--model", required=True, help="the model's key in the config")
     parser.add_argument("--spec", required=True, help="the model's config entry as JSON")
     parser.add_argument("--acquired", required=True, type=Path, help="data/model/acquired/<model>.json")
     parser.add_argument("--out", required=True, type=Path, help="the version folder, data/model/inference/<model>/1")

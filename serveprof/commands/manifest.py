@@ -2,6 +2,8 @@
 
 It lists which models were profiled (with their result files) and which were not
 (with the reason and the fix), so a script can tell a finished run from a partial one.
+``--run`` is the token of the run that wrote it; the workflow compares it on its next
+run to notice that a file the manifest stands for has gone (rules/common.smk).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 from pathlib import Path
 
 from serveprof.atomic import atomic_write_text
+from serveprof.errors import ServeprofError
 
 
-def build_manifest(models: list[str], acquired_dir: Path, results_dir: Path) -> dict:
+def build_manifest(models: list[str], acquired_dir: Path, results_dir: Path, run: str | None = None) -> dict:
     profiled, not_profiled = {}, {}
     for model in models:
         status = json.loads((acquired_dir / f"{model}.json").read_text())
@@ -24,6 +27,7 @@ def build_manifest(models: list[str], acquired_dir: Path, results_dir: Path) -> 
             not_profiled[model] = {"reason": status.get("reason"), "fix": status.get("fix")}
     return {
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": run,
         "profiled": profiled,
         "not_profiled": not_profiled,
         "report": "reports/report.md",
@@ -35,9 +39,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--acquired-dir", type=Path, required=True)
     parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--run", help="the token of the run that writes it (the workflow's)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail, writing nothing, when a model was not profiled (the config's strict: true)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    manifest = build_manifest(args.models, args.acquired_dir, args.results)
+    manifest = build_manifest(args.models, args.acquired_dir, args.results, args.run)
+    if args.strict and manifest["not_profiled"]:
+        listing = "\n  - ".join(f"{model}: {why['reason']}\n    fix: {why['fix']}" for model, why in manifest["not_profiled"].items())
+        raise ServeprofError(f"strict is true, and {len(manifest['not_profiled'])} model(s) were not profiled:\n  - {listing}",
+                             "act on each fix above, or set strict: false to have such models only reported")
     atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
     print(f"profiled: {', '.join(manifest['profiled']) or 'none'}")
     for model, why in manifest["not_profiled"].items():

@@ -2,7 +2,7 @@
 
 One job can draw one figure kind (``--only latency``) or one model's figures
 (``--model nasnet``), so a workflow reruns only the figures whose inputs changed.
-By hand, ``--config config.yaml`` takes the style, the colour order and the models
+By hand, ``--config config/config.yaml`` takes the style, the colour order and the models
 from the workflow's config, so the figures are the ones the workflow draws.
 """
 
@@ -12,10 +12,11 @@ import argparse
 import json
 from pathlib import Path
 
+from serveprof import settings
 from serveprof.errors import ServeprofError
 from serveprof.report import figures
 from serveprof.report.results import load_coldstart, load_latencies, load_summary
-from serveprof.report.style import Style, load_style, model_looks
+from serveprof.report.style import Style, model_looks
 
 KINDS = figures.OVERVIEW_KINDS + figures.PER_MODEL_KINDS
 
@@ -56,22 +57,37 @@ def draw_model(results: Path, model: str, style: Style, out: Path) -> list[Path]
     return figures.save_figure(fig, out / model / "distribution", style)
 
 
-def from_config(paths: list[str], results: Path) -> tuple[dict, list[str], list[str]]:
-    """The ``plots:`` block, every configured model, and those of them with results under ``results``.
+def load_style(text: str | None) -> Style:
+    """The Style of ``--style``: JSON text, or the path of a JSON file; None for the defaults."""
+    if text is None:
+        return settings.style()
+    source = "--style"
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source, text = text, Path(text).read_text(encoding="utf-8")
+    try:
+        block = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ServeprofError(
+            f"{source} is not valid JSON ({error})",
+            'pass the plots block as JSON, e.g. --style \'{"formats": ["png"], "dpi": 150}\'',
+        ) from None
+    if not isinstance(block, dict):
+        raise ServeprofError(f"{source} holds a {type(block).__name__}, not a JSON object", "pass the plots block as a JSON object {...}")
+    return settings.style(block)
 
-    The files are merged as the workflow merges them (a later ``models:`` replaces), but
-    not checked against this machine: plotting needs no model, server or network.
+
+def from_config(paths: list[str], results: Path) -> tuple[Style, list[str], list[str]]:
+    """The style, every configured model, and those of them with results under ``results``.
+
+    The files are merged and their models read as the workflow does, but not checked
+    against this machine: plotting needs no model, server or network.
     """
-    from serveprof.config import load_config_file, merge_configs
-
-    merged: dict = {}
-    for path in paths:
-        merged = merge_configs(merged, load_config_file(path))
-    configured = list(merged.get("models") or {})
+    config = settings.with_models(settings.read_config_files(paths))
+    configured = list(config.get("models") or {})
     if not configured:
-        raise ServeprofError(f"{' '.join(paths)} configures no models", "pass the workflow's config.yaml (and your --configfile)")
+        raise ServeprofError(f"{' '.join(paths)} configures no models", "pass the workflow's config/config.yaml (and your --configfile)")
     profiled = [model for model in configured if (results / model / "summary.csv").is_file()]
-    return dict(merged.get("plots") or {}), configured, profiled
+    return settings.style(config.get("plots")), configured, profiled
 
 
 def main(argv: list[str]) -> int:
@@ -93,12 +109,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", help="draw only this model's per-model figures (distribution) into OUT/MODEL/")
     args = parser.parse_args(argv)
 
+    style = load_style(args.style)
     if args.config:
-        plots, configured, profiled = from_config(args.config, args.results)
-        args.style = args.style or json.dumps(plots)
+        configured_style, configured, profiled = from_config(args.config, args.results)
+        style = style if args.style else configured_style
         args.all_models = args.all_models or configured
         args.models = args.models or profiled
-    style = load_style(args.style)
     kinds = parse_kinds(args.only)
     overview = [kind for kind in kinds if kind in figures.OVERVIEW_KINDS]
     if args.model is not None:

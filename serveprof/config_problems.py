@@ -1,74 +1,32 @@
-"""The workflow's configuration: schema validation with errors that name the key and the fix.
+"""What is wrong with a config, in one sentence per problem with its fix.
 
-One schema (``serveprof/schemas/config.schema.yaml``) serves both Snakemake's
-``validate`` and these explanations: each schema node carries an ``x-fix`` string, the
-advice shown when a value there is invalid.
+The explanations come from the config schema (serveprof/schemas/config.schema.yaml),
+which serveprof.settings loads and hands in: each schema node carries an ``x-fix``
+string, the advice shown when a value there is invalid.
 
-Beyond the schema, ``check_config`` refuses what JSON Schema cannot express or lets
+Beyond the schema, ``text_problems`` refuses what JSON Schema cannot express or lets
 through: ``2.0`` where a whole number is meant, zoo URLs that are not a plain
-``http(s)://host[:port]/.../<name>.tar.gz`` (the name becomes a file name), two models
-whose tarballs would share a file name, and, on this machine, missing folders, files
-and programs that a job would otherwise trip over much later. It runs while the
-Snakefile is parsed, so it only looks at the file system: no network, no TensorFlow.
+``http(s)://host[:port]/.../<name>.tar.gz`` (the name becomes a file name), and two
+models whose tarballs would share a file name. ``machine_problems`` looks at this
+machine: missing folders, files and programs that a job would otherwise trip over much
+later. Both only read the file system: no network, no TensorFlow, since they run
+while the Snakefile is parsed.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import ipaddress
-import json
 import math
 import os
 import re
 import shutil
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit
-
-import yaml
+from typing import Any
 
 from serveprof.errors import ServeprofError
-
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def load_config_file(path: str | Path) -> dict:
-    """Read one YAML config file; a syntax error names the file and line."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except FileNotFoundError:
-        raise ServeprofError(f"config file {path} does not exist", "give the path of an existing YAML file") from None
-    except yaml.YAMLError as error:
-        raise ServeprofError(f"config file {path} is not valid YAML: {error}", "fix the YAML syntax at the position shown") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ServeprofError(f"config file {path} holds a {type(data).__name__}, not a mapping of keys", "write the config as `key: value` lines")
-    return data
-
-
-def merge_configs(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
-    """Deep-merge ``overrides`` into ``base``, except that ``models`` is replaced whole.
-
-    A lab that profiles its own models must not get the default eight as well, so a
-    config that names ``models:`` replaces the default model set instead of adding to it.
-    """
-    merged = copy.deepcopy(dict(base))
-    for key, value in overrides.items():
-        if key != "models" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge_configs(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
+from serveprof.launch.commands import SIF_SUFFIXES
+from serveprof.models.archive import tarball_file_name
 
 # Zoo tarballs are stored under the URL's last path segment (tarball_file_name, which
 # serveprof.models.acquire uses), downloaded to "<name>.part" first, and opened as gzip (models/archive.py).
@@ -81,8 +39,6 @@ URL_FIX = ("give the plain http(s) URL of the model's tarball, ending in its fil
            "http://download.tensorflow.org/models/object_detection/tf2/20200711/<name>.tar.gz")
 DOWNLOAD_DIR = "data/model/download"
 
-# Local image files, as serveprof.launch.commands.is_image_file tells them from image references.
-SIF_SUFFIXES = (".sif", ".simg")
 BACKEND_PROGRAMS = {"tfserving": "tfserving_path", "docker": "docker_path", "apptainer": "apptainer_path"}
 PROGRAM_FIXES = {
     "tfserving": "install TF Serving's tensorflow_model_server and set server.tfserving_path to it, or set "
@@ -110,11 +66,6 @@ def _models(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     if not isinstance(models, Mapping):
         return {}
     return {str(name): definition for name, definition in models.items() if isinstance(definition, Mapping)}
-
-
-def tarball_file_name(url: str) -> str:
-    """The file a zoo tarball is stored as (serveprof.models.acquire): the last segment of the URL's path."""
-    return urlsplit(url).path.rsplit("/", 1)[-1]
 
 
 def _host_problem(host: str) -> str | None:
@@ -178,9 +129,9 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def source_keys() -> dict[str, list[str]]:
+def source_keys(schema: Mapping[str, Any]) -> dict[str, list[str]]:
     """The keys a model of each source takes, as the schema says (``not: {}`` refuses a key)."""
-    model = load_schema()["properties"]["models"]["additionalProperties"]
+    model = schema["properties"]["models"]["additionalProperties"]
     taken = {}
     for branch in model["allOf"]:
         refused = branch["then"].get("properties", {})
@@ -193,9 +144,9 @@ def _is_other_source_key(error) -> bool:
     return error.validator == "not" and error.validator_value == {} and len(path) == 3 and path[0] == "models"
 
 
-def _zoo_url_problems(config: Mapping[str, Any]) -> list[tuple[list[str], str]]:
+def _zoo_url_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[tuple[list[str], str]]:
     """Malformed zoo URLs, and different URLs whose tarballs would be the same file."""
-    taken = source_keys()
+    taken = source_keys(schema)
     problems: list[tuple[list[str], str]] = []
     owners: dict[str, tuple[str, str]] = {}
     for model, definition in _models(config).items():
@@ -224,9 +175,8 @@ def _zoo_url_problems(config: Mapping[str, Any]) -> list[tuple[list[str], str]]:
     return problems
 
 
-def _fix_for(error) -> str:
+def _fix_for(error, schema: Mapping[str, Any]) -> str:
     """The ``x-fix`` advice of the failing schema node, or of the nearest node above it."""
-    schema = load_schema()
     node_path = list(error.absolute_schema_path)
     while True:
         node: Any = schema
@@ -246,17 +196,17 @@ def _fix_for(error) -> str:
                 if "x-fix" in target:
                     return target["x-fix"]
         if not node_path:
-            return "see the comments in config.yaml"
+            return "see the comments in config/config.yaml"
         node_path.pop()
 
 
-def _describe_type(error) -> tuple[str, str] | None:
+def _describe_type(error, schema: Mapping[str, Any]) -> tuple[str, str] | None:
     """Numbers written the wrong way: 2.0 or "2" for 2, true for a number, .nan or .inf."""
     value, wanted = error.instance, error.validator_value
     wanted = {wanted} if isinstance(wanted, str) else set(wanted)
     if not wanted & {"integer", "number"}:
         return None
-    fix = _fix_for(error)
+    fix = _fix_for(error, schema)
     if isinstance(value, bool):
         return f"{value!r} is a yes/no value (YAML reads true, yes and on as one), not a number", fix
     if isinstance(value, float) and not math.isfinite(value):
@@ -271,29 +221,29 @@ def _describe_type(error) -> tuple[str, str] | None:
     return None
 
 
-def _describe(error, config: Mapping[str, Any]) -> tuple[str, str]:
+def _describe(error, config: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[str, str]:
     """One schema error as (what is wrong, fix)."""
     if error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
-        return f"unknown key(s) {', '.join(map(repr, extra))}; known keys are {', '.join(known)}", _fix_for(error)
+        return f"unknown key(s) {', '.join(map(repr, extra))}; known keys are {', '.join(known)}", _fix_for(error, schema)
     if error.validator == "type":
-        described = _describe_type(error)
+        described = _describe_type(error, schema)
         if described:
             return described
     if _is_other_source_key(error):
         _, model, key = error.absolute_path
         source = config["models"][model]["source"]
-        taken = source_keys()
+        taken = source_keys(schema)
         owners = " and ".join(other for other, keys in taken.items() if key in keys)
         return (f"a {source} model does not take {key} ({key} is for {owners} models)",
                 f"remove {key} (a {source} model takes {', '.join(taken[source])}), or set source to what the model is")
     if "propertyNames" in error.absolute_schema_path:
-        return f"model key {error.instance!r} cannot be used as a directory name", _fix_for(error)
-    return error.message, _fix_for(error)
+        return f"model key {error.instance!r} cannot be used as a directory name", _fix_for(error, schema)
+    return error.message, _fix_for(error, schema)
 
 
-def _validator_class():
+def validator_class():
     """Draft 2020-12 with a strict reading of numbers.
 
     JSON Schema counts 2.0 as an integer, and Python counts True as 1; a batch size of
@@ -312,13 +262,13 @@ def _validator_class():
     return jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine_many({"integer": whole, "number": finite}))
 
 
-def explain_problems(config: Mapping[str, Any]) -> list[str]:
+def text_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """Every problem in the text of ``config``, one sentence each with its fix; empty when valid.
 
-    Nothing here looks at this machine (see ``environment_problems``), so it also
-    checks config fragments that are used elsewhere, such as a job's ``server:`` block.
+    Nothing here looks at this machine (see ``machine_problems``), so it also checks
+    config fragments that are used elsewhere, such as a job's ``server:`` block.
     """
-    errors = list(_validator_class()(load_schema()).iter_errors(config))
+    errors = list(validator_class()(schema).iter_errors(config))
     other_source_keys = {tuple(error.absolute_path) for error in errors if _is_other_source_key(error)}
     found: list[tuple[list[str], str]] = []
     for error in errors:
@@ -332,15 +282,14 @@ def explain_problems(config: Mapping[str, Any]) -> list[str]:
         # A zoo URL's shape is explained by url_problem below, which says what is wrong with it.
         if error.validator == "pattern" and len(path) == 3 and path[0] == "models" and path[2] == "url":
             continue
-        found.append(([str(part) for part in path], _problem(_key_path(path), *_describe(error, config))))
-    found += _zoo_url_problems(config)
+        found.append(([str(part) for part in path], _problem(_key_path(path), *_describe(error, config, schema))))
+    found += _zoo_url_problems(config, schema)
     return [text for _, text in sorted(found, key=lambda item: item[0])]
 
 
-def _settings(config: Mapping[str, Any], *block: str) -> dict:
+def _settings(config: Mapping[str, Any], schema: Mapping[str, Any], *block: str) -> dict:
     """``config[block[0]][block[1]]...`` over the schema's defaults; a mistyped block reads as empty."""
     node: Any = config
-    schema = load_schema()
     for name in block:
         node = node.get(name) if isinstance(node, Mapping) else None
         schema = schema["properties"][name]
@@ -366,8 +315,8 @@ def _saved_model_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _image_dir_problems(config: Mapping[str, Any]) -> list[str]:
-    settings = _settings(config, "measure", "input")
+def _image_dir_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    settings = _settings(config, schema, "measure", "input")
     image_dir, kind = settings.get("image_dir"), settings.get("kind")
     if not isinstance(image_dir, str) or not image_dir:
         return []
@@ -397,8 +346,8 @@ def _image_dir_problems(config: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _server_problems(config: Mapping[str, Any]) -> list[str]:
-    server = _settings(config, "server")
+def _server_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    server = _settings(config, schema, "server")
     backend = server.get("backend")
     key = BACKEND_PROGRAMS.get(backend) if isinstance(backend, str) else None
     if key is None:
@@ -416,80 +365,10 @@ def _server_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def environment_problems(config: Mapping[str, Any]) -> list[str]:
+def machine_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """What this machine lacks for ``config``: the folders, files and programs it names.
 
     File system and PATH look-ups only (it runs while the Snakefile is parsed). A
     relative path is taken from the working directory, which is the workflow directory.
     """
-    return _saved_model_problems(config) + _image_dir_problems(config) + _server_problems(config)
-
-
-def check_config(config: Mapping[str, Any]) -> None:
-    """Raise one ServeprofError listing every problem, so one run shows them all."""
-    problems = explain_problems(config) + environment_problems(config)
-    if problems:
-        listing = "\n  - ".join(problems)
-        raise ServeprofError(
-            f"the config has {len(problems)} problem(s):\n  - {listing}",
-            "edit the keys named above (config.yaml documents every key), then run again",
-        )
-
-
-def with_defaults(config: Mapping[str, Any]) -> dict:
-    """A copy of ``config`` with the schema's defaults filled in (as Snakemake's validate does)."""
-    import jsonschema
-
-    def fill_defaults(validator_class):
-        validate_properties = validator_class.VALIDATORS["properties"]
-
-        def set_defaults(validator, properties, instance, schema):
-            if isinstance(instance, dict):
-                for name, subschema in properties.items():
-                    if "default" in subschema and name not in instance:
-                        instance[name] = copy.deepcopy(subschema["default"])
-            yield from validate_properties(validator, properties, instance, schema)
-
-        return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-    filled = copy.deepcopy(dict(config))
-    check_config(filled)
-    fill_defaults(_validator_class())(load_schema()).validate(filled)
-    return filled
-
-
-def model_batch_sizes(config: Mapping[str, Any], model: str) -> list[int]:
-    return sorted(config["models"][model].get("batch_sizes", config["batch_sizes"]))
-
-
-def measurement_input(config: Mapping[str, Any], model: str) -> dict:
-    """The ``--input`` settings for one model: ``auto`` resolved, the model's input size applied."""
-    settings = dict(config["measure"]["input"])
-    definition = config["models"][model]
-    if settings["kind"] == "auto":
-        # Detection post-processing (NMS) depends on image content, so real photos by default.
-        settings["kind"] = "images" if definition["type"] == "detection" else "random"
-    if "input_size" in definition:
-        settings["image_size"] = list(definition["input_size"])
-    return settings
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def config_hash(value: Any) -> str:
-    """A short, stable fingerprint of a (part of a) config, for provenance."""
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
-
-
-def model_config_hash(config: Mapping[str, Any], model: str) -> str:
-    """Fingerprint of everything that shapes one model's numbers."""
-    return config_hash(
-        {
-            "model": config["models"][model],
-            "batch_sizes": model_batch_sizes(config, model),
-            "measure": config["measure"],
-            "server": config["server"],
-        }
-    )
+    return _saved_model_problems(config) + _image_dir_problems(config, schema) + _server_problems(config, schema)

@@ -1,4 +1,4 @@
-"""The measurement protocol for one (model, batch size) on a freshly loaded model.
+"""The measurement procedure for one (model, batch size) on a freshly loaded model.
 
 1. the first request at this batch size ("first init": graph tracing, allocations),
 2. the second ("first AoT": whatever the first left to do),
@@ -14,12 +14,16 @@ A request is built once (``client.prepare``) and re-sent; the timer
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from serveprof.errors import ServeprofError
+from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.resources import GpuProbe, ResourceSampler
 from serveprof.measure.stats import latency_stats
+
+if TYPE_CHECKING:
+    from serveprof.measure.session import Endpoint
 
 NS_PER_MS = 1_000_000
 PROGRESS_EVERY_S = 5.0
@@ -30,8 +34,8 @@ OnError = Callable[[BaseException, str], BaseException]
 
 
 @dataclass(frozen=True)
-class ProtocolSettings:
-    """The ``measure:`` config keys that shape a series (defaults live in the config schema)."""
+class ProcedureSettings:
+    """The ``measure:`` config keys that shape a series; serveprof.settings builds it, checked."""
 
     requests: int
     max_seconds: float
@@ -39,19 +43,6 @@ class ProtocolSettings:
     warmup_requests: int
     warmup_max_seconds: float
     resource_interval_s: float
-
-    def __post_init__(self):
-        checks = [
-            ("requests", self.requests >= 1, "a whole number of at least 1"),
-            ("max_seconds", self.max_seconds > 0, "a positive number of seconds"),
-            ("min_requests", self.min_requests >= 1, "a whole number of at least 1"),
-            ("warmup_requests", self.warmup_requests >= 0, "a whole number of 0 or more"),
-            ("warmup_max_seconds", self.warmup_max_seconds >= 0, "0 or more seconds"),
-            ("resource_interval_s", self.resource_interval_s > 0, "a positive number of seconds"),
-        ]
-        for name, ok, wanted in checks:
-            if not ok:
-                raise ServeprofError(f"{name} is {getattr(self, name)!r}", f"set {name} (--{name.replace('_', '-')}) to {wanted}")
 
 
 @dataclass
@@ -161,7 +152,7 @@ def measure_series(
     send: Callable[[Any], Any],
     request: Any,
     batch_size: int,
-    settings: ProtocolSettings,
+    settings: ProcedureSettings,
     *,
     pid: int | None,
     on_error: OnError,
@@ -204,3 +195,14 @@ def measure_series(
         "resources": sampler.summary(),
     }
     return series.latencies_ms, fields
+
+
+def measure_batch(endpoint: Endpoint, batch_size: int, settings: ProcedureSettings, input_settings: InputSettings,
+                  gpu: GpuProbe | None, log: Callable[[str], None], model_type: str = AUTO) -> tuple[list[float], dict]:
+    """The procedure against ``endpoint`` at one batch size: the latencies, and the stats JSON's fields."""
+    input_settings, resolution = endpoint.resolve_input(batch_size, input_settings, model_type)
+    request, input_description = endpoint.prepare_request(batch_size, input_settings)
+    input_description.update(resolution)
+    latencies, fields = measure_series(endpoint.client.send, request, batch_size, settings, pid=endpoint.pid,
+                                       on_error=endpoint.on_error(batch_size), log=log, gpu=gpu)
+    return latencies, {"input": input_description, **fields}

@@ -4,7 +4,7 @@
 def test_warmup_never_starts_a_request_expected_to_overrun_its_budget():
     import time
 
-    from serveprof.measure.protocol import run_warmup
+    from serveprof.measure.procedure import run_warmup
 
     sent = []
 
@@ -35,7 +35,7 @@ def sleeper(seconds: float, sent: list):
 
 
 def test_timed_requests_stop_at_the_request_count_when_time_allows():
-    from serveprof.measure.protocol import run_timed
+    from serveprof.measure.procedure import run_timed
 
     sent: list = []
     series = run_timed(sleeper(0.001, sent), "r", requests=25, max_seconds=30, min_requests=3,
@@ -46,7 +46,7 @@ def test_timed_requests_stop_at_the_request_count_when_time_allows():
 
 
 def test_timed_requests_stop_at_the_time_cap_and_say_so():
-    from serveprof.measure.protocol import run_timed
+    from serveprof.measure.procedure import run_timed
 
     sent: list = []
     series = run_timed(sleeper(0.05, sent), "r", requests=1000, max_seconds=0.3, min_requests=2,
@@ -57,7 +57,7 @@ def test_timed_requests_stop_at_the_time_cap_and_say_so():
 
 
 def test_min_requests_are_made_even_past_the_time_cap_but_never_more_than_requests():
-    from serveprof.measure.protocol import run_timed
+    from serveprof.measure.procedure import run_timed
 
     sent: list = []
     series = run_timed(sleeper(0.1, sent), "r", requests=1000, max_seconds=0.01, min_requests=4,
@@ -71,7 +71,7 @@ def test_min_requests_are_made_even_past_the_time_cap_but_never_more_than_reques
 def test_a_failed_request_raises_what_on_error_makes_of_it_naming_the_request():
     import pytest
 
-    from serveprof.measure.protocol import run_timed
+    from serveprof.measure.procedure import run_timed
 
     calls = []
 

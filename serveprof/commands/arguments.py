@@ -1,0 +1,67 @@
+"""Arguments that several commands share: JSON flags, the server to launch, how the client talks to it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from serveprof import settings
+from serveprof.errors import ServeprofError
+from serveprof.measure.inputs import AUTO, MODEL_TYPES
+from serveprof.measure.session import PROTOCOLS, TRANSPORTS
+
+
+def log(command: str, message: str) -> None:
+    """A progress line on stderr, which the workflow sends to the job's log."""
+    print(f"serveprof {command}: {message}", file=sys.stderr, flush=True)
+
+
+def json_object(text: str, flag: str, example: str) -> dict:
+    """The JSON object a flag holds; anything else is refused with an example."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ServeprofError(f"{flag} is not valid JSON ({error}): {text!r}", f"pass {flag} as a JSON object, e.g. {example}") from None
+    if not isinstance(value, dict):
+        raise ServeprofError(f"{flag} must be a JSON object, got {text!r}", f"pass {flag} as a JSON object, e.g. {example}")
+    return value
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """The server to launch and the inputs to time it with."""
+    parser.add_argument("--model-base-path", help="directory of the model's numeric versions (launch a server for it)")
+    parser.add_argument("--server", default="{}", help="the config's server: block as JSON; missing keys take the config's defaults")
+    parser.add_argument("--server-log", help="file for the launched server's output")
+    parser.add_argument("--input", default="{}",
+                        help='the config\'s measure.input block as JSON: {"kind": "auto"|"random"|"zeros"|"images", "seed": 0, '
+                             '"image_dir": null, "image_size": [H, W]}; missing keys take the config\'s defaults')
+    parser.add_argument("--type", choices=(AUTO, *MODEL_TYPES), default=AUTO,
+                        help="the model's type, which resolves --input kind auto: images for detection, random for "
+                             "classification; auto (default) reads it from the served signature (detection when it "
+                             "has the Object Detection API's outputs, e.g. detection_boxes)")
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    """How the client talks to the server: ``measure.protocol`` and ``measure.transport``."""
+    defaults = settings.defaults("measure")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"],
+                        help="TF Serving's gRPC or REST API (measure.protocol; default %(default)s)")
+    parser.add_argument("--transport", choices=TRANSPORTS, default=defaults["transport"],
+                        help="builtin: serveprof's own HTTP/2 and HTTP/1.1 connections (least client CPU); "
+                             "library: grpcio for gRPC, requests for REST (measure.transport; default %(default)s)")
+
+
+def server_and_input(args) -> tuple:
+    """The ServerSettings and InputSettings of ``--server`` and ``--input``."""
+    server = settings.server_settings(json_object(args.server, "--server", '{"backend": "embedded"}'))
+    inputs = settings.input_settings(json_object(args.input, "--input", '{"kind": "random", "seed": 0}'))
+    return server, inputs
+
+
+SPEC_EXAMPLE = '\'{"source": "tf2_zoo", "type": "detection", "url": "http://host/name.tar.gz"}\''
+
+
+def model_spec(model: str, text: str) -> dict:
+    """``--spec``: one model's config entry as JSON, checked as the config's is (same messages as check-config)."""
+    return settings.model_definition(model, json_object(text, "--spec", SPEC_EXAMPLE))

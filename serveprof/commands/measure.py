@@ -1,0 +1,115 @@
+"""``serveprof measure``: latency per batch size against a served model (procedure: docs/measurement.md).
+
+With ``--model-base-path`` and ``--server`` each batch size gets a freshly launched
+server; with ``--address`` it runs against a server that is already up (the stats
+then say the model was not freshly loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from functools import partial
+from pathlib import Path
+
+from serveprof import settings
+from serveprof.commands.arguments import add_client_flags, add_server_flags, log, server_and_input
+from serveprof.errors import ServeprofError
+from serveprof.launch import terminate_on_sigterm
+from serveprof.measure.procedure import measure_batch
+from serveprof.measure.provenance import host_provenance
+from serveprof.measure.resources import detect_gpu_probe
+from serveprof.measure.result_files import write_measurement
+from serveprof.measure.session import external, launched
+
+# The measure: keys each flag sets, for the settings owner's checks and defaults.
+PROCEDURE_FLAGS = {
+    "requests": "requests", "max_seconds": "max_seconds", "min_requests": "min_requests",
+    "warmup_requests": "warmup_requests", "warmup_max_seconds": "warmup_max_seconds",
+    "resource_interval": "resource_interval_s",
+}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = settings.defaults("measure")
+    parser = argparse.ArgumentParser(prog="serveprof measure", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model name the server serves (and the result files' prefix)")
+    parser.add_argument("--batch-size", type=int, action="append", required=True, help="batch size; repeat for several")
+    add_client_flags(parser)
+    parser.add_argument("--address", help="HOST:PORT of a running server (its REST port with --protocol rest)")
+    parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
+    add_server_flags(parser)
+    parser.add_argument("--requests", type=int, default=defaults["requests"], help="timed requests (measure.requests)")
+    parser.add_argument("--max-seconds", type=float, default=defaults["max_seconds"], help="time cap of the timed phase (measure.max_seconds)")
+    parser.add_argument("--min-requests", type=int, default=defaults["min_requests"], help="timed requests made even past the cap (measure.min_requests)")
+    parser.add_argument("--warmup-requests", type=int, default=defaults["warmup_requests"], help="unrecorded warm-up requests (measure.warmup_requests)")
+    parser.add_argument("--warmup-max-seconds", type=float, default=defaults["warmup_max_seconds"], help="time cap of the warm-up (measure.warmup_max_seconds)")
+    parser.add_argument("--resource-interval", type=float, default=defaults["resource_interval_s"], help="server CPU/RSS sampling period in s (measure.resource_interval_s)")
+    parser.add_argument("--latencies", type=Path, help="latency file (one batch size only); default <out-dir>/<model>-b<N>.csv")
+    parser.add_argument("--stats", type=Path, help="stats JSON (one batch size only); default <out-dir>/stats/b<N>.json")
+    parser.add_argument("--out-dir", type=Path, help="result folder (default workload/profiling/<model>)")
+    return parser
+
+
+def result_paths(args, batch_size: int) -> tuple[Path, Path]:
+    out_dir = args.out_dir or Path("workload/profiling") / args.model
+    return (
+        args.latencies or out_dir / f"{args.model}-b{batch_size}.csv",
+        args.stats or out_dir / "stats" / f"b{batch_size}.json",
+    )
+
+
+def check_args(args) -> None:
+    if (args.address is None) == (args.model_base_path is None):
+        raise ServeprofError(
+            "give either --address (a running server) or --model-base-path (a server to launch), not both or neither",
+            "pass --model-base-path data/model/inference/<model> --server '{...}', or --address 127.0.0.1:8500",
+        )
+    if len(set(args.batch_size)) != len(args.batch_size) or min(args.batch_size) < 1:
+        raise ServeprofError(f"batch sizes {args.batch_size} must be distinct whole numbers of 1 or more", "pass each --batch-size once, 1 or more")
+    if len(args.batch_size) > 1 and (args.latencies or args.stats):
+        raise ServeprofError("--latencies/--stats name one batch size's files, but several --batch-size were given", "use --out-dir for several batch sizes")
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    server, input_settings = server_and_input(args)
+    procedure = settings.procedure_settings({key: getattr(args, flag) for flag, key in PROCEDURE_FLAGS.items()})
+    gpu = detect_gpu_probe()  # None without NVML or nvidia-smi: the GPU figures are then null
+    provenance = host_provenance(gpu)
+    say = partial(log, "measure")
+    with terminate_on_sigterm():
+        for batch_size in args.batch_size:
+            started_at = now_iso()
+            say(f"{args.model}: batch size {batch_size} over {args.protocol} ({args.transport} transport)"
+                + (f" at {args.address}" if args.address else " on a fresh server"))
+            if args.address:
+                endpoint_context = external(args.model, args.address, args.protocol, pid=args.pid, transport=args.transport)
+            else:
+                endpoint_context = launched(args.model, args.model_base_path, server, args.protocol,
+                                            log_path=args.server_log, transport=args.transport)
+            with endpoint_context as endpoint:
+                latencies, measured = measure_batch(endpoint, batch_size, procedure, input_settings, gpu, say, args.type)
+            document = {
+                "model": args.model,
+                "batch_size": batch_size,
+                "protocol": args.protocol,
+                "transport": args.transport,
+                **{key: value for key, value in measured.items() if key != "input"},
+                "server": {**endpoint.info, "pid": endpoint.pid},
+                "input": measured["input"],
+                "model_freshly_loaded": endpoint.freshly_loaded,
+                "provenance": provenance,
+                "started_at": started_at,
+                "finished_at": now_iso(),
+            }
+            latencies_path, stats_path = result_paths(args, batch_size)
+            # Written only now, whole: a job that dies earlier leaves no result behind.
+            write_measurement(latencies_path, stats_path, latencies, document)
+            say(f"wrote {latencies_path} and {stats_path}")
+    return 0
