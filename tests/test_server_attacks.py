@@ -20,10 +20,33 @@ import time
 import psutil
 import pytest
 
-from tests.fixtures.attacks import (CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
-                                    HEADERS, PING, PREDICT, RST_STREAM, SETTINGS, WINDOW_UPDATE, Background, Target,
-                                    call_frames, closed_by_peer, frame, goaway_of, h2_connection, idle_connections,
-                                    predict_request, rapid_reset, read_frames, request_headers, send_quietly)
+from tests.fixtures.attacks import (
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    HEADERS,
+    PING,
+    PREDICT,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Background,
+    Target,
+    call_frames,
+    closed_by_peer,
+    frame,
+    goaway_of,
+    h2_connection,
+    idle_connections,
+    predict_request,
+    rapid_reset,
+    read_frames,
+    request_headers,
+    send_quietly,
+)
 from tests.fixtures.embedded_server import TINY_IMAGE_SIZE, TINY_MODEL_NAME, running_server
 
 MiB = 1 << 20
