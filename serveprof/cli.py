@@ -24,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("serveprof.report.plot_cli", "draw the figures from existing result CSVs (never measures)"),
     "manifest": ("serveprof.manifest_cli", "write workload/profiling/all: what was profiled and what was not"),
     "check-config": ("serveprof.config_cli", "validate a config file and explain every problem"),
+    "compare": ("serveprof.compare.cli", "compare two runs: latency changes with intervals, regressions, what differs"),
+    "snapshot": ("serveprof.compare.snapshot_cli", "keep a run's results as runs/<name>/ without re-measuring"),
+    "calibrate": ("serveprof.calibrate.cli", "fit on-device measurements to profiled results and predict the rest"),
 }
 
 
