@@ -217,3 +217,21 @@ def _csv(path):
 
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_a_forest_plot_of_many_series_keeps_every_verdict():
+    import pandas as pd
+
+    from serveprof.compare.forest import shown_rows
+
+    rows = pd.DataFrame({
+        "series": [f"m{i} b1" for i in range(300)],
+        "verdict": [REGRESSION if i in (7, 250) else NOISE for i in range(300)],
+        "p50_change_pct": [float(i % 50) / 10 for i in range(300)],
+        "disturbed_base": [i == 3 for i in range(300)],
+        "disturbed_new": False,
+    })  # fmt: skip
+    shown = shown_rows(rows, limit=20)
+    assert len(shown) == 20 and {"m7 b1", "m250 b1", "m3 b1"} <= set(shown["series"])
+    assert list(shown.index) == sorted(shown.index)  # in the table's order
+    assert shown_rows(rows.head(10), limit=20).equals(rows.head(10))

@@ -11,6 +11,7 @@ import pytest
 from serveprof.atomic import atomic_write_text
 from serveprof.cli import main as serveprof
 from serveprof.compare.runs import resolve, snapshot
+from serveprof.compare.trees import read_tree
 from serveprof.errors import ServeprofError
 from tests.compare_helpers import latencies, write_run
 
@@ -44,6 +45,7 @@ def test_snapshot_copies_every_result_and_records_where_from(tmp_path):
     assert not any(path.name.startswith(".") for path in runs.iterdir())  # no partial copy left behind
     # The kept run is a result tree like any other.
     assert resolve("baseline", runs) == kept
+    assert len(read_tree(kept / "workload").series) == len(read_tree(kept).series) == 2  # the workload folder reads too
     assert serveprof(["plot", "--results", str(kept / "workload" / "profiling"), "--models", "nasnet", "--only", "latency",
                       "--out", str(tmp_path / "figures")]) == 0  # fmt: skip
 

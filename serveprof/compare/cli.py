@@ -32,9 +32,13 @@ def write_outputs(comparison, out: Path, style) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     fig = build_forest_figure(comparison, style)
     written = save_figure(fig, out / "forest", style)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=style.dpi)
-    image = document.Image("forest.png" if "png" in style.formats else "", "forest plot of the latency changes", png.getvalue())
+    if "png" in style.formats:
+        png = (out / "forest.png").read_bytes()
+    else:  # the HTML embeds a PNG whatever formats the style asks for
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=style.dpi)
+        png = buffer.getvalue()
+    image = document.Image("forest.png" if "png" in style.formats else "", "forest plot of the latency changes", png)
     parts = document.blocks(comparison, image)
     title = f"serveprof: {comparison.new.label} against {comparison.base.label}"
     # The markdown links the figure only where a PNG was written beside it.
@@ -52,6 +56,11 @@ def write_outputs(comparison, out: Path, style) -> list[Path]:
         atomic_write_text(out / name, text)
         written.append(out / name)
     return written
+
+
+def label(argument: str) -> str:
+    """How a run is named in the outputs: as given, except "." (say which folder)."""
+    return f"{Path.cwd().name} (.)" if Path(argument) == Path(".") else argument
 
 
 def main(argv: list[str]) -> int:
@@ -76,8 +85,8 @@ def main(argv: list[str]) -> int:
 
     settings = changes.Settings(args.threshold_pct, args.confidence, args.resamples, args.seed)
     style = load_style(args.style)
-    base = read_tree(resolve(args.base, args.runs_dir), label=args.base)
-    new = read_tree(resolve(args.new, args.runs_dir), label=args.new)
+    base = read_tree(resolve(args.base, args.runs_dir), label=label(args.base))
+    new = read_tree(resolve(args.new, args.runs_dir), label=label(args.new))
     comparison = compare_trees(base, new, settings)
     written = write_outputs(comparison, args.out, style)
     print(summary_sentence(comparison).replace("**", ""))

@@ -10,6 +10,7 @@ plotted values back.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -25,15 +26,28 @@ VERDICT_COLOURS = {REGRESSION: PALETTES["okabe_ito"][3], IMPROVEMENT: PALETTES["
 METRIC_MARKERS = {"p50": "o", "p99": "D"}
 OFFSETS = {"p50": -0.17, "p99": 0.17}
 ROW_HEIGHT_IN = 0.3
+# Rows drawn at most: a figure for thousands of series would pass matplotlib's pixel
+# limit and show nothing a reader could find. The table keeps every series.
+MAX_ROWS = 120
 
 
 def _percent(value: float, _=None) -> str:
     return "0" if value == 0 else f"{'+' if value > 0 else '−'}{tick_text(abs(value))} %"
 
 
+def shown_rows(rows: pd.DataFrame, limit: int = MAX_ROWS) -> pd.DataFrame:
+    """All rows if they fit; else every regression, improvement and disturbed series, then
+    the largest p50 changes, in the table's order."""
+    if len(rows) <= limit:
+        return rows
+    first = rows["verdict"].isin([REGRESSION, IMPROVEMENT]) | rows["disturbed_base"] | rows["disturbed_new"]
+    size = rows["p50_change_pct"].abs().fillna(0) + first * 1e9  # the series that matter first
+    return rows.loc[sorted(size.nlargest(limit).index)]
+
+
 @_styled
 def build_forest_figure(comparison: Comparison, style: Style) -> Figure:
-    rows = comparison.rows.reset_index(drop=True)
+    rows = shown_rows(comparison.rows.reset_index(drop=True)).reset_index(drop=True)
     threshold = comparison.settings.threshold_pct
     legend = ["p50", "p99", REGRESSION, IMPROVEMENT, NOISE, f"±{threshold:g} % threshold"]
     wanted_in = 1.6 + ROW_HEIGHT_IN * len(rows)
@@ -59,6 +73,8 @@ def build_forest_figure(comparison: Comparison, style: Style) -> Figure:
     ax.xaxis.set_major_formatter(FuncFormatter(_percent))
     ax.set_xlabel(f"latency change from base to new (+ is slower; lines: {comparison.settings.confidence * 100:g} % intervals)")
     title = f"Latency change: {comparison.new.label} against {comparison.base.label}"
+    if len(rows) < len(comparison.rows):
+        title += f" ({len(rows)} of {len(comparison.rows)} series: every verdict, then the largest changes)"
     ax.set_title(fitted(title, _title_width(style), style.font_size * 1.2))
     _grid(ax)
     handles = [

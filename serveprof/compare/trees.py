@@ -89,10 +89,13 @@ def _number(value) -> float | None:
 
 
 def profiling_dirs(root: Path) -> Iterator[Path]:
-    """Folders of model results: ``root/workload/profiling``, or ``root`` itself when it is one."""
-    if (root / PROFILING).is_dir():
-        yield root / PROFILING
-    elif any(root.glob("*/summary.csv")):
+    """Folders of model results: ``root/workload/profiling``, ``root/profiling`` (``root``
+    is a ``workload`` folder), or ``root`` itself when it holds model folders."""
+    for candidate in (root / PROFILING, root / PROFILING.name):
+        if candidate.is_dir():
+            yield candidate
+            return
+    if any(root.glob("*/summary.csv")):
         yield root
 
 
