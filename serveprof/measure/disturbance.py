@@ -227,7 +227,7 @@ class DisturbanceSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._baseline: dict[int, float] = {}  # pid -> CPU seconds when first seen in a sample run
+        self._baseline: dict[int, float] = {}  # pid -> CPU seconds at start(); a process seen later starts from 0
         self._latest: dict[int, float] = {}
         self._first_cpu = self._last_cpu = self._window_cpu = None
         self._first_memory = self._last_memory = None
