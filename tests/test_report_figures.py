@@ -11,7 +11,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex, to_rgb
 
-from serveprof.commands.plot import load_style
+from serveprof.commands.arguments import load_style
 from serveprof.errors import ServeprofError
 from serveprof.report import figures
 from serveprof.report.numbers import significant

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from serveprof import settings
 from serveprof.errors import ServeprofError
 from serveprof.measure.inputs import AUTO, MODEL_TYPES
 from serveprof.measure.session import PROTOCOLS, TRANSPORTS
+from serveprof.report.style import Style
 
 
 def log(command: str, message: str) -> None:
@@ -65,3 +67,22 @@ SPEC_EXAMPLE = '\'{"source": "tf2_zoo", "type": "detection", "url": "http://host
 def model_spec(model: str, text: str) -> dict:
     """``--spec``: one model's config entry as JSON, checked as the config's is (same messages as check-config)."""
     return settings.model_definition(model, json_object(text, "--spec", SPEC_EXAMPLE))
+
+
+def load_style(text: str | None) -> Style:
+    """The Style of ``--style``: JSON text, or the path of a JSON file; None for the defaults."""
+    if text is None:
+        return settings.style()
+    source = "--style"
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        source, text = text, Path(text).read_text(encoding="utf-8")
+    try:
+        block = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ServeprofError(
+            f"{source} is not valid JSON ({error})",
+            'pass the plots block as JSON, e.g. --style \'{"formats": ["png"], "dpi": 150}\'',
+        ) from None
+    if not isinstance(block, dict):
+        raise ServeprofError(f"{source} holds a {type(block).__name__}, not a JSON object", "pass the plots block as a JSON object {...}")
+    return settings.style(block)

@@ -9,10 +9,10 @@ from the workflow's config, so the figures are the ones the workflow draws.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from serveprof import settings
+from serveprof.commands.arguments import load_style
 from serveprof.errors import ServeprofError
 from serveprof.report import figures
 from serveprof.report.results import load_coldstart, load_latencies, load_summary
@@ -55,25 +55,6 @@ def draw_model(results: Path, model: str, style: Style, out: Path) -> list[Path]
     latencies = load_latencies(results, model, summary["batch_size"])
     fig = figures.build_distribution_figure(model, latencies, summary, style)
     return figures.save_figure(fig, out / model / "distribution", style)
-
-
-def load_style(text: str | None) -> Style:
-    """The Style of ``--style``: JSON text, or the path of a JSON file; None for the defaults."""
-    if text is None:
-        return settings.style()
-    source = "--style"
-    if not text.lstrip().startswith("{") and Path(text).is_file():
-        source, text = text, Path(text).read_text(encoding="utf-8")
-    try:
-        block = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ServeprofError(
-            f"{source} is not valid JSON ({error})",
-            'pass the plots block as JSON, e.g. --style \'{"formats": ["png"], "dpi": 150}\'',
-        ) from None
-    if not isinstance(block, dict):
-        raise ServeprofError(f"{source} holds a {type(block).__name__}, not a JSON object", "pass the plots block as a JSON object {...}")
-    return settings.style(block)
 
 
 def from_config(paths: list[str], results: Path) -> tuple[Style, list[str], list[str]]:

@@ -1,0 +1,177 @@
+"""A result tree as a set of series, whatever dimensions name them.
+
+A *series* is one timed set of requests: its raw latencies, its summary numbers and
+the provenance of the run that measured it. A *walker* knows one layout and yields
+its series, each keyed by its dimensions (``model``, ``batch``, and for other layouts
+``device``, ``variant``, ``scenario``, ``point``). Two trees are compared key by key,
+so a new layout (load points, variants, devices) is one more walker in ``WALKERS``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from serveprof.errors import ServeprofError
+
+# The order dimensions are shown in: the outer grouping first, the batch size last.
+DIMENSIONS = ("device", "variant", "model", "scenario", "point", "batch")
+PROFILING = Path("workload/profiling")
+DEVICES = Path("workload/devices")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One timed series of a result tree."""
+
+    dims: dict[str, str]  # e.g. {"model": "nasnet", "batch": "4"}
+    latencies: Callable[[], np.ndarray]  # the raw latencies in ms, read when asked
+    batch_size: int
+    count: int | None
+    throughput_per_s: float | None
+    peak_memory_mb: float | None
+    stats: dict = field(default_factory=dict)  # the series' stats JSON, {} where there is none
+    provenance: dict = field(default_factory=dict)  # the run's provenance for this series' model
+    source: str = ""  # the file the latencies come from, for messages
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        return tuple((name, self.dims[name]) for name in DIMENSIONS if name in self.dims)
+
+    @property
+    def label(self) -> str:
+        return series_label(self.dims)
+
+    @property
+    def disturbance(self) -> dict | None:
+        return self.stats.get("disturbance")
+
+
+def series_label(dims: dict[str, str]) -> str:
+    """``nasnet b4``; other dimensions as ``name=value`` before it (``device=edge nasnet b4``)."""
+    parts = [f"{name}={dims[name]}" for name in DIMENSIONS if name in dims and name not in ("model", "batch")]
+    if "model" in dims:
+        parts.append(dims["model"])
+    if "batch" in dims:
+        parts.append(f"b{dims['batch']}")
+    return " ".join(parts)
+
+
+class Walker(Protocol):
+    name: str
+
+    def walk(self, root: Path) -> Iterator[Series]:
+        """Every series of this layout under ``root`` (none if the layout is absent)."""
+
+
+def _optional_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ServeprofError(
+            f"{path} is not valid JSON ({error})", "restore the file from the run, or rerun the step that wrote it"
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(number) else number
+
+
+def profiling_dirs(root: Path) -> Iterator[Path]:
+    """Folders of model results: ``root/workload/profiling``, ``root/profiling`` (``root``
+    is a ``workload`` folder), or ``root`` itself when it holds model folders."""
+    for candidate in (root / PROFILING, root / PROFILING.name):
+        if candidate.is_dir():
+            yield candidate
+            return
+    if any(root.glob("*/summary.csv")):
+        yield root
+
+
+def walk_profiling(results: Path, extra: dict[str, str] | None = None) -> Iterator[Series]:
+    """The series of a ``workload/profiling`` layout: one per (model, batch size)."""
+    from serveprof.report.results import load_latencies, load_summary
+
+    for folder in sorted(path.parent for path in results.glob("*/summary.csv")):
+        model = folder.name
+        summary = load_summary(results, [model])
+        provenance = _optional_json(folder / "provenance.json")
+        for row in summary.to_dict("records"):
+            batch = int(row["batch_size"])
+            yield Series(
+                dims={**(extra or {}), "model": model, "batch": str(batch)},
+                latencies=lambda batch=batch, model=model: load_latencies(results, model, [batch])[batch],
+                batch_size=batch,
+                count=int(row["count"]) if _number(row["count"]) is not None else None,
+                throughput_per_s=_number(row["throughput_per_s"]),
+                peak_memory_mb=_number(row["rss_peak_mb"]),
+                stats=_optional_json(folder / "stats" / f"b{batch}.json"),
+                provenance=provenance,
+                source=str(folder / f"{model}-b{batch}.csv"),
+            )
+
+
+class ProfilingWalker:
+    """Today's layout: ``workload/profiling/<model>/`` (docs/ARCHITECTURE.md)."""
+
+    name = "profiling"
+
+    def walk(self, root: Path) -> Iterator[Series]:
+        for results in profiling_dirs(root):
+            yield from walk_profiling(results)
+
+
+class DevicesWalker:
+    """Per-device runs: ``workload/devices/<device>/profiling/<model>/``, the same files per device."""
+
+    name = "devices"
+
+    def walk(self, root: Path) -> Iterator[Series]:
+        for results in sorted((root / DEVICES).glob("*/profiling")):
+            yield from walk_profiling(results, {"device": results.parent.name})
+
+
+WALKERS: tuple[Walker, ...] = (ProfilingWalker(), DevicesWalker())
+
+
+@dataclass
+class ResultTree:
+    root: Path
+    label: str
+    series: dict[tuple, Series]
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(series.dims.get("model", "") for series in self.series.values()))
+
+
+def read_tree(root: Path, label: str | None = None, walkers: tuple[Walker, ...] = WALKERS) -> ResultTree:
+    """Every series under ``root`` that any walker recognises."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ServeprofError(
+            f"result tree {root} is not a folder",
+            "pass a project folder (holding workload/), a workload/profiling folder, or a run name under runs/",
+        )
+    series: dict[tuple, Series] = {}
+    for walker in walkers:
+        for one in walker.walk(root):
+            series[one.key] = one
+    if not series:
+        raise ServeprofError(
+            f"{root} holds no results (no workload/profiling/<model>/summary.csv or other known layout)",
+            "pass the folder that holds workload/ (or a run kept with `serveprof snapshot NAME`), after the workflow has run",
+        )
+    return ResultTree(root=root, label=label or str(root), series=series)

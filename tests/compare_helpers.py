@@ -1,0 +1,58 @@
+"""Synthetic runs for the compare and snapshot tests, written with the measurement's own writers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from serveprof.measure.result_files import latencies_text, write_coldstart, write_durations, write_json, write_summary
+from serveprof.measure.stats import latency_stats
+
+PROVENANCE = {
+    "source": "keras", "weights": "imagenet", "backend": "embedded", "backend_version": "serveprof 0.1.0 (TensorFlow 2.21.0)",
+    "tensorflow_version": "2.21.0", "image": None, "image_digest": None, "gpu_used": False, "protocol": "grpc",
+    "client_transport": "builtin", "server_notes": None, "serveprof_version": "0.1.0", "python_version": "3.11.2",
+    "cpu_model": "Intel(R) Xeon(R) CPU @ 2.20GHz", "cpu_count": 2, "gpu": None, "hostname": "bench-01",
+    "config_hash": "a94b02c7e5d1f380", "git_revision": "05c4221d3b8e", "git_dirty": False,
+    "started_at": "2026-11-25T14:17:00+00:00",
+}  # fmt: skip
+
+
+def latencies(rng: np.random.Generator, typical_ms: float, count: int, spread: float = 0.08) -> np.ndarray:
+    """Skewed latencies as a server gives them: lognormal body, exponential tail, 0.1 µs resolution."""
+    return np.round(typical_ms * rng.lognormal(0.0, spread, count) + rng.exponential(typical_ms * 0.02, count), 4)
+
+
+def write_run(root: Path, series: Mapping[str, Mapping[int, np.ndarray]], provenance: Mapping[str, Mapping] | None = None,
+              disturbance: Mapping[tuple[str, int], dict] | None = None, rss_mb: Mapping[tuple[str, int], float] | None = None,
+              stats_files: bool = True, under: str = "workload/profiling") -> Path:
+    """``root/<under>/<model>/...`` for ``{model: {batch: latencies}}``; returns that folder."""
+    profiling = Path(root) / under
+    for model, batches in series.items():
+        folder = profiling / model
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for batch, values in batches.items():
+            stats = latency_stats(values, batch)
+            (folder / f"{model}-b{batch}.csv").write_text(latencies_text(values))
+            rss = (rss_mb or {}).get((model, batch), 700.0 + 60 * batch)
+            rows.append({"model": model, "batch_size": batch, **stats, "first_init_ms": 100.0, "first_aot_ms": 50.0,
+                         "requests_target": len(values), "truncated": False, "truncated_reason": None,
+                         "cpu_util_pct": 150.0, "rss_peak_mb": rss, "rss_mean_mb": rss - 20, "gpu_util_pct": None,
+                         "gpu_mem_mb": None, "protocol": "grpc", "backend": "embedded"})  # fmt: skip
+            if stats_files:
+                document = {"model": model, "batch_size": batch, "stats": stats}
+                if disturbance and (model, batch) in disturbance:
+                    document["disturbance"] = disturbance[(model, batch)]
+                write_json(folder / "stats" / f"b{batch}.json", document)
+        write_summary(folder / "summary.csv", rows)
+        write_durations(folder / f"{model}.csv", [(row["batch_size"], row["mean_ms"]) for row in rows])
+        write_coldstart(folder / "coldstart.csv", {"model": model, "load_ms": 3000.0, "first_infer_ms": 900.0,
+                                                   "backend": "embedded", "backend_version": "serveprof 0.1.0"})  # fmt: skip
+        document = {"model": model, **PROVENANCE, **((provenance or {}).get(model) or {})}
+        (folder / "provenance.json").write_text(json.dumps(document, indent=2))
+    (profiling / "all").write_text("profiled: " + " ".join(series) + "\n")
+    return profiling
