@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serveprof import settings
 from serveprof.calibrate.calibration import calibrate
 from serveprof.calibrate.fit import fit_line, leave_one_out, rank_agreement
 from serveprof.calibrate.fit_figure import build_fit_figure
@@ -15,7 +16,6 @@ from serveprof.calibrate.measured import read_measured
 from serveprof.cli import main as serveprof
 from serveprof.errors import ServeprofError
 from serveprof.report.results import load_summary
-from serveprof.report.style import parse_style
 from tests.report_helpers import PROFILED, PROFILING
 
 REPO = PROFILING.parents[3]
@@ -128,7 +128,7 @@ def test_calibrate_fits_predicts_and_draws(tmp_path, capsys):
 def test_figure_shows_points_fit_and_equation(tmp_path):
     path, _ = synthetic_device(tmp_path)
     calibration = calibrate(read_measured(path), load_summary(PROFILING, PROFILED))
-    fig = build_fit_figure(calibration, "latency", parse_style({}))
+    fig = build_fit_figure(calibration, "latency", settings.style({}))
     artists = {artist.get_gid(): artist for ax in fig.axes for artist in [*ax.get_lines(), *ax.texts, *ax.collections]}
     line = calibration.lines[("edge", "latency")]
     assert f"R² = {line.r2:.3f}, n = 6" in artists["equation:edge"].get_text()

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from serveprof import settings
 from serveprof.cli import main as serveprof
 from serveprof.commands.compare import EXIT_OK, EXIT_REGRESSION
 from serveprof.compare.changes import (
@@ -24,7 +25,6 @@ from serveprof.compare.forest import build_forest_figure
 from serveprof.compare.trees import read_tree
 from serveprof.errors import ServeprofError
 from serveprof.measure.stats import latency_stats
-from serveprof.report.style import parse_style
 from tests.compare_helpers import latencies, write_run
 from tests.report_helpers import PROFILING
 
@@ -188,7 +188,7 @@ def test_forest_plot_and_html_show_each_change_with_its_interval(tmp_path):
     write_run(tmp_path / "base", draw(1))
     write_run(tmp_path / "new", draw(2, {("nasnet", 4): 1.10}), disturbance={("inception", 1): {"flagged": True, "reasons": ["busy"]}})
     comparison = compare_trees(read_tree(tmp_path / "base"), read_tree(tmp_path / "new"), FAST)
-    fig = build_forest_figure(comparison, parse_style({}))
+    fig = build_forest_figure(comparison, settings.style({}))
     lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines()}
     row = comparison.rows.set_index("series").loc["nasnet b4"]
     assert lines["p50:nasnet b4"].get_xdata()[0] == pytest.approx(row["p50_change_pct"])

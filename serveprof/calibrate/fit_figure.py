@@ -18,14 +18,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from serveprof.calibrate.calibration import Calibration
-from serveprof.report.figures import _figure, _grid, _model_legend, _styled, _title_width, fitted, tick_text
+from serveprof.report.figures import add_grid, fitted, model_legend, new_figure, styled, tick_text, title_width
 from serveprof.report.style import Style, model_looks
 
 MAX_COLUMNS = 3
 TITLES = {"latency": "On-device latency against the host's", "memory": "On-device peak memory against the server's peak RSS"}
 
 
-@_styled
+@styled
 def build_fit_figure(calibration: Calibration, metric: str, style: Style, models: list[str] | None = None) -> Figure:
     fits = calibration.fits[calibration.fits["metric"] == metric]
     devices = list(fits["device"])
@@ -37,7 +37,7 @@ def build_fit_figure(calibration: Calibration, metric: str, style: Style, models
     legend = [looks[model].label for model in shown] + ["measured on the device", f"predicted ({level} prediction interval)", "fit"]
     columns = min(len(devices), MAX_COLUMNS)
     rows = math.ceil(len(devices) / columns)
-    fig = _figure(style, height_scale=rows, legend=legend)
+    fig = new_figure(style, height_scale=rows, legend=legend)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False).ravel())
     for extra in axes[len(devices):]:
         extra.set_visible(False)
@@ -68,7 +68,7 @@ def build_fit_figure(calibration: Calibration, metric: str, style: Style, models
         ax.text(0.03, 0.97, f"{line.equation(unit)}\nR² = {line.r2:.3f}, n = {line.n}", transform=ax.transAxes, va="top",
                 ha="left", fontsize=style.font_size * 0.9, gid=f"equation:{device}",
                 bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="#cccccc"))  # fmt: skip
-        ax.set_title(fitted(str(device), _title_width(style, columns), style.font_size))
+        ax.set_title(fitted(str(device), title_width(style, columns), style.font_size))
         ax.set_xlabel(f"host {host} ({unit})" if metric == "latency" else f"server peak RSS on the host ({unit})")
         ax.set_ylabel(f"on the device ({unit})")
         if metric == "latency":
@@ -76,8 +76,8 @@ def build_fit_figure(calibration: Calibration, metric: str, style: Style, models
             ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(FuncFormatter(lambda value, _: tick_text(value)))
-        _grid(ax)
-    fig.suptitle(fitted(TITLES[metric], _title_width(style), style.font_size * 1.2))
+        add_grid(ax)
+    fig.suptitle(fitted(TITLES[metric], title_width(style), style.font_size * 1.2))
     handles = [Line2D([], [], linestyle="none", marker=looks[model].marker, color=looks[model].colour, label=looks[model].label)
                for model in shown]  # fmt: skip
     handles += [
@@ -85,5 +85,5 @@ def build_fit_figure(calibration: Calibration, metric: str, style: Style, models
         Line2D([], [], linestyle="-", marker="o", color="#555555", markerfacecolor="white", label=legend[-2]),
         Line2D([], [], color="#333333", label=legend[-1]),
     ]
-    _model_legend(fig, handles, style)
+    model_legend(fig, handles, style)
     return fig

@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter
 
 from serveprof.compare.changes import IMPROVEMENT, NOISE, REGRESSION, TOO_FEW
 from serveprof.compare.comparison import Comparison
-from serveprof.report.figures import _figure, _grid, _styled, _title_width, fitted, tick_text
+from serveprof.report.figures import add_grid, fitted, new_figure, styled, tick_text, title_width
 from serveprof.report.style import PALETTES, Style
 
 # Okabe-Ito vermillion and blue (apart for every colour vision), grey for no change.
@@ -45,13 +45,13 @@ def shown_rows(rows: pd.DataFrame, limit: int = MAX_ROWS) -> pd.DataFrame:
     return rows.loc[sorted(size.nlargest(limit).index)]
 
 
-@_styled
+@styled
 def build_forest_figure(comparison: Comparison, style: Style) -> Figure:
     rows = shown_rows(comparison.rows.reset_index(drop=True)).reset_index(drop=True)
     threshold = comparison.settings.threshold_pct
     legend = ["p50", "p99", REGRESSION, IMPROVEMENT, NOISE, f"±{threshold:g} % threshold"]
     wanted_in = 1.6 + ROW_HEIGHT_IN * len(rows)
-    fig = _figure(style, height_scale=max(0.6, wanted_in / style.height_in), legend=legend)
+    fig = new_figure(style, height_scale=max(0.6, wanted_in / style.height_in), legend=legend)
     ax = fig.add_subplot()
     ax.axvspan(-threshold, threshold, color="#eeeeee", zorder=0, gid="threshold")
     ax.axvline(0, color="#333333", linewidth=0.8, zorder=1)
@@ -75,8 +75,8 @@ def build_forest_figure(comparison: Comparison, style: Style) -> Figure:
     title = f"Latency change: {comparison.new.label} against {comparison.base.label}"
     if len(rows) < len(comparison.rows):
         title += f" ({len(rows)} of {len(comparison.rows)} series: every verdict, then the largest changes)"
-    ax.set_title(fitted(title, _title_width(style), style.font_size * 1.2))
-    _grid(ax)
+    ax.set_title(fitted(title, title_width(style), style.font_size * 1.2))
+    add_grid(ax)
     handles = [
         Line2D([], [], linestyle="none", marker=METRIC_MARKERS["p50"], color="#555555", label="p50"),
         Line2D([], [], linestyle="none", marker=METRIC_MARKERS["p99"], color="#555555", label="p99"),

@@ -45,7 +45,7 @@ CUT_SHORT_LABEL = "open marker: series cut short"
 _TEXT_PATH = TextToPath()
 
 
-def _styled(build):
+def styled(build):
     """Run a builder under the style's font size (text takes its size when created)."""
 
     @functools.wraps(build)
@@ -57,7 +57,7 @@ def _styled(build):
     return wrapper
 
 
-def _figure(style: Style, height_scale: float = 1.0, legend: list[str] | None = None) -> Figure:
+def new_figure(style: Style, height_scale: float = 1.0, legend: list[str] | None = None) -> Figure:
     """A figure whose plot area keeps the configured size; a legend below adds height."""
     extra = 0.0
     if legend:
@@ -121,7 +121,7 @@ def _batch_axis(ax: Axes, batches, style: Style) -> None:
     ax.set_xlabel("batch size (items per request)")
 
 
-def _grid(ax: Axes) -> None:
+def add_grid(ax: Axes) -> None:
     ax.grid(True, which="major", color="#d9d9d9", linewidth=0.7)
     ax.set_axisbelow(True)
 
@@ -149,7 +149,7 @@ def fitted(text: str, width_pt: float, size: float) -> str:
     return f"{text[:cut]}\n{text[cut + 1:]}"
 
 
-def _title_width(style: Style, panels: int = 1, margin_em: float = 4.0) -> float:
+def title_width(style: Style, panels: int = 1, margin_em: float = 4.0) -> float:
     """Points available to a text centred over one of ``panels`` side-by-side axes.
 
     The axes sit right of their tick labels, so a centred text reaches the right edge
@@ -178,7 +178,7 @@ def _legend_layout(labels: list[str], style: Style, width_in: float | None = Non
     return 1, len(labels)
 
 
-def _model_legend(fig: Figure, handles: list, style: Style) -> None:
+def model_legend(fig: Figure, handles: list, style: Style) -> None:
     labels = [handle.get_label() for handle in handles]
     columns, _ = _legend_layout(labels, style)
     fig.legend(handles=handles, loc="outside lower center", ncols=columns, frameon=False)
@@ -224,7 +224,7 @@ def _lines_per_model(summary: pd.DataFrame, looks: Mapping[str, ModelLook], styl
     (``ylabel`` takes the unit through ``{unit}``).
     """
     extra = [BAND_LABEL] if band else []
-    fig = _figure(style, legend=_legend_labels(summary, looks, extra))
+    fig = new_figure(style, legend=_legend_labels(summary, looks, extra))
     ax = fig.add_subplot()
     handles = []
     for model, rows, look in _by_model(summary, looks):
@@ -243,13 +243,13 @@ def _lines_per_model(summary: pd.DataFrame, looks: Mapping[str, ModelLook], styl
     _batch_axis(ax, summary["batch_size"].unique(), style)
     _value_axis(ax, style.log_y, scale=scale)
     ax.set_ylabel(ylabel.format(unit=unit))
-    ax.set_title(fitted(title, _title_width(style), style.font_size * 1.2))
-    _grid(ax)
-    _model_legend(fig, handles, style)
+    ax.set_title(fitted(title, title_width(style), style.font_size * 1.2))
+    add_grid(ax)
+    model_legend(fig, handles, style)
     return fig
 
 
-@_styled
+@styled
 def build_latency_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook], style: Style) -> Figure:
     """Mean latency per batch size (gid ``mean_ms:<model>``) with a p50-p99 band (``band:<model>``).
 
@@ -260,14 +260,14 @@ def build_latency_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook], 
                             "Latency against batch size (line: mean; band: p50 to p99)", band=True, time=True)  # fmt: skip
 
 
-@_styled
+@styled
 def build_throughput_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook], style: Style) -> Figure:
     """Items per second per batch size (gid ``throughput_per_s:<model>``)."""
     return _lines_per_model(summary, looks, style, "throughput_per_s", "throughput (items/s)",
                             "Throughput against batch size (batch size × 1000 / mean latency)")  # fmt: skip
 
 
-@_styled
+@styled
 def build_coldstart_figure(coldstart: pd.DataFrame, looks: Mapping[str, ModelLook], style: Style) -> Figure:
     """Stacked horizontal bars: load time, then the first inference, per model.
 
@@ -280,7 +280,7 @@ def build_coldstart_figure(coldstart: pd.DataFrame, looks: Mapping[str, ModelLoo
     legend = ["load (start until AVAILABLE)", "first inference (batch 1)"]
     # Each bar with its name above takes a fixed height (in font sizes); title, axis and legend the rest.
     wanted_in = 1.0 + len(models) * 0.045 * style.font_size
-    fig = _figure(style, height_scale=min(3.0, max(0.4, wanted_in / style.height_in)), legend=legend)
+    fig = new_figure(style, height_scale=min(3.0, max(0.4, wanted_in / style.height_in)), legend=legend)
     ax = fig.add_subplot()
     totals = (rows["load_ms"] + rows["first_infer_ms"]) / 1000
     total_max = float(totals.max())
@@ -300,7 +300,7 @@ def build_coldstart_figure(coldstart: pd.DataFrame, looks: Mapping[str, ModelLoo
     ax.set_ylim(len(models) - 1 + 0.5, -0.5 - BAR_HEIGHT)
     ax.set_xlim(0, total_max * 1.12)  # room for the totals
     ax.set_xlabel("time since the server process started (s)")
-    ax.set_title(fitted("Cold start: time to the first answer after the server starts", _title_width(style), style.font_size * 1.2))
+    ax.set_title(fitted("Cold start: time to the first answer after the server starts", title_width(style), style.font_size * 1.2))
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.grid(True, axis="x", color="#d9d9d9", linewidth=0.7)
@@ -313,7 +313,7 @@ def build_coldstart_figure(coldstart: pd.DataFrame, looks: Mapping[str, ModelLoo
     return fig
 
 
-@_styled
+@styled
 def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook], style: Style) -> Figure:
     """Server memory (peak and mean RSS, MiB) and CPU (% of one core) per batch size; GPU panels when measured."""
     panels = [("rss", "server memory, RSS (MiB)"), ("cpu_util_pct", "server CPU (% of one core)")]
@@ -322,7 +322,7 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
     if summary["gpu_mem_mb"].notna().any():
         panels.append(("gpu_mem_mb", "GPU memory (MiB)"))
     legend = [*(looks[model].label for model in summary["model"].unique()), "peak RSS", "mean RSS"]
-    fig = _figure(style, height_scale=1.0 if len(panels) <= 2 else 1.5, legend=legend)
+    fig = new_figure(style, height_scale=1.0 if len(panels) <= 2 else 1.5, legend=legend)
     grid = fig.subplots(1 if len(panels) <= 2 else 2, 2, squeeze=False).ravel()
     for extra in grid[len(panels):]:
         extra.set_visible(False)
@@ -341,12 +341,12 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
         handles.append(_model_handle(look, linestyle="-"))
     for ax, (_column, label) in zip(grid, panels, strict=False):
         _batch_axis(ax, summary["batch_size"].unique(), style)
-        ax.set_xlabel(fitted(ax.get_xlabel(), _title_width(style, 2, margin_em=5), style.font_size))
+        ax.set_xlabel(fitted(ax.get_xlabel(), title_width(style, 2, margin_em=5), style.font_size))
         ax.set_ylabel(label)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 5, 10]))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: tick_text(value) if value > 0 else "0"))
         ax.set_ylim(bottom=0)
-        _grid(ax)
+        add_grid(ax)
     cpu = grid[1]
     # 100 % is one core busy: the line a reader compares every point with.
     cpu.set_ylim(0, max(float(summary["cpu_util_pct"].max()), 100.0) * 1.12)
@@ -356,12 +356,12 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
     for ax, title in zip(grid, ("Memory: peak (solid) and mean (dotted)", "CPU while the timed requests ran"), strict=False):
         # The left title may run over the tick labels; the right one must stop at the figure's edge.
         margin = 2.0 if ax is grid[0] else 5.0
-        ax.set_title(fitted(title, _title_width(style, 2, margin), style.font_size * 1.2))
+        ax.set_title(fitted(title, title_width(style, 2, margin), style.font_size * 1.2))
     handles += [
         Line2D([], [], color="#555555", linestyle="-", marker="o", label="peak RSS"),
         Line2D([], [], color="#555555", linestyle=":", label="mean RSS"),
     ]
-    _model_legend(fig, handles, style)
+    model_legend(fig, handles, style)
     return fig
 
 
@@ -382,7 +382,7 @@ def batch_colours(batches) -> dict[int, tuple]:
     return {batch: ramp(spot) for batch, spot in zip(ordered, spots, strict=True)}
 
 
-@_styled
+@styled
 def build_distribution_figure(model: str, latencies: Mapping[int, np.ndarray], summary: pd.DataFrame, style: Style) -> Figure:
     """One model's latency ECDF, one step line per batch size.
 
@@ -397,7 +397,7 @@ def build_distribution_figure(model: str, latencies: Mapping[int, np.ndarray], s
         if batch in rows.index and (rows.at[batch, "truncated"] or rows.at[batch, "low_sample_percentiles"]):
             label += ", cut short" if rows.at[batch, "truncated"] else ", few samples"
         labels[batch] = label + ")"
-    fig = _figure(style, legend=list(labels.values()))
+    fig = new_figure(style, legend=list(labels.values()))
     ax = fig.add_subplot()
     colours = batch_colours(latencies)
     for batch, label in labels.items():
@@ -413,10 +413,10 @@ def build_distribution_figure(model: str, latencies: Mapping[int, np.ndarray], s
     ax.set_xlabel(f"latency per request ({unit})")
     ax.set_ylabel("fraction of requests at or below")
     # A long model key goes on a line of its own rather than past the figure's edge.
-    ax.set_title(fitted(f"{model}: latency distribution per batch size", _title_width(style), style.font_size * 1.2))
-    _grid(ax)
+    ax.set_title(fitted(f"{model}: latency distribution per batch size", title_width(style), style.font_size * 1.2))
+    add_grid(ax)
     # Below the axes, like the other figures: inside, it would hide a curve's tail.
-    _model_legend(fig, ax.get_lines()[: len(latencies)], style)
+    model_legend(fig, ax.get_lines()[: len(latencies)], style)
     return fig
 
 
