@@ -32,3 +32,18 @@ def bind_error(host: str, port: int, flag: str, error: OSError | None = None) ->
         return ServeprofError(f"not allowed to listen on port {port}", f"pass a port above 1023 with {flag}")
     detail = f": {error.strerror}" if error is not None else ""
     return ServeprofError(f"cannot listen on {host}:{port}{detail}", f"pass another address or port ({flag}, --host)")
+
+
+def check_bindable(host: str, port: int, flag: str) -> None:
+    """Raise the ServeprofError ``bind_error`` gives if ``host:port`` cannot be bound now.
+
+    The ports open only once the model has loaded, as tensorflow_model_server's do; this
+    early try makes a taken port or a bad address fail in milliseconds, not after a load.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise bind_error(host, port, flag, error) from None

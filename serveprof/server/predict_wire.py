@@ -1,4 +1,4 @@
-"""Decode a serialized PredictRequest without copying its tensor payloads.
+"""PredictRequest and PredictResponse on the wire: decoded without copying tensor payloads, encoded directly.
 
 Parsing with ``PredictRequest.FromString`` copies every ``tensor_content`` into the
 protobuf arena, and reading the field copies it again into a new ``bytes``: two full
@@ -7,6 +7,11 @@ are walked field by field (a handful of fields, never per element); each input's
 ``tensor_content`` is kept as a memoryview into the request bytes, and everything else
 (model_spec, output_filter, the tensors' dtype and shape, typed value fields) is handed
 to the real protobuf parser, which therefore still validates it.
+
+A response is written straight as bytes: each output's TensorProto comes from
+``tensor_codec.tensor_bytes`` (typed fields or tensor_content, as the flag says), so a
+batch's floats are copied once into the answer instead of going value by value
+through protobuf's repeated fields.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 
 from serveprof.wire.status import invalid_argument
+from serveprof.wire.tensor_codec import tensor_bytes, varint
 
 _INPUTS = 2  # PredictRequest.inputs (map<string, TensorProto>)
 _TENSOR_CONTENT = 4  # TensorProto.tensor_content
@@ -105,3 +111,25 @@ def _map_entry(entry: memoryview) -> tuple[str, list[memoryview]]:
         return bytes(name).decode("utf-8"), values
     except UnicodeDecodeError:
         raise WireError("an input name is not valid UTF-8") from None
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | _LENGTH) + varint(len(payload)) + payload
+
+
+def model_spec_bytes(name: str, signature_name: str, version: int | None) -> bytes:
+    """A serialized ModelSpec as MakeModelSpec fills it (name, version, signature name)."""
+    out = _length_delimited(1, name.encode("utf-8"))
+    if version is not None:
+        out += _length_delimited(2, b"\x08" + varint(version & 0xFFFFFFFFFFFFFFFF))
+    return out + _length_delimited(3, signature_name.encode("utf-8"))
+
+
+def encode_predict_response(outputs: dict, model_spec: bytes, tensor_content: bool) -> bytes:
+    """A serialized PredictResponse: ``outputs`` (alias -> ndarray) and ``model_spec`` (serialized)."""
+    parts = []
+    for alias, array in outputs.items():
+        entry = _length_delimited(1, alias.encode("utf-8")) + _length_delimited(2, tensor_bytes(array, tensor_content))
+        parts.append(_length_delimited(1, entry))
+    parts.append(_length_delimited(2, model_spec))
+    return b"".join(parts)

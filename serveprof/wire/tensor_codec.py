@@ -3,9 +3,14 @@
 Requests normally carry ``tensor_content`` (raw little-endian bytes): that becomes an
 ndarray with ``np.frombuffer`` (no copy). The typed repeated fields other clients send
 (``float_val``, ``int_val``, ``string_val`` ...) are accepted too, with TensorFlow's
-rule that a shorter list is padded with its last value. Responses always use
-``tensor_content`` (``ndarray.tobytes``), except strings, which TensorFlow keeps in
-``string_val``.
+rule that a shorter list is padded with its last value; a string tensor may also come
+as ``tensor_content``, in TensorFlow's string-list encoding.
+
+Responses are written as TensorFlow writes them (tensor.cc): ``Tensor::AsProtoField``
+fills the typed fields, ``Tensor::AsProtoTensorContent`` the raw bytes.
+``tensor_bytes`` writes either straight to the wire: a packed ``float_val`` is the
+array's own bytes behind a tag, and integers are varint-encoded with numpy, so no
+value goes through Python one at a time.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ def to_ndarray(tensor, content=None, max_bytes: int = 1 << 62) -> np.ndarray:
         content = tensor.tensor_content
     if dtype.enum == STRING:
         if len(content):
-            raise invalid_argument("tensor parsing error: a string tensor must use string_val, not tensor_content")
+            return _decode_string_list(content, shape, count)
         return _from_field(list(tensor.string_val), dtype, shape, count)
     if len(content):
         expected = count * dtype.numpy.itemsize
@@ -136,7 +141,7 @@ def _from_field(values, dtype: DType, shape: tuple[int, ...], count: int) -> np.
 
 
 def fill_tensor_proto(array: np.ndarray, tensor) -> None:
-    """Write ``array`` into the (empty) response TensorProto ``tensor``."""
+    """Write ``array`` into the (empty) TensorProto ``tensor`` as a request: tensor_content, strings in string_val."""
     dtype = dtype_of(array)
     tensor.dtype = dtype.enum
     dims = tensor.tensor_shape.dim
@@ -146,3 +151,103 @@ def fill_tensor_proto(array: np.ndarray, tensor) -> None:
         tensor.string_val.extend(array.ravel().tolist())
     else:
         tensor.tensor_content = array.astype(dtype.numpy.newbyteorder("<"), copy=False).tobytes()
+
+
+def _decode_string_list(content, shape: tuple[int, ...], count: int) -> np.ndarray:
+    """TensorFlow's DecodeStringList: ``count`` varint lengths, then the strings back to back."""
+    data = memoryview(content)
+    lengths, pos = [], 0
+    for _ in range(count):
+        length = shift = 0
+        while True:
+            if pos >= len(data) or shift > 63:
+                raise invalid_argument("tensor parsing error: tensor_content of a string tensor is truncated")
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        lengths.append(length)
+    if pos + sum(lengths) != len(data):
+        raise invalid_argument(f"tensor parsing error: tensor_content of a string tensor holds {len(data)} bytes, "
+                               f"not the {pos + sum(lengths)} its {count} lengths announce")
+    array = np.empty(count, dtype=object)
+    for index, length in enumerate(lengths):
+        array[index] = bytes(data[pos:pos + length])
+        pos += length
+    return array.reshape(shape)
+
+
+# ------------------------------------------------------------ the wire form of responses
+
+_LENGTH_DELIMITED = 2
+_TENSOR_SHAPE, _TENSOR_CONTENT = 2, 4
+_FIELD_NUMBERS = {"float_val": 5, "double_val": 6, "int_val": 7, "string_val": 8, "scomplex_val": 9, "int64_val": 10,
+                  "bool_val": 11, "dcomplex_val": 12, "half_val": 13, "uint32_val": 16, "uint64_val": 17}
+_FIXED_WIDTH = {"float_val", "double_val", "scomplex_val", "dcomplex_val"}
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def varints(values: np.ndarray) -> bytes:
+    """Protobuf varints of a whole integer array at once (negative values as 10 bytes, as int32/int64 fields do)."""
+    wide = values.astype(np.int64, copy=False).view(np.uint64).ravel()
+    if wide.size == 0:
+        return b""
+    shifts = np.arange(0, 70, 7, dtype=np.uint64)
+    groups = (wide[:, None] >> shifts) & np.uint64(0x7F)  # [n, 10] seven-bit groups, low first
+    bits = np.zeros(wide.size, dtype=np.int64)
+    nonzero = wide != 0
+    bits[nonzero] = np.floor(np.log2(wide[nonzero].astype(np.float64))).astype(np.int64) + 1
+    # float64 rounds values near 2**k up; count the bits exactly where that could matter.
+    big = wide >= np.uint64(1 << 52)
+    if big.any():
+        bits[big] = [int(value).bit_length() for value in wide[big]]
+    lengths = np.maximum(1, (bits + 6) // 7)
+    keep = np.arange(10)[None, :] < lengths[:, None]
+    more = np.arange(10)[None, :] < (lengths - 1)[:, None]
+    encoded = (groups | (more.astype(np.uint64) << np.uint64(7))).astype(np.uint8)
+    return encoded[keep].tobytes()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return varint(number << 3 | _LENGTH_DELIMITED) + varint(len(payload)) + payload
+
+
+def _shape_bytes(shape: tuple[int, ...]) -> bytes:
+    dims = b"".join(_field(2, b"\x08" + varint(size)) if size else _field(2, b"") for size in shape)
+    return _field(_TENSOR_SHAPE, dims)
+
+
+def tensor_bytes(array: np.ndarray, tensor_content: bool) -> bytes:
+    """A serialized TensorProto of ``array``: tensor_content (AsProtoTensorContent) or typed fields (AsProtoField)."""
+    dtype = dtype_of(array)
+    head = b"\x08" + varint(dtype.enum) + _shape_bytes(array.shape)
+    if dtype.enum == STRING:
+        values = [value if isinstance(value, bytes) else str(value).encode() for value in array.ravel().tolist()]
+        if tensor_content:  # EncodeStringList: every length, then every string
+            payload = b"".join(varint(len(value)) for value in values) + b"".join(values)
+            return head + (_field(_TENSOR_CONTENT, payload) if payload else b"")
+        return head + b"".join(_field(_FIELD_NUMBERS["string_val"], value) for value in values)
+    little = array.astype(dtype.numpy.newbyteorder("<"), copy=False)
+    if tensor_content:
+        return head + (_field(_TENSOR_CONTENT, little.tobytes()) if array.size else b"")
+    if array.size == 0:
+        return head
+    if dtype.field in _FIXED_WIDTH:
+        payload = little.tobytes()  # a packed float/double field is the little-endian values themselves
+    elif dtype.field == "half_val":  # 16-bit patterns as int32 varints
+        payload = varints(little.view(np.uint16))
+    elif dtype.numpy == np.bool_:
+        payload = little.view(np.uint8).tobytes()
+    else:
+        payload = varints(little)
+    return head + _field(_FIELD_NUMBERS[dtype.field], payload)
