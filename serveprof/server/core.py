@@ -111,18 +111,22 @@ def run_predict(servable: Servable, runner: SignatureRunner, request_inputs: Map
 
 def run_classify(servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0,
                  metrics: Metrics | None = None) -> None:
-    seconds = guarded(lambda: example_inference.classify(servable.signatures, request, response,
-                                                         settings.check_method_name, timeout_ms))
-    if metrics is not None:
-        metrics.runtime(request.model_spec.name, "Classify", seconds)
+    _run_example_api(example_inference.CLASSIFY_METHOD, "Classify", servable, request, response, settings, timeout_ms,
+                     metrics)
 
 
 def run_regress(servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0,
                 metrics: Metrics | None = None) -> None:
-    seconds = guarded(lambda: example_inference.regress(servable.signatures, request, response,
-                                                        settings.check_method_name, timeout_ms))
+    _run_example_api(example_inference.REGRESS_METHOD, "Regress", servable, request, response, settings, timeout_ms,
+                     metrics)
+
+
+def _run_example_api(method: str, api: str, servable: Servable, request, response, settings: RunSettings,
+                     timeout_ms: int, metrics: Metrics | None) -> None:
+    seconds = guarded(lambda: example_inference.run_example_api(method, servable.signatures, request, response,
+                                                                settings.check_method_name, timeout_ms))
     if metrics is not None:
-        metrics.runtime(request.model_spec.name, "Regress", seconds)
+        metrics.runtime(request.model_spec.name, api, seconds)
 
 
 def run_multi_inference(servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0,

@@ -170,33 +170,20 @@ def regression_result(runner: SignatureRunner, num_examples: int, names: list[st
         result.regressions.add().value = value
 
 
-def classify(signatures: dict[str, SignatureRunner], request, response, check_method_name: bool,
-             timeout_ms: int = 0) -> float:
-    """RunClassify into ``response.result``; returns the Session run's seconds (runtime latency)."""
+def run_example_api(method: str, signatures: dict[str, SignatureRunner], request, response,
+                    check_method_name: bool, timeout_ms: int = 0) -> float:
+    """RunClassify or RunRegress (``method``) into ``response.result``; returns the Session run's seconds."""
     import time
 
-    runner = lookup(signatures, request.model_spec, CLASSIFY_METHOD, check_method_name)
-    input_name, output_names = classification_tensors(runner, check_method_name)
+    classify = method == CLASSIFY_METHOD
+    runner = lookup(signatures, request.model_spec, method, check_method_name)
+    input_name, output_names = (classification_tensors if classify else regression_tensors)(runner, check_method_name)
     examples = serialized_examples(request.input)
     started = time.perf_counter()
     outputs = runner.runner.run([(input_name, examples)], output_names, timeout_ms)
     elapsed = time.perf_counter() - started
-    classification_result(runner, len(examples), output_names, outputs, response.result)
-    return elapsed
-
-
-def regress(signatures: dict[str, SignatureRunner], request, response, check_method_name: bool,
-            timeout_ms: int = 0) -> float:
-    """RunRegress into ``response.result``; returns the Session run's seconds."""
-    import time
-
-    runner = lookup(signatures, request.model_spec, REGRESS_METHOD, check_method_name)
-    input_name, output_names = regression_tensors(runner, check_method_name)
-    examples = serialized_examples(request.input)
-    started = time.perf_counter()
-    outputs = runner.runner.run([(input_name, examples)], output_names, timeout_ms)
-    elapsed = time.perf_counter() - started
-    regression_result(runner, len(examples), output_names, outputs, response.result)
+    (classification_result if classify else regression_result)(runner, len(examples), output_names, outputs,
+                                                               response.result)
     return elapsed
 
 

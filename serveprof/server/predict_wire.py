@@ -19,28 +19,11 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 
 from serveprof.wire.status import invalid_argument
-from serveprof.wire.tensor_codec import tensor_bytes, varint
+from serveprof.wire.tensor_codec import WireError, read_varint, tensor_bytes, varint
 
 _INPUTS = 2  # PredictRequest.inputs (map<string, TensorProto>)
 _TENSOR_CONTENT = 4  # TensorProto.tensor_content
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
-
-
-class WireError(Exception):
-    pass
-
-
-def _varint(data: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise WireError("truncated or overlong varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
 
 
 def _fields(data: memoryview):
@@ -48,18 +31,18 @@ def _fields(data: memoryview):
     pos = 0
     while pos < len(data):
         start = pos
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise WireError("field number 0")
         if wire_type == _VARINT:
-            _, end = _varint(data, pos)
+            _, end = read_varint(data, pos)
         elif wire_type == _FIXED64:
             end = pos + 8
         elif wire_type == _FIXED32:
             end = pos + 4
         elif wire_type == _LENGTH:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             end = pos + length
         else:
             raise WireError(f"unsupported wire type {wire_type}")

@@ -158,16 +158,10 @@ def _decode_string_list(content, shape: tuple[int, ...], count: int) -> np.ndarr
     data = memoryview(content)
     lengths, pos = [], 0
     for _ in range(count):
-        length = shift = 0
-        while True:
-            if pos >= len(data) or shift > 63:
-                raise invalid_argument("tensor parsing error: tensor_content of a string tensor is truncated")
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
+        try:
+            length, pos = read_varint(data, pos)
+        except WireError:
+            raise invalid_argument("tensor parsing error: tensor_content of a string tensor is truncated") from None
         lengths.append(length)
     if pos + sum(lengths) != len(data):
         raise invalid_argument(f"tensor parsing error: tensor_content of a string tensor holds {len(data)} bytes, "
@@ -180,6 +174,24 @@ def _decode_string_list(content, shape: tuple[int, ...], count: int) -> np.ndarr
 
 
 # ------------------------------------------------------------ the wire form of responses
+
+
+class WireError(ValueError):
+    """Bytes that are not the protobuf encoding they claim to be."""
+
+
+def read_varint(data: memoryview, pos: int) -> tuple[int, int]:
+    """The varint at ``data[pos:]`` and the position after it."""
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise WireError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
 
 _LENGTH_DELIMITED = 2
 _TENSOR_SHAPE, _TENSOR_CONTENT = 2, 4
