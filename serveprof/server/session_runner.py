@@ -32,7 +32,8 @@ class SessionRunner:
 
     def run(self, feeds: Sequence[tuple[str, np.ndarray]], fetches: Sequence[str], timeout_ms: int = 0) -> list[np.ndarray]:
         """The fetched tensors as ndarrays; TensorFlow's errors (tf.errors.OpError) propagate as they are."""
-        feeds = sorted(feeds, key=lambda feed: feed[0])  # DirectSession's canonical order
+        if len(feeds) > 1:
+            feeds = sorted(feeds, key=lambda feed: feed[0])  # DirectSession's canonical order
         names = tuple(name for name, _ in feeds)
         if any(_mismatch(array, self._dtype(name)) for name, array in feeds):
             return self._run_checked(feeds, fetches, timeout_ms)

@@ -198,9 +198,12 @@ _TENSOR_SHAPE, _TENSOR_CONTENT = 2, 4
 _FIELD_NUMBERS = {"float_val": 5, "double_val": 6, "int_val": 7, "string_val": 8, "scomplex_val": 9, "int64_val": 10,
                   "bool_val": 11, "dcomplex_val": 12, "half_val": 13, "uint32_val": 16, "uint64_val": 17}
 _FIXED_WIDTH = {"float_val", "double_val", "scomplex_val", "dcomplex_val"}
+_SMALL = [bytes((value,)) for value in range(0x80)]
 
 
 def varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
