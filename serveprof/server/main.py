@@ -78,23 +78,6 @@ def _read_option_files(flags: ServerFlags) -> _OptionFiles:
     return _OptionFiles(batching, metrics_path)
 
 
-def response_serialization(argv: list[str]) -> str:
-    """``tensor_content`` or ``typed_fields``: how a server started with ``argv`` writes Predict outputs.
-
-    The flag is TF Serving's own, so this holds for every backend; measurements record it,
-    since serialisation is part of what they time.
-    """
-    flag = "--enable_serialization_as_tensor_content"
-    enabled = False
-    for index, arg in enumerate(argv):
-        if arg == flag:
-            following = argv[index + 1].lower() if index + 1 < len(argv) else ""
-            enabled = following not in ("false", "0")
-        elif arg.startswith(flag + "="):
-            enabled = arg.split("=", 1)[1].lower() in ("true", "1")
-    return "tensor_content" if enabled else "typed_fields"
-
-
 def version_text() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
