@@ -79,7 +79,7 @@ _FIXES = {
     "keras": "this is a bug in serveprof's Keras export (keras.export.ExportArchive); report it with the model's config",
     "tf2_zoo": "check the tarball is a TF2 Detection Zoo release; if it is, report it with the model's url",
     "saved_model": "re-export the SavedModel so the Session loader restores every variable: for Keras models use "
-                   "keras.export.ExportArchive (track(model), add_endpoint('serving_default', ...)) instead of "
+                   "keras.export.ExportArchive (add_endpoint('serving_default', fn, input_signature=[...])) instead of "
                    "tf.saved_model.save of a tf.Module holding the model (docs/models.md, 'Servability check')",
 }
 
