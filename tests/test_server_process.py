@@ -239,14 +239,31 @@ def test_signal_stops_the_server_within_two_seconds(tiny_classifier_base, start_
     assert "shutting down" in server.log()
 
 
-@pytest.mark.parametrize("api", ["rest", "grpc"])
-def test_sigterm_lets_a_request_in_flight_finish(tmp_path, start_embedded_server, api):
-    from serveprof.client import GrpcClient
-
-    base = tmp_path / "spinner"
+@pytest.fixture(scope="module")
+def spinner_base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("spinner") / "spinner"
     subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "spinner", str(base / "1")], check=True,
                    cwd=REPO, env=server_env(), timeout=300, capture_output=True)
-    server = start_embedded_server(base)
+    return base
+
+
+def test_rest_timeout_is_a_deadline_on_the_session_run(spinner_base, start_embedded_server):
+    """--rest_api_timeout_in_ms becomes RunOptions.timeout_in_ms, as in TF Serving's REST handler: 504."""
+    server = start_embedded_server(spinner_base, "--rest_api_timeout_in_ms=300")
+    url = f"{server.rest_url}/v1/models/tiny:predict"
+    started = time.monotonic()
+    answer = requests.post(url, json={"inputs": {"iterations": 10**7}}, timeout=60)
+    assert answer.status_code == 504, answer.text
+    assert answer.json() == {"error": "Timed out waiting for notification"}
+    assert time.monotonic() - started < 10
+    assert requests.post(url, json={"inputs": {"iterations": 10}}, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_sigterm_lets_a_request_in_flight_finish(spinner_base, start_embedded_server, api):
+    from serveprof.client import GrpcClient
+
+    server = start_embedded_server(spinner_base)
     url = f"{server.rest_url}/v1/models/tiny:predict"
     # Both connections are opened (and accepted) before the signal: a connection still in
     # the listen backlog when the server stops is refused, as by any server.
