@@ -18,8 +18,9 @@ Cases:
 In-process baseline: the engine TF Serving runs, on its fastest path from Python: the
 SavedModel loaded with TensorFlow's Session loader (``tf.compat.v1.saved_model.loader.load``)
 and run through a callable made once for the signature's feed and fetch
-(``Session::MakeCallable``/``RunCallable``), the input array built beforehand. Through
-the server: exactly what the pipeline times,
+(``Session::MakeCallable``/``RunCallable``), the input array built beforehand, in a
+process of its own (as the server has one), timed around the run. Through the server:
+exactly what the pipeline times,
 ``client.send(prepared)`` of serveprof's measuring clients (``GrpcClient``, whose
 Predict goes over its lean HTTP/2 transport, and ``RestClient``), with the request
 serialized once beforehand. Everything else (the transport, the server's decoding, the
@@ -70,19 +71,47 @@ def export_mobilenet(path: Path, alpha: float) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def session_run(version_dir: Path, batch: np.ndarray):
-    """The in-process baseline: the SavedModel in its own Session, one callable for serving_default's feed/fetch."""
+def _session_worker(connection, version_dir: str, batch: np.ndarray) -> None:
+    """The in-process baseline, in a process of its own: the SavedModel in a Session, one callable for
+    serving_default's feed and fetch; each message asks for one run and gets back its time and output."""
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2
 
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
     with graph.as_default():
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version_dir))
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
     signature = meta_graph.signature_def["serving_default"]
     run = session._make_callable_from_options(config_pb2.CallableOptions(
         feed=[signature.inputs["images"].name], fetch=[signature.outputs["probabilities"].name]))
-    return lambda: run(batch)[0]
+    connection.send("ready")
+    while connection.recv():
+        started = time.perf_counter()
+        output = run(batch)[0]
+        connection.send(((time.perf_counter() - started) * 1e3, output))
+
+
+class SessionRun:
+    """Session runs in a separate process, so the benchmark's own clients and threads share no process with it,
+    as they share none with the server; the time is taken around the run itself."""
+
+    def __init__(self, version_dir: Path, batch: np.ndarray):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_session_worker, args=(child, str(version_dir), batch), daemon=True)
+        self.process.start()
+        if self.connection.recv() != "ready":
+            raise RuntimeError("the in-process baseline did not start")
+
+    def run(self) -> tuple[float, np.ndarray]:
+        self.connection.send(True)
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(False)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 def make_senders(grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray,
@@ -173,7 +202,10 @@ def timed(call) -> tuple[float, object]:
 
 
 def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int, rest_every: int, log_dir: Path) -> list[dict]:
-    in_process = session_run(base / "1", batch)
+    baseline = SessionRun(base / "1", batch)
+
+    def in_process() -> np.ndarray:
+        return baseline.run()[1]
 
     with running_server(base, model_name=model, log_dir=log_dir) as server, \
             running_server(base, "--enable_serialization_as_tensor_content", model_name=model, rest=False,
@@ -190,7 +222,7 @@ def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int,
             times: dict[str, list[float]] = {"in-process": [], **{name: [] for name in senders}}
             paired: list[float] = []
             for index in range(rounds):
-                times["in-process"].append(timed(in_process)[0])
+                times["in-process"].append(baseline.run()[0])
                 times["gRPC"].append(timed(senders["gRPC"])[0])
                 times["gRPC via grpcio"].append(timed(senders["gRPC via grpcio"])[0])
                 times["gRPC, tensor_content"].append(timed(senders["gRPC, tensor_content"])[0])
@@ -200,6 +232,7 @@ def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int,
         finally:
             for send in senders.values():
                 send.close()
+            baseline.close()
     floors = transport_floor(model, batch, expected, rounds)
     names = {"gRPC": "gRPC, typed fields (TF Serving's default)", "gRPC via grpcio": "gRPC via grpcio, typed fields"}
     rows = []
