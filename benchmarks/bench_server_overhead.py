@@ -207,7 +207,8 @@ def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int,
     def in_process() -> np.ndarray:
         return baseline.run()[1]
 
-    with running_server(base, model_name=model, log_dir=log_dir) as server, \
+    # REST's idle keep-alive ends after --rest_api_timeout_in_ms; the warm-up of the other clients can take longer.
+    with running_server(base, "--rest_api_timeout_in_ms=600000", model_name=model, log_dir=log_dir) as server, \
             running_server(base, "--enable_serialization_as_tensor_content", model_name=model, rest=False,
                            log_dir=log_dir) as content_server:
         senders = make_senders(server.grpc_target, server.rest_url, model, batch, content_server.grpc_target)
