@@ -22,7 +22,7 @@ import functools
 from google.protobuf.message import DecodeError
 
 from serveprof.wire.status import invalid_argument
-from serveprof.wire.tensor_codec import WireError, read_varint, tensor_bytes, varint
+from serveprof.wire.tensor_codec import WireError, read_varint, tensor_parts, varint
 
 _INPUTS = 2  # PredictRequest.inputs (map<string, TensorProto>)
 _TENSOR_CONTENT = 4  # TensorProto.tensor_content
@@ -121,10 +121,16 @@ def model_spec_bytes(name: str, signature_name: str, version: int | None) -> byt
 
 
 def encode_predict_response(outputs: dict, model_spec: bytes, tensor_content: bool) -> bytes:
-    """A serialized PredictResponse: ``outputs`` (alias -> ndarray) and ``model_spec`` (serialized)."""
+    """A serialized PredictResponse: ``outputs`` (alias -> ndarray) and ``model_spec`` (serialized).
+
+    Each map entry is framed around its tensor's pieces, so the payload is copied once, by the final join.
+    """
     parts = []
     for alias, array in outputs.items():
-        entry = _length_delimited(1, alias.encode("utf-8")) + _length_delimited(2, tensor_bytes(array, tensor_content))
-        parts.append(_length_delimited(1, entry))
+        tensor = tensor_parts(array, tensor_content)
+        size = sum(len(part) for part in tensor)
+        key = alias.encode("utf-8")
+        entry_head = b"\x0a" + varint(len(key)) + key + b"\x12" + varint(size)  # key = 1, value = 2
+        parts += [b"\x0a", varint(len(entry_head) + size), entry_head, *tensor]  # outputs = 1
     parts.append(_length_delimited(2, model_spec))
     return b"".join(parts)

@@ -15,6 +15,7 @@ value goes through Python one at a time.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -242,27 +243,38 @@ def _shape_bytes(shape: tuple[int, ...]) -> bytes:
     return _field(_TENSOR_SHAPE, dims)
 
 
-def tensor_bytes(array: np.ndarray, tensor_content: bool) -> bytes:
-    """A serialized TensorProto of ``array``: tensor_content (AsProtoTensorContent) or typed fields (AsProtoField)."""
+@functools.lru_cache(maxsize=256)
+def _tensor_head(dtype_enum: int, shape: tuple[int, ...]) -> bytes:
+    return b"\x08" + varint(dtype_enum) + _shape_bytes(shape)
+
+
+def tensor_parts(array: np.ndarray, tensor_content: bool) -> list[bytes]:
+    """A serialized TensorProto of ``array`` in pieces to be joined: tensor_content (AsProtoTensorContent) or
+    typed fields (AsProtoField). The payload is one piece, so a caller can frame it without copying it again."""
     dtype = dtype_of(array)
-    head = b"\x08" + varint(dtype.enum) + _shape_bytes(array.shape)
+    head = _tensor_head(dtype.enum, array.shape)
     if dtype.enum == STRING:
         values = [value if isinstance(value, bytes) else str(value).encode() for value in array.ravel().tolist()]
         if tensor_content:  # EncodeStringList: every length, then every string
             payload = b"".join(varint(len(value)) for value in values) + b"".join(values)
-            return head + (_field(_TENSOR_CONTENT, payload) if payload else b"")
-        return head + b"".join(_field(_FIELD_NUMBERS["string_val"], value) for value in values)
+            return [head, _field(_TENSOR_CONTENT, payload)] if payload else [head]
+        return [head, *(_field(_FIELD_NUMBERS["string_val"], value) for value in values)]
     little = array.astype(dtype.numpy.newbyteorder("<"), copy=False)
-    if tensor_content:
-        return head + (_field(_TENSOR_CONTENT, little.tobytes()) if array.size else b"")
     if array.size == 0:
-        return head
-    if dtype.field in _FIXED_WIDTH:
-        payload = little.tobytes()  # a packed float/double field is the little-endian values themselves
+        return [head]
+    if tensor_content:
+        number, payload = _TENSOR_CONTENT, little.tobytes()
+    elif dtype.field in _FIXED_WIDTH:
+        number, payload = _FIELD_NUMBERS[dtype.field], little.tobytes()  # packed floats are the values' own bytes
     elif dtype.field == "half_val":  # 16-bit patterns as int32 varints
-        payload = varints(little.view(np.uint16))
+        number, payload = _FIELD_NUMBERS[dtype.field], varints(little.view(np.uint16))
     elif dtype.numpy == np.bool_:
-        payload = little.view(np.uint8).tobytes()
+        number, payload = _FIELD_NUMBERS[dtype.field], little.view(np.uint8).tobytes()
     else:
-        payload = varints(little)
-    return head + _field(_FIELD_NUMBERS[dtype.field], payload)
+        number, payload = _FIELD_NUMBERS[dtype.field], varints(little)
+    return [head, varint(number << 3 | _LENGTH_DELIMITED) + varint(len(payload)), payload]
+
+
+def tensor_bytes(array: np.ndarray, tensor_content: bool) -> bytes:
+    """A serialized TensorProto of ``array`` (see tensor_parts)."""
+    return b"".join(tensor_parts(array, tensor_content))
