@@ -62,21 +62,25 @@ class Handlers:
             self.core.record(model_of(), api, "GRPC", error, started)
 
     def predict(self, raw: bytes) -> bytes:
-        seen = {}
-
-        def call() -> bytes:
+        # Written out rather than through _timed: this is the path every timed request takes.
+        started = time.perf_counter()
+        model, error = "", None
+        try:
             request, inputs = decode_predict_request(raw)
             spec = request.model_spec
-            seen["model"] = spec.name
+            model = spec.name
             version, label = version_of(spec)
-            served_version, servable = self.core.resolve(spec.name, version, label)
+            served_version, servable = self.core.resolve(model, version, label)
             runner = signature(servable, spec.signature_name)
-            outputs = run_predict(servable, runner, inputs, self.convert, list(request.output_filter),
-                                  metrics=self.core.metrics, model=spec.name)
-            return encode_predict_response(outputs, model_spec_bytes(spec.name, runner.key, served_version),
+            outputs = run_predict(servable, runner, inputs, self.convert, request.output_filter,
+                                  metrics=self.core.metrics, model=model)
+            return encode_predict_response(outputs, model_spec_bytes(model, runner.key, served_version),
                                            self.core.settings.tensor_content)
-
-        return self._timed("Predict", lambda: seen.get("model", ""), call)
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            self.core.record(model, "Predict", "GRPC", error, started)
 
     def _example_api(self, api: str, request_type, response_type, run) -> Method:
         def method(raw) -> bytes:

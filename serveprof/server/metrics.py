@@ -52,14 +52,16 @@ class _Family:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, labels: tuple, value: float) -> None:
-        with self.lock:
-            if self.buckets is None:
+        if self.buckets is None:
+            with self.lock:
                 self.cells[labels] = self.cells.get(labels, 0) + int(value)
-                return
+            return
+        index = bisect.bisect_right(self.buckets, value)  # a bucket holds values below its limit
+        with self.lock:
             cell = self.cells.get(labels)
             if cell is None:
                 cell = self.cells[labels] = [[0] * len(self.buckets), 0.0]
-            cell[0][bisect.bisect_right(self.buckets, value)] += 1  # a bucket holds values below its limit
+            cell[0][index] += 1
             cell[1] += value
 
     def lines(self) -> list[str]:
@@ -117,6 +119,10 @@ class Metrics:
         ]
         self._families = {family.name.rsplit("/", 1)[1] if "batching" not in family.name else
                           "batching_" + family.name.rsplit("/", 1)[1]: family for family in families}
+        # The three every request touches, without the lookup by name.
+        self._count = self._families["request_count"]
+        self._latency = self._families["request_latency"]
+        self._runtime = self._families["runtime_latency"]
 
     def _add(self, key: str, labels: tuple, value: float) -> None:
         self._families[key].add(labels, value)
@@ -125,11 +131,11 @@ class Metrics:
     def request(self, model: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
         """One request: its count by status, and its latency if it succeeded."""
         if status == "OK":
-            self._add("request_latency", (model, api, entrypoint), seconds * 1e6)
-        self._add("request_count", (model, status), 1)
+            self._latency.add((model, api, entrypoint), seconds * 1e6)
+        self._count.add((model, status), 1)
 
     def runtime(self, model: str, api: str, seconds: float) -> None:
-        self._add("runtime_latency", (model, api, "TF1"), seconds * 1e6)
+        self._runtime.add((model, api, "TF1"), seconds * 1e6)
 
     def examples(self, model: str, count: int) -> None:
         self._add("request_example_counts", (model,), count)

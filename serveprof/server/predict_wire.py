@@ -56,12 +56,19 @@ def _fields(data: memoryview):
         pos = end
 
 
-def decode_predict_request(raw: bytes):
-    """Return ``(request, inputs)``: a PredictRequest with everything but its inputs, and
-    ``{name: (TensorProto without tensor_content, tensor_content memoryview)}``."""
+@functools.cache
+def _protos():
+    """The message modules, imported on first use (they pull in TensorFlow), then kept."""
     from tensorflow.core.framework import tensor_pb2
     from tensorflow_serving.apis import predict_pb2
 
+    return tensor_pb2, predict_pb2
+
+
+def decode_predict_request(raw: bytes):
+    """Return ``(request, inputs)``: a PredictRequest with everything but its inputs, and
+    ``{name: (TensorProto without tensor_content, tensor_content memoryview)}``."""
+    tensor_pb2, predict_pb2 = _protos()
     if len(raw) <= SMALL_REQUEST_BYTES:
         # Copying a few kilobytes costs less than walking the fields in Python.
         try:

@@ -34,14 +34,15 @@ class SessionRunner:
         """The fetched tensors as ndarrays; TensorFlow's errors (tf.errors.OpError) propagate as they are."""
         if len(feeds) > 1:
             feeds = sorted(feeds, key=lambda feed: feed[0])  # DirectSession's canonical order
-        names = tuple(name for name, _ in feeds)
-        if any(_mismatch(array, self._dtype(name)) for name, array in feeds):
-            return self._run_checked(feeds, fetches, timeout_ms)
+        names, arrays = tuple([name for name, _ in feeds]), [array for _, array in feeds]
+        for name, array in feeds:
+            if _mismatch(array, self._dtype(name)):
+                return self._run_checked(feeds, fetches, timeout_ms)
         key = (names, tuple(fetches), timeout_ms)
         runner = self._callables.get(key)
         if runner is None:
             runner = self._make_callable(key)
-        return runner(*(array for _, array in feeds))
+        return runner(*arrays)
 
     def _dtype(self, name: str) -> np.dtype | None:
         """The numpy dtype the graph's tensor ``name`` takes; None if there is no such tensor (the run says so)."""

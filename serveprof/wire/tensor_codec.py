@@ -78,8 +78,8 @@ def shape_of(shape_proto) -> tuple[int, ...]:
     """A request tensor's shape: fully known, every dimension >= 0."""
     if shape_proto.unknown_rank:
         raise invalid_argument("tensor parsing error: a request tensor must have a known rank (unknown_rank is set)")
-    dims = tuple(dim.size for dim in shape_proto.dim)
-    if any(size < 0 for size in dims):
+    dims = tuple([dim.size for dim in shape_proto.dim])
+    if dims and min(dims) < 0:
         raise invalid_argument(f"tensor parsing error: shape {list(dims)} has a negative dimension")
     return dims
 
