@@ -168,3 +168,49 @@ def test_session_config_follows_server_cc(tmp_path):
 ])
 def test_response_serialization_is_read_from_the_flags(argv, expected):
     assert response_serialization(argv) == expected
+
+
+# ------------------------------------------------------------ SignatureDef checks, on TF Serving's testdata
+
+
+@pytest.fixture(scope="module")
+def half_plus_two_signatures():
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from serveprof.server.signature_runner import SignatureRunner
+    from tests.fixtures.embedded_server import TFSERVING_TESTDATA
+
+    saved_model = saved_model_pb2.SavedModel.FromString(
+        (TFSERVING_TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "saved_model.pb").read_bytes())
+    signature_defs = saved_model.meta_graphs[0].signature_def
+    return lambda check: {key: SignatureRunner(key, value, runner=None, check_method_name=check)
+                          for key, value in signature_defs.items()}
+
+
+def test_method_name_check_refuses_a_regress_signature_for_classify(half_plus_two_signatures):
+    from tensorflow_serving.apis import model_pb2
+
+    from serveprof.server.example_inference import CLASSIFY_METHOD, REGRESS_METHOD, lookup
+
+    spec = model_pb2.ModelSpec(name="default", signature_name="regress_x_to_y")
+    with pytest.raises(ServingError) as caught:
+        lookup(half_plus_two_signatures(True), spec, CLASSIFY_METHOD, check_method_name=True)
+    assert caught.value.message == ("Expected classification signature method_name to be tensorflow/serving/classify. "
+                                    "Was: tensorflow/serving/regress")
+    # Without the check (TF Serving's default) the signature's tensors decide: its one output is named
+    # 'outputs', not 'classes' or 'scores', so it is still refused, with that reason.
+    with pytest.raises(ServingError, match='at least one of "classes" or "scores"'):
+        lookup(half_plus_two_signatures(False), spec, CLASSIFY_METHOD, check_method_name=False)
+    assert lookup(half_plus_two_signatures(True), spec, REGRESS_METHOD, check_method_name=True).key == "regress_x_to_y"
+
+
+def test_predict_feeds_follow_get_input_values(half_plus_two_signatures):
+    runner = half_plus_two_signatures(False)["serving_default"]
+    identity = lambda alias, value: value  # noqa: E731
+    assert runner.feeds({"x": np.ones((1, 1), np.float32)}, identity)[0][0] == "x:0"
+    with pytest.raises(ServingError, match=r"input size does not match signature: 2!=1 len\({x,z}\)"):
+        runner.feeds({"x": 1, "z": 2}, identity)
+    with pytest.raises(ServingError, match=r"Signature input alias: x\(feed name: x:0\) not found in request"):
+        runner.feeds({"z": 1}, identity)
+    with pytest.raises(ServingError, match="duplicate output tensor alias: y"):
+        runner.output_aliases(["y", "y"])
