@@ -1,20 +1,26 @@
-"""What going through ``serveprof serve`` adds to calling the same signature in-process.
+"""What going through ``serveprof serve`` adds to a Session run of the same SavedModel in-process.
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/bench_server_overhead.py [--rounds 200] [--big-rounds 40]
 
-Exports two models to a temporary directory, then for each case starts ``serveprof
-serve`` as a real subprocess on free loopback ports and interleaves, round after round:
-one in-process call of the loaded signature, one gRPC Predict (on each gRPC client),
-one REST predict. The machine is shared and noisy, so they are measured side by side
-in the same run and compared by their medians.
+Exports two models to a temporary directory, then for each case starts two ``serveprof
+serve`` subprocesses on free loopback ports, one answering Predict in typed fields (TF
+Serving's default) and one with ``--enable_serialization_as_tensor_content``, and
+interleaves, round after round: one in-process Session run, one gRPC Predict on each
+server (and through grpcio's client on the first), one REST predict. The machine is
+shared and noisy, so they are measured side by side in the same run and compared by
+their medians.
 
 Cases:
 - ``small b1``: the tiny classifier (8x8x3 -> 3 classes) at batch 1: fixed costs.
 - ``mnv2 b32``: Keras MobileNetV2(weights=None, alpha=1.0 by default) at batch 32 of 224x224x3
   float32 (a 19 MB request): per-byte costs.
 
-In-process baseline: ``signature(images=tensor)`` with the tensor built beforehand and
-the output read with ``.numpy()``. Through the server: exactly what the pipeline times,
+In-process baseline: the engine TF Serving runs, on its fastest path from Python: the
+SavedModel loaded with TensorFlow's Session loader (``tf.compat.v1.saved_model.loader.load``)
+and run through a callable made once for the signature's feed and fetch
+(``Session::MakeCallable``/``RunCallable``), the input array built beforehand, in a
+process of its own (as the server has one), timed around the run. Through the server:
+exactly what the pipeline times,
 ``client.send(prepared)`` of serveprof's measuring clients (``GrpcClient``, whose
 Predict goes over its lean HTTP/2 transport, and ``RestClient``), with the request
 serialized once beforehand. Everything else (the transport, the server's decoding, the
@@ -54,30 +60,69 @@ def export_small(path: Path) -> None:
 
 
 def export_mobilenet(path: Path, alpha: float) -> None:
+    """As serveprof export writes a Keras model (keras.export.ExportArchive), output renamed ``probabilities``."""
     import keras
     import tensorflow as tf
 
     model = keras.applications.MobileNetV2(weights=None, alpha=alpha, input_shape=(224, 224, 3))
-
-    class Serving(tf.Module):
-        def __init__(self, wrapped):
-            super().__init__()
-            self.wrapped = wrapped
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")])
-        def serve(self, images):
-            return {"probabilities": self.wrapped(images, training=False)}
-
-    module = Serving(model)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(name="serving_default", fn=lambda images: {"probabilities": model(images, training=False)},
+                         input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")])
+    archive.write_out(str(path), verbose=False)
 
 
-def make_senders(grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray) -> dict:
+def _session_worker(connection, version_dir: str, batch: np.ndarray) -> None:
+    """The in-process baseline, in a process of its own: the SavedModel in a Session, one callable for
+    serving_default's feed and fetch; each message asks for one run and gets back its time and output."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
+    signature = meta_graph.signature_def["serving_default"]
+    run = session._make_callable_from_options(config_pb2.CallableOptions(
+        feed=[signature.inputs["images"].name], fetch=[signature.outputs["probabilities"].name]))
+    connection.send("ready")
+    while connection.recv():
+        started = time.perf_counter()
+        output = run(batch)[0]
+        connection.send(((time.perf_counter() - started) * 1e3, output))
+
+
+class SessionRun:
+    """Session runs in a separate process, so the benchmark's own clients and threads share no process with it,
+    as they share none with the server; the time is taken around the run itself."""
+
+    def __init__(self, version_dir: Path, batch: np.ndarray):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_session_worker, args=(child, str(version_dir), batch), daemon=True)
+        self.process.start()
+        if self.connection.recv() != "ready":
+            raise RuntimeError("the in-process baseline did not start")
+
+    def run(self) -> tuple[float, np.ndarray]:
+        self.connection.send(True)
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(False)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def make_senders(grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray,
+                 content_target: str | None = None) -> dict:
     """Prepared requests on serveprof's measuring clients (what the pipeline times), and on grpcio for reference."""
     from serveprof.client import GrpcClient, RestClient
 
     clients = {"gRPC": GrpcClient(grpc_target, model, timeout_s=300),
                "gRPC via grpcio": GrpcClient(grpc_target, model, timeout_s=300, transport="library")}
+    if content_target:
+        clients["gRPC, tensor_content"] = GrpcClient(content_target, model, timeout_s=300)
     if rest_url:
         clients["REST"] = RestClient(rest_url, model, timeout_s=300)
     senders = {}
@@ -157,16 +202,16 @@ def timed(call) -> tuple[float, object]:
 
 
 def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int, rest_every: int, log_dir: Path) -> list[dict]:
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(base / "1")).signatures["serving_default"]
-    tensor = tf.constant(batch)
+    baseline = SessionRun(base / "1", batch)
 
     def in_process() -> np.ndarray:
-        return signature(images=tensor)["probabilities"].numpy()
+        return baseline.run()[1]
 
-    with running_server(base, model_name=model, log_dir=log_dir) as server:
-        senders = make_senders(server.grpc_target, server.rest_url, model, batch)
+    # REST's idle keep-alive ends after --rest_api_timeout_in_ms; the warm-up of the other clients can take longer.
+    with running_server(base, "--rest_api_timeout_in_ms=600000", model_name=model, log_dir=log_dir) as server, \
+            running_server(base, "--enable_serialization_as_tensor_content", model_name=model, rest=False,
+                           log_dir=log_dir) as content_server:
+        senders = make_senders(server.grpc_target, server.rest_url, model, batch, content_server.grpc_target)
         try:
             expected = in_process()
             for name, send in senders.items():  # warm-up, and the answers must be TensorFlow's
@@ -178,22 +223,25 @@ def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int,
             times: dict[str, list[float]] = {"in-process": [], **{name: [] for name in senders}}
             paired: list[float] = []
             for index in range(rounds):
-                times["in-process"].append(timed(in_process)[0])
+                times["in-process"].append(baseline.run()[0])
                 times["gRPC"].append(timed(senders["gRPC"])[0])
                 times["gRPC via grpcio"].append(timed(senders["gRPC via grpcio"])[0])
+                times["gRPC, tensor_content"].append(timed(senders["gRPC, tensor_content"])[0])
                 if index % rest_every == 0:
                     paired.append(times["in-process"][-1])
                     times["REST"].append(timed(senders["REST"])[0])
         finally:
             for send in senders.values():
                 send.close()
+            baseline.close()
     floors = transport_floor(model, batch, expected, rounds)
+    names = {"gRPC": "gRPC, typed fields (TF Serving's default)", "gRPC via grpcio": "gRPC via grpcio, typed fields"}
     rows = []
     for protocol in senders:
         # REST runs every rest_every rounds; it is compared with the in-process calls of those same rounds.
         base_ms = statistics.median(paired if protocol == "REST" else times["in-process"])
         server_ms = statistics.median(times[protocol])
-        rows.append({"case": label, "protocol": protocol, "n": len(times[protocol]), "in_process_ms": base_ms,
+        rows.append({"case": label, "protocol": names.get(protocol, protocol), "n": len(times[protocol]), "in_process_ms": base_ms,
                      "server_ms": server_ms, "overhead_ms": server_ms - base_ms,
                      "overhead_pct": 100 * (server_ms - base_ms) / base_ms, "ratio": server_ms / base_ms})
     for protocol, floor in floors.items():

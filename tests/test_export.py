@@ -1,7 +1,7 @@
 """``serveprof export`` end to end: acquire and export run as subprocesses, the result is loaded with TensorFlow.
 
 Small models only (MobileNetV2 at 32x32, the tiny zoo-shaped detector and classifier),
-so the module runs in about a minute.
+so the module runs in about two minutes (every export ends with a servability check in a fresh process).
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fixtures.tiny_models import export_tiny_classifier, export_zoo_style_detector, make_zoo_tarball
+from tests.fixtures.tiny_models import (
+    export_keras_model_in_a_module,
+    export_tiny_classifier,
+    export_zoo_style_detector,
+    make_zoo_tarball,
+)
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
@@ -26,12 +31,13 @@ def serveprof(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
-def acquire_and_export(workdir: Path, model: str, spec: dict) -> tuple[subprocess.CompletedProcess, Path]:
+def acquire_and_export(workdir: Path, model: str, spec: dict, *options: str) -> tuple[subprocess.CompletedProcess, Path]:
     acquired = f"data/model/acquired/{model}.json"
     run = serveprof(workdir, "acquire", "--model", model, "--spec", json.dumps(spec), "--download-dir", "data/model/download", "--out", acquired)
     assert run.returncode == 0, run.stderr
     out = workdir / "data" / "model" / "inference" / model / "1"
-    return serveprof(workdir, "export", "--model", model, "--spec", json.dumps(spec), "--acquired", acquired, "--out", str(out)), out
+    return serveprof(workdir, "export", "--model", model, "--spec", json.dumps(spec), "--acquired", acquired, "--out",
+                     str(out), *options), out
 
 
 def serving(path: Path):
@@ -45,14 +51,23 @@ def inputs_of(signature) -> dict:
     return {name: (spec.dtype.name, spec.shape.as_list()) for name, spec in specs.items()}
 
 
-@pytest.mark.slow  # about 35 s on the shared 2-core machine (export alone about 25 s)
+@pytest.mark.slow  # about 40 s on the shared 2-core machine (export alone about 25 s)
 def test_keras_application_has_a_named_signature_and_stores_variables_once(tmp_path):
     import keras
+    from tensorflow_serving.apis import prediction_log_pb2
 
     run, out = acquire_and_export(tmp_path, "tiny_keras", {"source": "keras", "type": "classification",
-                                                           "application": "MobileNetV2", "input_size": [32, 32], "weights": "random"})
+                                                           "application": "MobileNetV2", "input_size": [32, 32], "weights": "random"},
+                                  "--warmup-batch-sizes", "4,1")
     assert run.returncode == 0, run.stderr
     assert "saving SavedModel" in run.stderr and "done in" in run.stderr
+    assert "servability check (Session loader, batch-2 request to serving_default, fresh process): done" in run.stderr
+    import tensorflow as tf
+
+    records = [prediction_log_pb2.PredictionLog.FromString(record) for record in
+               tf.compat.v1.io.tf_record_iterator(str(out / "assets.extra" / "tf_serving_warmup_requests"))]
+    assert [tf.make_ndarray(record.predict_log.request.inputs["images"]).shape for record in records] == \
+        [(1, 32, 32, 3), (4, 32, 32, 3)]
     signature = serving(out)
     assert inputs_of(signature) == {"images": ("float32", [None, 32, 32, 3])}
     assert "keras_tensor" not in (out / "saved_model.pb").read_bytes().decode("latin-1")
@@ -154,3 +169,29 @@ def test_a_missing_signature_names_the_ones_there(tmp_path):
     assert run.returncode == 1
     assert "has no signature 'predict'; it has ['serving_default']" in run.stderr
     assert not out.exists()
+
+
+def test_an_export_tensorflow_model_server_could_not_serve_fails_and_publishes_nothing(tmp_path):
+    """The servability check loads the result as TF Serving does and runs one batch-2 request."""
+    export_keras_model_in_a_module(tmp_path / "keras_in_module")
+    run, out = acquire_and_export(tmp_path, "kim", {"source": "saved_model", "type": "classification",
+                                                    "path": "keras_in_module"})
+    assert run.returncode == 1, run.stderr
+    assert "the exported SavedModel would not be served by tensorflow_model_server" in run.stderr
+    assert "Could not find variable" in run.stderr and "keras.export.ExportArchive" in run.stderr
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_warmup_records_need_a_size_where_the_signature_leaves_it_open(tmp_path, zoo_tarball):
+    staged = tmp_path / "data" / "model" / "download" / "tiny_zoo.tar.gz"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(zoo_tarball.read_bytes())
+    spec = {"source": "tf2_zoo", "type": "detection", "url": "http://127.0.0.1:9/tiny_zoo.tar.gz"}
+    run, out = acquire_and_export(tmp_path, "tiny_zoo", spec, "--warmup-batch-sizes", "2")
+    assert run.returncode == 1 and "input 'input_tensor' has shape [-1, -1, -1, 3]" in run.stderr
+    assert "fix:" in run.stderr and not out.exists()
+    run = serveprof(tmp_path, "export", "--model", "tiny_zoo", "--spec", json.dumps(spec), "--acquired",
+                    "data/model/acquired/tiny_zoo.json", "--out", str(out), "--warmup-batch-sizes", "2",
+                    "--warmup-input-shape", "input_tensor=12,16,3")
+    assert run.returncode == 0, run.stderr
+    assert (out / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 2 * 12 * 16 * 3

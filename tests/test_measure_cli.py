@@ -77,7 +77,9 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
         resources = stats["resources"]
         assert resources["samples"] >= 1
         assert resources["rss_peak_mb"] > 100  # a server that has imported TensorFlow
-        assert resources["cpu_util_pct"] > 0
+        # 20 batch-1 requests of the tiny model, run as Session runs, can take less CPU than one
+        # clock tick (10 ms), which is what the kernel counts in: zero is a valid reading here.
+        assert resources["cpu_util_pct"] is not None and resources["cpu_util_pct"] >= 0
         gpu = detect_gpu_probe()  # the CLI reads the GPU the same way: device-wide, whoever uses it
         if gpu is None:
             assert (resources["gpu_util_pct"], resources["gpu_mem_mb"], stats["provenance"]["gpu"]) == (None, None, None)

@@ -206,13 +206,16 @@ GRPC_ERRORS = {
     "unknown signature": (dict(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
     "wrong dtype": (dict(inputs={"images": np.zeros((1, 8, 8, 3), np.int32)}), grpc.StatusCode.INVALID_ARGUMENT,
                     "to be float but int32 is provided"),
+    # No shape check of the server's own: the graph refuses, in TensorFlow's words, as in TF Serving.
     "wrong shape": (dict(inputs={"images": np.zeros((1, 4, 4, 3), np.float32)}), grpc.StatusCode.INVALID_ARGUMENT,
-                    "input images has shape [1,4,4,3] but signature 'serving_default' expects [-1,8,8,3]"),
+                    "Matrix size-incompatible: In[0]: [1,48], In[1]: [192,3]"),
     "missing input": (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT,
                       "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
                       "Missing but required: {images}."),
     "misnamed input": (dict(inputs={"pixels": np.zeros((1, 8, 8, 3), np.float32)}), grpc.StatusCode.INVALID_ARGUMENT,
-                       "input tensor alias not found in signature: pixels. Inputs expected to be in the set {images}."),
+                       "Signature input alias: images(feed name: serving_default_images:0) not found in request and "
+                       "no default value provided. Inputs expected to be in the request {pixels}, or default input "
+                       "alias set: "),
     "unknown output": (dict(output_filter=["logits"]), grpc.StatusCode.INVALID_ARGUMENT,
                        "output tensor alias not found in signature: logits"),
 }
@@ -273,12 +276,33 @@ def test_grpc_metadata_without_a_field_is_invalid_argument(stub):
     assert error.details() == "GetModelMetadataRequest must specify at least one metadata_field"
 
 
-@pytest.mark.parametrize("method", ["Classify", "Regress", "MultiInference"])
-def test_grpc_unsupported_prediction_methods_are_unimplemented(channel, method):
-    call = channel.unary_unary(f"/tensorflow.serving.PredictionService/{method}")
-    error = grpc_error(call, b"")
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert method in error.details()
+def test_grpc_a_shape_the_graph_accepts_is_run(stub, tiny_signature):
+    """[1,4,16,3] holds the 192 values the model reshapes to; TF Serving runs it, so must this server."""
+    odd = np.random.default_rng(5).random((1, 4, 16, 3), dtype=np.float32)
+    response = stub.Predict(predict_request({"images": odd}), timeout=TIMEOUT_S)
+    expected = in_process(tiny_signature, images=odd.reshape(1, 8, 8, 3))["probabilities"]
+    np.testing.assert_allclose(to_array(response.outputs["probabilities"]), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_grpc_outputs_are_typed_fields_by_default(stub):
+    """TF Serving fills float_val unless --enable_serialization_as_tensor_content (resnet_client_grpc reads it)."""
+    response = stub.Predict(predict_request({"images": images(2)}), timeout=TIMEOUT_S)
+    probabilities = response.outputs["probabilities"]
+    assert not probabilities.tensor_content and len(probabilities.float_val) == 6
+    np.testing.assert_allclose(np.array(probabilities.float_val).reshape(2, 3).sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["Classify", "Regress"])
+def test_grpc_classify_on_a_predict_signature_is_refused_as_tf_serving_does(stub, method):
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    request = (classification_pb2.ClassificationRequest if method == "Classify" else regression_pb2.RegressionRequest)()
+    request.model_spec.name = TINY_MODEL_NAME
+    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    error = grpc_error(getattr(stub, method), request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    what = "classification" if method == "Classify" else "regression"
+    assert error.details().startswith(f"No {what} inputs found in SignatureDef: inputs {{")
 
 
 def test_grpc_reload_config_is_unimplemented(channel):
@@ -358,7 +382,7 @@ REST_ERRORS = {
     "wrong dtype": ("POST", "tiny:predict", {"instances": [[[["a"] * 3] * 8] * 8]}, 400,
                     'JSON Value: "a" Type: String is not of expected type: float'),
     "wrong shape": ("POST", "tiny:predict", {"instances": [[[[0.0] * 3] * 4] * 4]}, 400,
-                    "input images has shape [1,4,4,3] but signature 'serving_default' expects [-1,8,8,3]"),
+                    "Matrix size-incompatible: In[0]: [1,48], In[1]: [192,3]"),
     "ragged list": ("POST", "tiny:predict", {"instances": [[[[0.0] * 3] * 8] * 7 + [[[0.0] * 2] * 8]]}, 400,
                     "do not form a dense tensor"),
     "missing input": ("POST", "tiny:predict", {"inputs": {"pixels": [[[[0.0] * 3] * 8] * 8]}}, 400,
@@ -369,7 +393,10 @@ REST_ERRORS = {
     "unknown model status": ("GET", "nope", None, 404, "Could not find any versions of model nope"),
     "unknown version status": ("GET", "tiny/versions/3", None, 404, "Could not find version 3 of model tiny"),
     "unknown model metadata": ("GET", "nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
-    "classify": ("POST", "tiny:classify", {"examples": []}, 501, "classify is not supported"),
+    "classify without examples": ("POST", "tiny:classify", {"examples": []}, 400, "'examples' value is an empty array"),
+    "regress on a predict signature": ("POST", "tiny:regress", {"examples": [{"x": 1.0}]}, 400,
+                                       "No regression inputs found in SignatureDef"),
+    "verb in capitals": ("POST", "tiny:PREDICT", {"instances": [1]}, 400, "Malformed request: POST /v1/models/tiny:PREDICT"),
 }
 
 

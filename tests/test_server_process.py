@@ -22,6 +22,7 @@ from serveprof.errors import ServeprofError
 from serveprof.server.flags import ServerFlags, parse_flags
 from tests.fixtures.embedded_server import (
     REPO,
+    TFSERVING_TESTDATA,
     TINY_IMAGE_SIZE,
     export_tiny_classifier_version,
     free_port,
@@ -53,6 +54,8 @@ def test_defaults_are_tensorflow_model_servers():
     flags = parse_flags(["--model_base_path=/x"])
     assert (flags.port, flags.rest_api_port, flags.model_name, flags.rest_api_timeout_in_ms) == (8500, 0, "default", 30000)
     assert (flags.host, flags.max_request_bytes) == ("127.0.0.1", 256 << 20)
+    assert (flags.enable_model_warmup, flags.enable_batching, flags.enable_serialization_as_tensor_content) == (True, False, False)
+    assert flags.saved_model_tags == "serve"
     assert flags == ServerFlags(model_base_path="/x")
 
 
@@ -63,9 +66,11 @@ def test_defaults_are_tensorflow_model_servers():
     (["--model_base_path=/x", "--port"], "flag --port needs a value"),
     (["--model_base_path=/x", "--port=0"], "--port=0"),
     (["--model_base_path=/x", "--port=8500", "--rest_api_port=8500"], "--rest_api_port and --port are both 8500"),
-    (["--model_base_path=/x", "--enable_batching"], "not supported by the embedded server yet"),
-    (["--model_base_path=/x", "--enable_batching=true", "--batching_parameters_file=b.txt"], "not supported by the embedded server yet"),
-    (["--model_base_path=/x", "--batching_parameters_file=b.txt"], "set without --enable_batching"),
+    (["--model_base_path=/x", "--enable_batching=true", "--batching_parameters_file=b.txt"], "--batching_parameters_file=b.txt: no such file"),
+    (["--model_base_path=/x", "--batching_parameters_file=b.txt"], "batching_parameters_file is set without setting server_options.enable_batching to true"),
+    (["--model_base_path=/x", "--monitoring_config_file=m.txt"], "--monitoring_config_file=m.txt: no such file"),
+    (["--model_base_path=/x", "--saved_model_tags=,"], "--saved_model_tags is empty"),
+    (["--model_base_path=/x", "--num_request_iterations_for_warmup=-1"], "is negative"),
     (["--model_base_path=/x", "--max_request_bytes=10"], "--max_request_bytes=10 is out of range"),
     (["--model_name=m"], "--model_base_path is required"),
     (["models/m"], "takes only flags"),
@@ -87,10 +92,21 @@ def test_unknown_flag_exits_non_zero_naming_it():
     assert "unknown flag --frobnicate" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_enable_batching_is_refused_pointing_at_tfserving():
-    result = run_serve(*serve_command(REPO, "--enable_batching"))
+@pytest.mark.parametrize("flag, text, words", [
+    ("--batching_parameters_file", "max_batch_size { valu: 3 }", "Invalid protobuf file"),
+    ("--batching_parameters_file", "max_batch_size { value: 8 }\nallowed_batch_sizes: 4",
+     "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; expected 8"),
+    ("--batching_parameters_file", "num_batch_threads { value: 0 }", "num_batch_threads must be positive; was 0"),
+    ("--monitoring_config_file", "prometheus_config { enabled: true }", "Error parsing text-format tensorflow.serving.MonitoringConfig"),
+])
+def test_bad_option_files_fail_before_tensorflow_loads(tmp_path, flag, text, words):
+    """The files are read first, as server.cc reads them, so a typo fails in well under TensorFlow's import time."""
+    option_file = tmp_path / "options.txt"
+    option_file.write_text(text)
+    base = TFSERVING_TESTDATA / "saved_model_half_plus_two_cpu"
+    result = run_serve(*serve_command(base, "--enable_batching", f"{flag}={option_file}"))
     assert result.returncode != 0
-    assert "not supported by the embedded server yet" in result.stderr and "backend tfserving" in result.stderr
+    assert words in result.stderr and "fix:" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_version_prints_the_tensorflow_version():
@@ -136,11 +152,43 @@ def test_port_in_use_fails_clearly(tiny_classifier_base, which):
         busy = taken.getsockname()[1]
         ports = {"--port": busy, "--rest_api_port": free_port()} if which == "--port" else \
             {"--port": free_port(), "--rest_api_port": busy}
+        started = time.monotonic()
         result = run_serve(*serve_command(tiny_classifier_base, grpc_port=ports["--port"], rest_port=ports["--rest_api_port"]),
                            timeout=SLOW_TIMEOUT_S)
     assert result.returncode == 1, result.stderr[-2000:]
     assert f"port {busy} is already in use; choose another {which}" in result.stderr
     assert "Traceback" not in result.stderr
+    assert "TensorFlow 2" not in result.stderr, "the ports are tried before the model loads, not after"
+    assert time.monotonic() - started < QUICK_TIMEOUT_S
+
+
+def test_ports_open_only_once_the_model_is_available(tiny_classifier_base, tmp_path):
+    """As tensorflow_model_server: a client connecting during start-up is refused, never told NOT_FOUND."""
+    grpc_port, rest_port = free_port(), free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(serve_command(tiny_classifier_base, grpc_port=grpc_port, rest_port=rest_port),
+                                   cwd=REPO, env=server_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        refused = 0
+        deadline = time.monotonic() + SLOW_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
+                break
+            except ConnectionRefusedError:
+                refused += 1
+                time.sleep(0.05)
+        log_text = log_path.read_text()
+        assert refused > 0 and "is AVAILABLE" in log_text, log_text[-2000:]
+        assert log_text.index("is AVAILABLE") < log_text.index("Running gRPC ModelServer")
+        from serveprof.client import GrpcClient
+
+        with GrpcClient(f"127.0.0.1:{grpc_port}", "tiny", timeout_s=30) as client:
+            assert client.model_status(timeout_s=30) == "AVAILABLE"
+    finally:
+        process.kill()
+        process.wait(timeout=30)
 
 
 # ------------------------------------------------------------------ running servers
@@ -191,14 +239,31 @@ def test_signal_stops_the_server_within_two_seconds(tiny_classifier_base, start_
     assert "shutting down" in server.log()
 
 
-@pytest.mark.parametrize("api", ["rest", "grpc"])
-def test_sigterm_lets_a_request_in_flight_finish(tmp_path, start_embedded_server, api):
-    from serveprof.client import GrpcClient
-
-    base = tmp_path / "spinner"
+@pytest.fixture(scope="module")
+def spinner_base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("spinner") / "spinner"
     subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "spinner", str(base / "1")], check=True,
                    cwd=REPO, env=server_env(), timeout=300, capture_output=True)
-    server = start_embedded_server(base)
+    return base
+
+
+def test_rest_timeout_is_a_deadline_on_the_session_run(spinner_base, start_embedded_server):
+    """--rest_api_timeout_in_ms becomes RunOptions.timeout_in_ms, as in TF Serving's REST handler: 504."""
+    server = start_embedded_server(spinner_base, "--rest_api_timeout_in_ms=300")
+    url = f"{server.rest_url}/v1/models/tiny:predict"
+    started = time.monotonic()
+    answer = requests.post(url, json={"inputs": {"iterations": 10**7}}, timeout=60)
+    assert answer.status_code == 504, answer.text
+    assert answer.json() == {"error": "Timed out waiting for notification"}
+    assert time.monotonic() - started < 10
+    assert requests.post(url, json={"inputs": {"iterations": 10}}, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("api", ["rest", "grpc"])
+def test_sigterm_lets_a_request_in_flight_finish(spinner_base, start_embedded_server, api):
+    from serveprof.client import GrpcClient
+
+    server = start_embedded_server(spinner_base)
     url = f"{server.rest_url}/v1/models/tiny:predict"
     # Both connections are opened (and accepted) before the signal: a connection still in
     # the listen backlog when the server stops is refused, as by any server.

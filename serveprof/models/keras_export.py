@@ -1,8 +1,12 @@
 """A keras.applications model as a SavedModel with a named, batchable ``serving_default``.
 
-Saved with ``tf.saved_model.save`` and an explicit signature, not Keras 3's
-``model.export()``: that one names the input after an internal tensor
-(``keras_tensor_1041``) and stores every variable twice (keras-team/keras#23553).
+Saved with ``keras.export.ExportArchive``: it tracks the model's variables so that
+TensorFlow's Session loader (tensorflow_model_server's) restores every one of them. A
+``tf.Module`` holding the model, saved with ``tf.saved_model.save``, loads but fails its
+first request there with "Could not find variable ..." (tensorflow/serving#2226). The
+endpoint gets a named input signature, so the input is ``images``, not an internal
+tensor name such as ``keras_tensor_1041`` as with ``model.export()``, and each variable
+is stored once (docs/models.md gives the sizes).
 """
 
 from __future__ import annotations
@@ -39,16 +43,12 @@ def export_keras(application: str, input_size: list[int] | None, weights: str, o
     _, height, width, channels = model.input_shape
     log("export", f"{application}: input [None, {height}, {width}, {channels}], {model.count_params():,} parameters")
 
-    module = tf.Module()
-    module.model = model
+    import keras
 
-    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_NAME)])
-    def serve(images):
-        return {OUTPUT_NAME: model(images, training=False)}
-
-    module.serve = serve
+    archive = keras.export.ExportArchive()
     with timed("export", "tracing the serving signature"):
-        concrete = serve.get_concrete_function()
+        archive.add_endpoint(name=SERVING, fn=lambda images: {OUTPUT_NAME: model(images, training=False)},
+                             input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_NAME)])
     with timed("export", f"saving SavedModel to {out}"):
-        tf.saved_model.save(module, str(out), signatures={SERVING: concrete})
+        archive.write_out(str(out), verbose=False)
     return height, width

@@ -30,9 +30,16 @@ class ServerFlags:
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     tensorflow_session_parallelism: int = 0
+    tensorflow_session_config_file: str = ""
     file_system_poll_wait_seconds: int = 1
     enable_batching: bool = False
     batching_parameters_file: str = ""
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
+    monitoring_config_file: str = ""
+    enable_serialization_as_tensor_content: bool = False
+    saved_model_tags: str = "serve"
+    enable_signature_method_name_check: bool = False
     version: bool = False
     help: bool = False
     # Ours, not tensorflow_model_server's.
@@ -58,9 +65,16 @@ HELP = {
     "tensorflow_intra_op_parallelism": "threads one TensorFlow op may use; 0 = TensorFlow's choice",
     "tensorflow_inter_op_parallelism": "TensorFlow ops run at once; 0 = TensorFlow's choice",
     "tensorflow_session_parallelism": "sets both parallelism flags above when they are 0",
+    "tensorflow_session_config_file": "text-format tensorflow.ConfigProto for the Session (the flags above override it)",
     "file_system_poll_wait_seconds": "accepted for compatibility; the version is chosen once at start-up",
-    "enable_batching": "server-side batching: not supported by the embedded server yet",
-    "batching_parameters_file": "BatchingParameters text proto; only with --enable_batching",
+    "enable_batching": "server-side batching of requests (TF Serving's BatchingSession)",
+    "batching_parameters_file": "text-format BatchingParameters; only with --enable_batching",
+    "enable_model_warmup": "replay assets.extra/tf_serving_warmup_requests before the model is AVAILABLE",
+    "num_request_iterations_for_warmup": "times each warm-up record is replayed; 0 = once",
+    "monitoring_config_file": "text-format MonitoringConfig; prometheus_config serves metrics on the REST port",
+    "enable_serialization_as_tensor_content": "Predict answers in tensor_content instead of the typed fields",
+    "saved_model_tags": "comma-separated tags of the MetaGraphDef to load",
+    "enable_signature_method_name_check": "check SignatureDef method names as TF Serving 1.x did",
     "version": "print the server and TensorFlow versions and exit",
     "help": "print this help and exit",
     "host": "address to bind (serveprof's own flag; TF Serving binds all interfaces)",
@@ -84,13 +98,12 @@ UNSUPPORTED = frozenset({
     "grpc_socket_path", "rest_api_enable_cors_support", "allow_version_labels_for_unavailable_models",
     "enable_per_model_batching_parameters", "model_config_file", "model_config_file_poll_wait_seconds",
     "num_load_threads", "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
-    "flush_filesystem_caches", "tensorflow_session_config_file", "use_alts_credentials", "ssl_config_file",
-    "platform_config_file", "per_process_gpu_memory_fraction", "saved_model_tags", "grpc_channel_arguments",
-    "enable_model_warmup", "num_request_iterations_for_warmup", "monitoring_config_file",
+    "flush_filesystem_caches", "use_alts_credentials", "ssl_config_file",
+    "platform_config_file", "per_process_gpu_memory_fraction", "grpc_channel_arguments",
     "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
-    "num_tflite_interpreters_per_pool", "enable_signature_method_name_check", "xla_cpu_compilation_enabled",
+    "num_tflite_interpreters_per_pool", "xla_cpu_compilation_enabled",
     "xla_gpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file", "mixed_precision",
-    "skip_initialize_tpu", "enable_grpc_healthcheck_service", "enable_serialization_as_tensor_content",
+    "skip_initialize_tpu", "enable_grpc_healthcheck_service",
 })
 
 _TYPES = {field.name: field.type for field in fields(ServerFlags)}
@@ -180,7 +193,7 @@ def _check(flags: ServerFlags) -> None:
         if getattr(flags, name) < 1:
             raise ServeprofError(f"--{name}={getattr(flags, name)} must be at least 1", f"give --{name} a positive number")
     for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
-                 "tensorflow_session_parallelism", "file_system_poll_wait_seconds"):
+                 "tensorflow_session_parallelism", "file_system_poll_wait_seconds", "num_request_iterations_for_warmup"):
         if getattr(flags, name) < 0:
             raise ServeprofError(f"--{name}={getattr(flags, name)} is negative", f"give --{name} 0 (automatic) or more")
     if not 1024 <= flags.max_request_bytes <= GRPC_MESSAGE_LIMIT:
@@ -193,10 +206,31 @@ def _check(flags: ServerFlags) -> None:
     if flags.max_buffered_bytes < 0:
         raise ServeprofError(f"--max_buffered_bytes={flags.max_buffered_bytes} is negative",
                              "give it 0 (twice --max_request_bytes) or a size in bytes")
-    if flags.enable_batching:
-        raise ServeprofError("--enable_batching: server-side batching is not supported by the embedded server yet",
-                             "drop --enable_batching, or use backend tfserving (the real tensorflow_model_server) for batching")
-    if flags.batching_parameters_file:
+    if flags.batching_parameters_file and not flags.enable_batching:
         # tensorflow_model_server refuses this combination the same way (server.cc).
-        raise ServeprofError("--batching_parameters_file is set without --enable_batching=true",
-                             "drop --batching_parameters_file (the embedded server does not batch)")
+        raise ServeprofError("server_options.batching_parameters_file is set without setting "
+                             "server_options.enable_batching to true.",
+                             "add --enable_batching, or drop --batching_parameters_file")
+    if not [tag for tag in flags.saved_model_tags.split(",") if tag]:
+        raise ServeprofError("--saved_model_tags is empty", "give the tags of the MetaGraphDef to load, e.g. serve")
+    for name in ("batching_parameters_file", "monitoring_config_file", "tensorflow_session_config_file"):
+        path = getattr(flags, name)
+        if path and not os.path.isfile(path):
+            raise ServeprofError(f"--{name}={path}: no such file", f"point --{name} at an existing text-format file")
+
+
+def response_serialization(argv: list[str]) -> str:
+    """``tensor_content`` or ``typed_fields``: how a server started with ``argv`` writes Predict outputs.
+
+    The flag is TF Serving's own, so this holds for every backend; measurements record it,
+    since serialisation is part of what they time.
+    """
+    flag = "--enable_serialization_as_tensor_content"
+    enabled = False
+    for index, arg in enumerate(argv):
+        if arg == flag:
+            following = argv[index + 1].lower() if index + 1 < len(argv) else ""
+            enabled = following not in ("false", "0")
+        elif arg.startswith(flag + "="):
+            enabled = arg.split("=", 1)[1].lower() in ("true", "1")
+    return "tensor_content" if enabled else "typed_fields"

@@ -1,11 +1,15 @@
 """``serveprof serve``: run the embedded TF-Serving-compatible server until SIGTERM/SIGINT.
 
-Start-up order, and why:
-1. flags and the version directory are checked first, so a typo fails in milliseconds;
-2. TensorFlow is imported and the gRPC and REST ports are bound; the model is then
-   loaded while GetModelStatus already answers (START, then LOADING), so a launcher can
-   poll for AVAILABLE;
-3. AVAILABLE is logged once the SavedModel is loaded.
+Start-up order, and why (tensorflow_model_server's own, server.cc):
+1. flags, the version directory, the batching and monitoring files are checked, and the
+   ports tried, first, so a typo or a taken port fails in milliseconds;
+2. TensorFlow is imported and the SavedModel loaded into a Session; the warm-up
+   records, if any, are replayed (--enable_model_warmup, on by default as in TF Serving);
+3. only then is the model AVAILABLE and are the gRPC and then the REST port opened, as
+   TF Serving opens its ports only after ServerCore::Create has loaded the models. A
+   client connecting earlier is refused, as by TF Serving, and retries.
+The log says how long the load and the warm-up took, separately, and the metrics keep
+them (:tensorflow:cc:saved_model:load_latency, :tensorflow:serving:model_warmup_latency).
 All of that runs on a worker thread: the main thread only waits for a signal, so
 SIGTERM is handled at once even while TensorFlow is busy in C++ code.
 """
@@ -25,6 +29,7 @@ from serveprof.server.flags import ServerFlags, parse_flags, usage
 log = logging.getLogger("serveprof.serve")
 
 SHUTDOWN_GRACE_S = 1.0  # in-flight requests get this long; the whole exit stays under 2 s
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 
 
 def main(argv: list[str]) -> int:
@@ -36,11 +41,41 @@ def main(argv: list[str]) -> int:
         print(version_text())
         return 0
     _configure_logging()
+    from serveprof.server.bind_errors import check_bindable
     from serveprof.server.servable import ModelHost, find_served_version
 
     version, path = find_served_version(flags.model_base_path)
     host = ModelHost(flags.model_name, version, path)
-    return _serve(flags, host)
+    options = _read_option_files(flags)
+    check_bindable(flags.host, flags.port, "--port")
+    if flags.rest_api_port:
+        check_bindable(flags.host, flags.rest_api_port, "--rest_api_port")
+    return _serve(flags, host, options)
+
+
+class _OptionFiles:
+    """What the batching and monitoring files say, read before TensorFlow is imported."""
+
+    def __init__(self, batching, metrics_path: str | None):
+        self.batching = batching  # BatchingOptions, or None without --enable_batching
+        self.metrics_path = metrics_path  # the Prometheus page's path, or None
+
+
+def _read_option_files(flags: ServerFlags) -> _OptionFiles:
+    from serveprof.server.batching import batching_options
+    from serveprof.server.config_protos import parse_text_file
+
+    batching = None
+    if flags.enable_batching:
+        parameters = (parse_text_file(flags.batching_parameters_file, "BatchingParameters", "--batching_parameters_file")
+                      if flags.batching_parameters_file else None)
+        batching = batching_options(parameters)
+    metrics_path = None
+    if flags.monitoring_config_file:
+        config = parse_text_file(flags.monitoring_config_file, "MonitoringConfig", "--monitoring_config_file")
+        if config.prometheus_config.enable:
+            metrics_path = config.prometheus_config.path or PROMETHEUS_PATH
+    return _OptionFiles(batching, metrics_path)
 
 
 def version_text() -> str:
@@ -74,7 +109,7 @@ class _Running:
         self.done = threading.Event()  # set on a signal or a start-up failure
 
 
-def _serve(flags: ServerFlags, host) -> int:
+def _serve(flags: ServerFlags, host, options: _OptionFiles) -> int:
     running = _Running()
 
     def on_signal(number, _frame):
@@ -83,7 +118,7 @@ def _serve(flags: ServerFlags, host) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=_start_up, args=(flags, host, running), name="startup", daemon=True).start()
+    threading.Thread(target=_start_up, args=(flags, host, options, running), name="startup", daemon=True).start()
     while not running.done.wait(timeout=0.5):  # a timed wait keeps signal handling prompt
         pass
     _shut_down(running)
@@ -99,22 +134,50 @@ def _serve(flags: ServerFlags, host) -> int:
     os._exit(code)
 
 
-def _start_up(flags: ServerFlags, host, running: _Running) -> None:
+def _start_up(flags: ServerFlags, host, options: _OptionFiles, running: _Running) -> None:
     from serveprof.server.servable import State
 
     try:
         started = time.monotonic()
         log.info("serving model %r version %d from %s", host.name, host.version, host.path)
-        _configure_tensorflow(flags)
-        from serveprof.server.core import ServingCore
+        config = _session_config(flags)
+        from serveprof.server.core import RunSettings, ServingCore
         from serveprof.server.grpc_api import start_grpc_server
+        from serveprof.server.limits import Limits
+        from serveprof.server.metrics import Metrics
         from serveprof.server.rest_http import start_rest_server
         from serveprof.server.servable import load_servable
+        from serveprof.server.warmup import run_warmup
 
-        from serveprof.server.limits import Limits
-
-        core = ServingCore(host, flags.max_request_bytes)
         limits = Limits.from_flags(flags, apis=2 if flags.rest_api_port else 1)
+        metrics = Metrics()
+        settings = RunSettings(tensor_content=flags.enable_serialization_as_tensor_content,
+                               check_method_name=flags.enable_signature_method_name_check,
+                               rest_timeout_ms=flags.rest_api_timeout_in_ms)
+        core = ServingCore(host, flags.max_request_bytes, settings, metrics, metrics_path=options.metrics_path)
+        host.set_state(State.LOADING)
+        tags = [tag for tag in flags.saved_model_tags.split(",") if tag]
+        load_started = time.monotonic()
+        try:
+            servable = load_servable(host.path, tags, config, options.batching, metrics,
+                                     flags.enable_signature_method_name_check)
+        except BaseException:
+            metrics.load(str(host.path), time.monotonic() - load_started, ok=False)
+            raise
+        load_s = time.monotonic() - load_started
+        metrics.load(str(host.path), load_s, ok=True)
+        log.info("Loaded SavedModel %s (tags %s) into a Session in %.3f s", host.path, ",".join(tags), load_s)
+        warmup_s, records = 0.0, 0
+        if flags.enable_model_warmup:
+            warmed = run_warmup(servable, host.path, flags.num_request_iterations_for_warmup, settings, metrics)
+            if warmed is not None:
+                warmup_s, records = warmed.seconds, warmed.records
+        log.info("startup timings: load_s=%.6f warmup_s=%.6f warmup_records=%d", load_s, warmup_s, records)
+        host.set_state(State.AVAILABLE, servable=servable)
+        log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s; model %r is AVAILABLE "
+                 "(signatures: %s; Predict answers in %s)", host.name, host.version, time.monotonic() - started,
+                 host.name, ", ".join(sorted(servable.signatures)),
+                 "tensor_content" if settings.tensor_content else "typed fields")
         running.grpc_server = start_grpc_server(core, flags.host, flags.port, flags.grpc_max_threads,
                                                 flags.max_request_bytes, limits=limits)
         log.info("Running gRPC ModelServer at %s:%d ...", flags.host, flags.port)
@@ -123,14 +186,10 @@ def _start_up(flags: ServerFlags, host, running: _Running) -> None:
                                                     flags.rest_api_timeout_in_ms, flags.max_request_bytes,
                                                     limits=limits)
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
+            if options.metrics_path:
+                log.info("Prometheus metrics at http://%s:%d%s", flags.host, flags.rest_api_port, options.metrics_path)
         else:
             log.info("REST API off (--rest_api_port=0)")
-        host.set_state(State.LOADING)
-        servable = load_servable(host.path)
-        host.set_state(State.AVAILABLE, servable=servable)
-        log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s; model %r is AVAILABLE "
-                 "(signatures: %s)", host.name, host.version, time.monotonic() - started, host.name,
-                 ", ".join(sorted(servable.signatures)))
     except ServeprofError as error:
         host.set_state(State.END, error=str(error))
         running.failure = f"Failed to start server. Error: {error}"
@@ -142,17 +201,16 @@ def _start_up(flags: ServerFlags, host, running: _Running) -> None:
         running.done.set()
 
 
-def _configure_tensorflow(flags: ServerFlags) -> None:
+def _session_config(flags: ServerFlags):
     import tensorflow as tf
 
-    intra = flags.tensorflow_intra_op_parallelism or flags.tensorflow_session_parallelism
-    inter = flags.tensorflow_inter_op_parallelism or flags.tensorflow_session_parallelism
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    log.info("TensorFlow %s; intra-op threads %s, inter-op threads %s", tf.__version__,
-             intra or "auto", inter or "auto")
+    from serveprof.server.session_bundle import session_config
+
+    config = session_config(flags.tensorflow_intra_op_parallelism, flags.tensorflow_inter_op_parallelism,
+                            flags.tensorflow_session_parallelism, flags.tensorflow_session_config_file)
+    log.info("TensorFlow %s; Session intra-op threads %s, inter-op threads %s", tf.__version__,
+             config.intra_op_parallelism_threads or "auto", config.inter_op_parallelism_threads or "auto")
+    return config
 
 
 def _shut_down(running: _Running) -> None:

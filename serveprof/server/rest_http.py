@@ -377,7 +377,8 @@ class _RestConnection(Connection):
             reason = http.HTTPStatus(status).phrase
         except ValueError:
             reason = ""
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        content_type = getattr(body, "content_type", "application/json")  # the Prometheus page is text/plain
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
                 f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n").encode("latin-1")
         with self.lock:
             if self.closed:

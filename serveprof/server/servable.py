@@ -1,10 +1,10 @@
 """Which version to serve, its lifecycle state, and loading it as a SavedModel.
 
 Version policy is TF Serving's default (``latest``): of the directories under the base
-path whose names are whole numbers, the highest is served. Loading reads the
-SignatureDefs from ``saved_model.pb`` itself (they are what GetModelMetadata returns,
-exactly as TF Serving returns them) and the callable signatures from
-``tf.saved_model.load``.
+path whose names are whole numbers, the highest is served. Loading goes through
+TensorFlow's Session-based SavedModel loader (session_bundle.py), as
+tensorflow_model_server's does; the loaded MetaGraphDef's SignatureDefs are what
+GetModelMetadata returns and what requests run.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from typing import Any
 from serveprof.errors import ServeprofError
 
 log = logging.getLogger("serveprof.serve")
-
-SERVE_TAG = "serve"
-
 
 def find_served_version(base_path: str | Path) -> tuple[int, Path]:
     """The highest numeric version directory under ``base_path`` and its path."""
@@ -62,11 +59,16 @@ class State(IntEnum):
 
 @dataclass
 class Servable:
-    """One loaded SavedModel version: what Predict runs and what GetModelMetadata shows."""
+    """One loaded SavedModel version: its Session, the signatures requests run, what GetModelMetadata shows."""
 
+    bundle: Any  # session_bundle.SessionBundle
+    session: Any  # what every run goes through: a SessionRunner, or a BatchingSession in front of it
     signatures: dict[str, Any]  # signature key -> SignatureRunner
     signature_def_map: Any  # tensorflow_serving.apis.get_model_metadata_pb2.SignatureDefMap
-    keepalive: Any = None  # the loaded SavedModel object; its variables back the signatures
+
+    def close(self) -> None:
+        if hasattr(self.session, "close"):
+            self.session.close()
 
 
 @dataclass
@@ -93,49 +95,25 @@ class ModelHost:
             return self.state, self.error, self.servable
 
 
-def read_signature_defs(version_dir: Path) -> dict[str, Any]:
-    """The SignatureDefs of the MetaGraphDef tagged ``serve``, as protos."""
-    from google.protobuf import text_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel()
-    binary = version_dir / "saved_model.pb"
-    if binary.is_file():
-        saved_model.ParseFromString(binary.read_bytes())
-    else:
-        text_format.Parse((version_dir / "saved_model.pbtxt").read_text(), saved_model)
-    for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return dict(meta_graph.signature_def)
-    tags = [list(meta_graph.meta_info_def.tags) for meta_graph in saved_model.meta_graphs]
-    raise ServeprofError(f"{version_dir} has no MetaGraphDef tagged {SERVE_TAG!r} (tags present: {tags})",
-                         "export the model with tf.saved_model.save, which tags its graph 'serve'")
-
-
-def load_servable(version_dir: Path) -> Servable:
-    """Load the SavedModel at ``version_dir``; raise ``ServeprofError`` saying why it cannot be."""
-    import tensorflow as tf
+def load_servable(version_dir: Path, tags: list[str], session_config, batching=None, metrics=None,
+                  check_method_name: bool = False) -> Servable:
+    """Load ``version_dir`` as tensorflow_model_server does (session_bundle), batching-wrapped if asked."""
     from tensorflow_serving.apis import get_model_metadata_pb2
 
+    from serveprof.server.batching import BatchingSession
+    from serveprof.server.session_bundle import load_session_bundle
+    from serveprof.server.session_runner import SessionRunner
     from serveprof.server.signature_runner import SignatureRunner
 
-    try:
-        signature_defs = read_signature_defs(version_dir)
-        loaded = tf.saved_model.load(str(version_dir), tags=[SERVE_TAG])
-    except ServeprofError:
-        raise
-    except Exception as error:  # TF raises many types for a damaged SavedModel
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ServeprofError(f"cannot load the SavedModel in {version_dir}: {type(error).__name__}: {first_line}",
-                             "re-export the model (tf.saved_model.save) into that version directory") from error
-    signatures = {}
-    for key, function in loaded.signatures.items():
-        if key in signature_defs:
-            signatures[key] = SignatureRunner(key, signature_defs[key], function)
-    if not signatures:
-        raise ServeprofError(f"the SavedModel in {version_dir} has no callable signature",
-                             "export it with signatures={'serving_default': ...}")
+    bundle = load_session_bundle(version_dir, tags, session_config)
+    session = SessionRunner(bundle.session)
+    if batching is not None:
+        log.info("Wrapping session to perform batch processing (%s)", batching.describe())
+        session = BatchingSession(session, batching, metrics)
+    signature_defs = bundle.signature_defs
+    signatures = {key: SignatureRunner(key, signature_def, session, check_method_name)
+                  for key, signature_def in signature_defs.items()}
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
     for key, signature_def in signature_defs.items():
         signature_def_map.signature_def[key].CopyFrom(signature_def)
-    return Servable(signatures=signatures, signature_def_map=signature_def_map, keepalive=loaded)
+    return Servable(bundle=bundle, session=session, signatures=signatures, signature_def_map=signature_def_map)

@@ -1,26 +1,26 @@
-"""One SavedModel signature: check a request's tensors against it, then run it.
+"""One SignatureDef of the loaded Session: Predict's checks and run, as predict_util.cc does them.
 
-Checks use the SignatureDef (what clients see in GetModelMetadata) and answer with TF
-Serving's messages where TF Serving has one (servables/tensorflow/predict_util.cc).
-
-Running goes straight to the concrete function's flat call: the public keyword call
-re-binds and re-validates the structured arguments and converts numpy through a slow
-path, which costs about 0.1 ms per request on this machine; converting each array once
-with ``tf.convert_to_tensor`` and calling ``_call_flat`` skips that. If a TensorFlow
-version changes the private method, the public call is used instead.
+The order and wording are TF Serving's (servables/tensorflow/predict_util.cc, and
+``GetInputValues`` in tensorflow/cc/saved_model/util.cc): the method name (only with
+``--enable_signature_method_name_check``), the number of inputs, each signature input
+taken from the request or the SignatureDef's defaults and parsed, then the output
+filter. Shapes and dtypes are not checked here: the Session run decides, as in TF
+Serving, and its errors come back as TensorFlow words them.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from serveprof.wire.status import invalid_argument
-from serveprof.wire.tensor_codec import DTYPES, STRING, DType, dtype_name
+from serveprof.wire.status import Code, ServingError, invalid_argument
+from serveprof.wire.tensor_codec import DTYPES, DType
 
-log = logging.getLogger("serveprof.serve")
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 @dataclass(frozen=True)
@@ -34,105 +34,85 @@ class TensorSpec:
         shape = None if info.tensor_shape.unknown_rank else tuple(dim.size for dim in info.tensor_shape.dim)
         return cls(DTYPES.get(info.dtype), info.dtype, shape)
 
-    def shape_text(self) -> str:
-        return "<unknown rank>" if self.shape is None else "[" + ",".join(str(d) for d in self.shape) + "]"
 
-
-def _shape_text(shape) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
+def _joined(names) -> str:
+    return ",".join(sorted(names))
 
 
 class SignatureRunner:
-    def __init__(self, key: str, signature_def, function):
+    """Runs one signature on a session runner (``SessionRunner`` or the batching one in front of it)."""
+
+    def __init__(self, key: str, signature_def, runner, check_method_name: bool = False):
         self.key = key
-        self.inputs = {name: TensorSpec.from_tensor_info(info) for name, info in signature_def.inputs.items()}
-        self.outputs = {name: TensorSpec.from_tensor_info(info) for name, info in signature_def.outputs.items()}
-        self._function = function
-        self._flat_order = self._find_flat_order(function)
-        self._keyword_of = self._find_keywords(function)
+        self.signature_def = signature_def
+        self.method_name = signature_def.method_name
+        self.inputs = {alias: TensorSpec.from_tensor_info(info) for alias, info in signature_def.inputs.items()}
+        self.outputs = {alias: TensorSpec.from_tensor_info(info) for alias, info in signature_def.outputs.items()}
+        self.input_names = {alias: info.name for alias, info in signature_def.inputs.items()}
+        self.output_names = {alias: info.name for alias, info in signature_def.outputs.items()}
+        self.defaults = dict(signature_def.defaults)
+        self._aliases = sorted(self.inputs)
+        self.runner = runner
+        self.check_method_name = check_method_name
 
-    # ------------------------------------------------------------------ checks
+    # ------------------------------------------------------------------ Predict
 
-    def check_input_names(self, names) -> None:
-        sent, wanted = set(names), set(self.inputs)
-        if sent == wanted:
-            return
-        if len(sent) != len(wanted):
-            extra, missing = sorted(sent - wanted), sorted(wanted - sent)
+    def verify_for_predict(self) -> None:
+        if self.check_method_name and self.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+            raise ServingError(Code.INTERNAL, "Expected prediction signature method_name to be one of "
+                                              f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
+                                              f"Was: {self.method_name}")
+
+    def feeds(self, request_inputs: Mapping[str, Any], convert: Callable[[str, Any], np.ndarray]) -> list:
+        """``[(tensor name, array)]`` for every signature input: VerifyRequestInputsSize, then GetInputValues.
+
+        ``convert(alias, value)`` turns a request value (or a default TensorProto) into an
+        array, raising INVALID_ARGUMENT ``tensor parsing error: <alias> ...`` if it cannot.
+        """
+        if len(request_inputs) == len(self._aliases) and all(alias in request_inputs for alias in self._aliases):
+            # Every input sent, nothing else: the common case, in the order below.
+            return [(self.input_names[alias], convert(alias, request_inputs[alias])) for alias in self._aliases]
+        sent, wanted = set(request_inputs), set(self.inputs)
+        if len(sent) > len(wanted) or (len(sent) < len(wanted) and not self.defaults):
             raise invalid_argument(
-                f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sorted(sent))}}}) != "
-                f"len({{{','.join(sorted(wanted))}}}). Sent extra: {{{','.join(extra)}}}. "
-                f"Missing but required: {{{','.join(missing)}}}.")
-        alias = sorted(sent - wanted)[0]
-        raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
-                               f"Inputs expected to be in the set {{{','.join(sorted(wanted))}}}.")
+                f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{_joined(sent)}}}) != "
+                f"len({{{_joined(wanted)}}}). Sent extra: {{{_joined(sent - wanted)}}}. "
+                f"Missing but required: {{{_joined(wanted - sent)}}}.")
+        feeds, seen = [], set()
+        for alias in self._aliases:
+            if alias in request_inputs:
+                value = request_inputs[alias]
+                seen.add(alias)
+            elif alias in self.defaults:
+                value = self.defaults[alias]
+            else:
+                raise invalid_argument(
+                    f"Signature input alias: {alias}(feed name: {self.input_names[alias]}) not found in request and no "
+                    f"default value provided. Inputs expected to be in the request {{{_joined(request_inputs)}}}, "
+                    f"or default input alias set: {_joined(self.defaults)}")
+            feeds.append((self.input_names[alias], convert(alias, value)))
+        if request_inputs and len(seen) != len(request_inputs):
+            raise invalid_argument(f"Inputs contains invalid name. Used request inputs: {_joined(seen)}, "
+                                   f"request input: {_joined(request_inputs)}")
+        return feeds
 
-    def check_output_filter(self, output_filter) -> list[str]:
+    def output_aliases(self, output_filter) -> list[str]:
+        """The outputs to fetch: the filter's, checked, or all of the signature's."""
         seen: list[str] = []
         for alias in output_filter:
             if alias not in self.outputs:
                 raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                                       f"in the set {{{','.join(sorted(self.outputs))}}}.")
+                                       f"in the set {{{_joined(self.outputs)}}}.")
             if alias in seen:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             seen.append(alias)
         return seen or list(self.outputs)
 
-    def check_array(self, name: str, array: np.ndarray) -> None:
-        spec = self.inputs[name]
-        expected = spec.dtype.numpy if spec.dtype else None
-        if expected is None or array.dtype != expected:
-            got = "string" if array.dtype == object else DTYPES_BY_NUMPY.get(array.dtype, str(array.dtype))
-            raise invalid_argument(f"Expects arg[{name}] of signature '{self.key}' to be {dtype_name(spec.dtype_enum)} "
-                                   f"but {got} is provided")
-        if spec.shape is None:
-            return
-        if len(spec.shape) != array.ndim or any(want not in (-1, got) for want, got in zip(spec.shape, array.shape)):
-            raise invalid_argument(f"input {name} has shape {_shape_text(array.shape)} but signature '{self.key}' "
-                                   f"expects {spec.shape_text()} (-1 = any size)")
-
-    # ------------------------------------------------------------------- run
-
-    def run(self, arrays: dict[str, np.ndarray], output_filter=()) -> dict[str, np.ndarray]:
-        """Check ``arrays`` and run the signature; return the (filtered) outputs as ndarrays."""
-        import tensorflow as tf
-
-        self.check_input_names(arrays)
-        wanted = self.check_output_filter(output_filter)
-        for name, array in arrays.items():
-            self.check_array(name, array)
-        if self._flat_order is not None:
-            tensors = [tf.convert_to_tensor(arrays[name]) for name in self._flat_order]
-            result = self._function._call_flat(tensors, self._function.captured_inputs)
-        else:
-            result = self._function(**{self._keyword_of[name]: tf.convert_to_tensor(a) for name, a in arrays.items()})
-        return {name: result[name].numpy() for name in wanted}
-
-    def _find_flat_order(self, function) -> list[str] | None:
-        """Signature input keys in the order ``_call_flat`` takes them, or None to use the public call."""
-        try:
-            if not callable(getattr(function, "_call_flat", None)):
-                return None
-            order = []
-            for parameter in function.function_type.parameters.values():
-                spec_name = getattr(parameter.type_constraint, "name", None)
-                order.append(spec_name if spec_name in self.inputs else parameter.name)
-            if sorted(order) == sorted(self.inputs) and len(order) == len(self.inputs):
-                return order
-        except Exception as error:  # any surprise in TF internals: fall back, never fail the load
-            log.warning("signature %s: using the public call path (%s)", self.key, error)
-        return None
-
-    def _find_keywords(self, function) -> dict[str, str]:
-        """Signature input key -> Python keyword of the loaded function (TF sanitizes names like 'in-put')."""
-        keywords = {name: name for name in self.inputs}
-        try:
-            for keyword, spec in function.structured_input_signature[1].items():
-                if getattr(spec, "name", None) in self.inputs:
-                    keywords[spec.name] = keyword
-        except Exception:
-            pass
-        return keywords
-
-
-DTYPES_BY_NUMPY = {d.numpy: d.name for d in DTYPES.values() if d.enum != STRING}
+    def predict(self, request_inputs: Mapping[str, Any], convert: Callable[[str, Any], np.ndarray],
+                output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
+        """TF Serving's RunPredict from the signature on: checks, one Session run, outputs by alias."""
+        self.verify_for_predict()
+        feeds = self.feeds(request_inputs, convert)
+        aliases = self.output_aliases(output_filter)
+        outputs = self.runner.run(feeds, [self.output_names[alias] for alias in aliases], timeout_ms)
+        return dict(zip(aliases, outputs))

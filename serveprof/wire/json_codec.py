@@ -40,7 +40,7 @@ def parse_json(body: bytes) -> Any:
             raise invalid_argument(f"JSON Parse error: {strict_error}") from None
 
 
-def _debug(value: Any) -> str:
+def debug_text(value: Any) -> str:
     try:
         text = json.dumps(value)
     except (TypeError, ValueError, RecursionError):
@@ -48,7 +48,7 @@ def _debug(value: Any) -> str:
     return text if len(text) <= _DEBUG_CHARS else text[:_DEBUG_CHARS] + "..."
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "Null"
     if isinstance(value, bool):
@@ -56,7 +56,7 @@ def _json_type(value: Any) -> str:
     return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
 
 
-def _is_b64(value: Any) -> bool:
+def is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
@@ -72,23 +72,23 @@ def decode_predict_body(body: bytes, input_specs: Callable[[str], dict]) -> tupl
     # the words at all is walked value by value to find them (TF Serving refuses them).
     may_hold_bools = b"true" in body or b"false" in body
     if not isinstance(doc, dict):
-        raise invalid_argument(f"JSON Value: {_debug(doc)} Is not object")
+        raise invalid_argument(f"JSON Value: {debug_text(doc)} Is not object")
     signature_name = doc.get("signature_name", "")
     if not isinstance(signature_name, str):
-        raise invalid_argument(f"JSON Value: {_debug(doc)} not formatted correctly. "
+        raise invalid_argument(f"JSON Value: {debug_text(doc)} not formatted correctly. "
                                "'signature_name' key must be a string value.")
     specs = input_specs(signature_name or "serving_default")
     if not specs:
         raise invalid_argument(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     if "instances" in doc:
         if "inputs" in doc:
-            raise invalid_argument(f"JSON Value: {_debug(doc)} Not formatted correctly expecting only one of "
+            raise invalid_argument(f"JSON Value: {debug_text(doc)} Not formatted correctly expecting only one of "
                                    "'inputs' or 'instances' keys to exist ")
         instances = doc["instances"]
         if not isinstance(instances, list):
-            raise invalid_argument(f"JSON Value: {_debug(doc)} Expecting 'instances' to be an list/array")
+            raise invalid_argument(f"JSON Value: {debug_text(doc)} Expecting 'instances' to be an list/array")
         if not instances:
-            raise invalid_argument(f"JSON Value: {_debug(doc)} No values in 'instances' array")
+            raise invalid_argument(f"JSON Value: {debug_text(doc)} No values in 'instances' array")
         return signature_name, _from_instances(instances, specs, may_hold_bools), ROW
     if "inputs" in doc:
         return signature_name, _from_inputs(doc["inputs"], specs, may_hold_bools), COLUMNAR
@@ -96,19 +96,19 @@ def decode_predict_body(body: bytes, input_specs: Callable[[str], dict]) -> tupl
 
 
 def _from_instances(instances: list, specs: dict, may_hold_bools: bool) -> dict[str, np.ndarray]:
-    first_is_object = isinstance(instances[0], dict) and not _is_b64(instances[0])
+    first_is_object = isinstance(instances[0], dict) and not is_b64(instances[0])
     if not first_is_object and len(specs) > 1:
         raise invalid_argument("instances is a plain list, but expecting list of objects as multiple "
                                "input tensors required as per tensorinfo_map")
     if not first_is_object:
         name = next(iter(specs))
         for index, item in enumerate(instances):
-            if isinstance(item, dict) and not _is_b64(item):
+            if isinstance(item, dict) and not is_b64(item):
                 raise invalid_argument(f"Expecting value/list but got object at item {index} of input list")
         return {name: to_ndarray(instances, specs[name], name, "'instances' list", may_hold_bools)}
     columns: dict[str, list] = {name: [] for name in specs}
     for index, item in enumerate(instances):
-        if not isinstance(item, dict) or _is_b64(item):
+        if not isinstance(item, dict) or is_b64(item):
             raise invalid_argument(f"Expecting object but got list at item {index} of input list")
         if set(item) != set(specs):
             unknown = sorted(set(item) - set(specs))
@@ -116,7 +116,7 @@ def _from_instances(instances: list, specs: dict, may_hold_bools: bool) -> dict[
                 raise invalid_argument(f"Failed to process element: {index} key: {unknown[0]} of 'instances' list. "
                                        f"Error: JSON object: does not have named input: {unknown[0]}")
             raise invalid_argument(f"Failed to process element: {index} of 'instances' list. JSON object: "
-                                   f"{_debug(item)} keys must be equal to: {','.join(sorted(specs))}")
+                                   f"{debug_text(item)} keys must be equal to: {','.join(sorted(specs))}")
         for name in specs:
             columns[name].append(item[name])
     return {name: to_ndarray(values, specs[name], name, "'instances' list", may_hold_bools)
@@ -124,7 +124,7 @@ def _from_instances(instances: list, specs: dict, may_hold_bools: bool) -> dict[
 
 
 def _from_inputs(value: Any, specs: dict, may_hold_bools: bool) -> dict[str, np.ndarray]:
-    if not isinstance(value, dict) or _is_b64(value):
+    if not isinstance(value, dict) or is_b64(value):
         if len(specs) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple "
                                    "input tensors required as per tensorinfo_map")
@@ -193,8 +193,8 @@ def _not_dense(name: str, where: str):
 def _type_error(value: Any, spec, name: str, where: str):
     leaf = _first_bad_leaf(value, spec)
     shown = leaf if leaf is not _MISSING else value
-    return invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {_debug(shown)} "
-                            f"Type: {_json_type(shown)} is not of expected type: {spec.dtype.name}")
+    return invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(shown)} "
+                            f"Type: {json_type(shown)} is not of expected type: {spec.dtype.name}")
 
 
 _MISSING = object()
@@ -244,17 +244,17 @@ def _strings(value: Any, name: str, where: str) -> np.ndarray:
             raise _not_dense(name, where)
         if isinstance(item, str):
             flat.append(item.encode("utf-8"))
-        elif _is_b64(item) and isinstance(item["b64"], str):
+        elif is_b64(item) and isinstance(item["b64"], str):
             try:
                 flat.append(base64.b64decode(item["b64"], validate=True))
             except (binascii.Error, ValueError):
                 raise invalid_argument(f"Failed to process {where} for input {name}. Error: Unable to base64 decode") from None
         elif isinstance(item, dict):
-            raise invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {_debug(item)} "
+            raise invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(item)} "
                                    "not formatted correctly for base64 data")
         else:
-            raise invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {_debug(item)} "
-                                   f"Type: {_json_type(item)} is not of expected type: string")
+            raise invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(item)} "
+                                   f"Type: {json_type(item)} is not of expected type: string")
 
     walk(value, 0)
     array = np.empty(len(flat), dtype=object)

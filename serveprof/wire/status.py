@@ -11,7 +11,7 @@ from enum import Enum
 
 
 class Code(Enum):
-    """The subset of ``tensorflow.error.Code`` a request can end with (value = enum number)."""
+    """``tensorflow.error.Code`` (value = enum number): a TensorFlow error passes through with its own."""
 
     OK = 0
     CANCELLED = 1
@@ -19,12 +19,17 @@ class Code(Enum):
     INVALID_ARGUMENT = 3
     DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
-    FAILED_PRECONDITION = 9
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
     OUT_OF_RANGE = 11
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 # tensorflow_serving/model_servers/http_server.cc, ToHTTPStatusCode.
@@ -35,12 +40,17 @@ HTTP_STATUS = {
     Code.INVALID_ARGUMENT: 400,
     Code.DEADLINE_EXCEEDED: 504,
     Code.NOT_FOUND: 404,
-    Code.FAILED_PRECONDITION: 400,
+    Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403,
     Code.RESOURCE_EXHAUSTED: 429,
+    Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409,
     Code.OUT_OF_RANGE: 400,
     Code.UNIMPLEMENTED: 501,
     Code.INTERNAL: 500,
     Code.UNAVAILABLE: 503,
+    Code.DATA_LOSS: 500,
+    Code.UNAUTHENTICATED: 401,
 }
 
 
