@@ -25,6 +25,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	ruff check
+	ruff format --check
 	snakemake --lint
 	snakefmt --check Snakefile rules
 

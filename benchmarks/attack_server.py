@@ -35,16 +35,39 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.attacks import (CONTINUATION, END_HEADERS, HEADERS, PING, PREFACE, SETTINGS,  # noqa: E402
-                                    Target, call_frames, data_frames, frame, goaway_of, h2_connection, idle_connections,
-                                    predict_request, rapid_reset, read_frames, request_headers, send_quietly)
+from tests.fixtures.attacks import (  # noqa: E402
+    CONTINUATION,
+    END_HEADERS,
+    HEADERS,
+    PING,
+    PREFACE,
+    SETTINGS,
+    Target,
+    call_frames,
+    data_frames,
+    frame,
+    goaway_of,
+    h2_connection,
+    idle_connections,
+    predict_request,
+    rapid_reset,
+    read_frames,
+    request_headers,
+    send_quietly,
+)
 from tests.fixtures.embedded_server import free_port, server_env  # noqa: E402
 
 MiB = 1 << 20
 MODEL, IMAGE = "tiny", 8
 COMMON_FLAGS = ["--max_request_bytes=67108864", "--grpc_max_threads=8"]
-CODES = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 3: "FLOW_CONTROL_ERROR", 6: "FRAME_SIZE_ERROR", 9: "COMPRESSION_ERROR",
-         0xB: "ENHANCE_YOUR_CALM"}
+CODES = {
+    0: "NO_ERROR",
+    1: "PROTOCOL_ERROR",
+    3: "FLOW_CONTROL_ERROR",
+    6: "FRAME_SIZE_ERROR",
+    9: "COMPRESSION_ERROR",
+    0xB: "ENHANCE_YOUR_CALM",
+}
 
 
 # ------------------------------------------------------------------ the attacks
@@ -97,15 +120,20 @@ def continuation_flood(target: Target) -> dict:
     sent = send_quietly(sock, frame(HEADERS, 0, 1, request_headers()) + frame(CONTINUATION, 0, 1) * 500_000)
     goaway = goaway_of(read_frames(sock, 3.0, stop=goaway_of))
     sock.close()
-    return {"during": None, "seen": f"500k empty CONTINUATION frames ({'all sent' if sent else 'cut off'}); "
-                                    f"{_goaway(goaway)}"}
+    return {
+        "during": None,
+        "seen": f"500k empty CONTINUATION frames ({'all sent' if sent else 'cut off'}); {_goaway(goaway)}",
+    }
 
 
 def unfinished_bodies(target: Target) -> dict:
     sock = h2_connection(target.grpc_port)
     for stream in range(1, 17, 2):
-        send_quietly(sock, frame(HEADERS, END_HEADERS, stream, request_headers())
-                     + data_frames(stream, b"\0" + struct.pack(">I", 64 * MiB) + b"\0" * (16 * MiB)))
+        send_quietly(
+            sock,
+            frame(HEADERS, END_HEADERS, stream, request_headers())
+            + data_frames(stream, b"\0" + struct.pack(">I", 64 * MiB) + b"\0" * (16 * MiB)),
+        )
     during = target.served_within(3) is not None
     frames = read_frames(sock, 2.0)
     sock.close()
@@ -117,8 +145,18 @@ def hpack_state(target: Target) -> dict:
     conns = []
     for index in range(100):
         sock = h2_connection(target.grpc_port)
-        send_quietly(sock, b"".join(frame(HEADERS, END_HEADERS | 1, stream, request_headers(
-            "/t.S/Nope", ((b"x-pad", b"%d-%d-" % (index, stream) + b"p" * 14_000),))) for stream in range(1, 65, 2)))
+        send_quietly(
+            sock,
+            b"".join(
+                frame(
+                    HEADERS,
+                    END_HEADERS | 1,
+                    stream,
+                    request_headers("/t.S/Nope", ((b"x-pad", b"%d-%d-" % (index, stream) + b"p" * 14_000),)),
+                )
+                for stream in range(1, 65, 2)
+            ),
+        )
         conns.append(sock)
     time.sleep(2)
     for sock in conns:
@@ -148,8 +186,10 @@ def expansion(target: Target) -> dict:
 
     request = predict_request(MODEL, [5461, 32, 32, 3], float_val=(1.0,))
     with grpc.insecure_channel(f"127.0.0.1:{target.grpc_port}") as channel:
-        calls = [channel.unary_unary("/tensorflow.serving.PredictionService/Predict").future(request, timeout=60)
-                 for _ in range(4)]
+        calls = [
+            channel.unary_unary("/tensorflow.serving.PredictionService/Predict").future(request, timeout=60)
+            for _ in range(4)
+        ]
         codes = []
         for call in calls:
             try:
@@ -168,7 +208,8 @@ def bad_shape(target: Target) -> dict:
         for dims in ([0, 1 << 40, 1 << 40], [1] * 65):
             try:
                 channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(
-                    predict_request(MODEL, dims), timeout=10)
+                    predict_request(MODEL, dims), timeout=10
+                )
                 codes.append("OK")
             except grpc.RpcError as error:
                 codes.append(error.code().name)
@@ -179,10 +220,19 @@ def _goaway(goaway) -> str:
     return "no GOAWAY" if goaway is None else f"GOAWAY {CODES.get(goaway[0], goaway[0])}"
 
 
-CASES = {"fd exhaustion": fd_exhaustion, "slowloris": slowloris, "zero window": zero_window,
-         "rapid reset": reset_calls, "CONTINUATION flood": continuation_flood, "unfinished bodies": unfinished_bodies,
-         "HPACK state": hpack_state, "SETTINGS flood": settings_flood, "PING flood": ping_flood,
-         "45-byte expansion": expansion, "bad shapes": bad_shape}
+CASES = {
+    "fd exhaustion": fd_exhaustion,
+    "slowloris": slowloris,
+    "zero window": zero_window,
+    "rapid reset": reset_calls,
+    "CONTINUATION flood": continuation_flood,
+    "unfinished bodies": unfinished_bodies,
+    "HPACK state": hpack_state,
+    "SETTINGS flood": settings_flood,
+    "PING flood": ping_flood,
+    "45-byte expansion": expansion,
+    "bad shapes": bad_shape,
+}
 
 
 # ------------------------------------------------------------------ targets and measurement
@@ -216,8 +266,13 @@ class Sampler:
 
 def start_target(kind: str, base: Path, tree: Path | None, log_path: Path):
     grpc_port, rest_port = free_port(), free_port()
-    flags = [f"--model_name={MODEL}", f"--model_base_path={base}", f"--port={grpc_port}",
-             f"--rest_api_port={rest_port}", *COMMON_FLAGS]
+    flags = [
+        f"--model_name={MODEL}",
+        f"--model_base_path={base}",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        *COMMON_FLAGS,
+    ]
     if kind == "grpcio":
         command, cwd = [sys.executable, __file__, "--grpcio-serve", *flags], REPO
     else:
@@ -225,9 +280,14 @@ def start_target(kind: str, base: Path, tree: Path | None, log_path: Path):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=cwd, env=server_env(), stdout=log, stderr=subprocess.STDOUT)
     image = [[[0.5] * 3] * IMAGE] * IMAGE
-    target = Target(grpc_port, rest_port, process.pid, MODEL,
-                    predict_request(MODEL, [1, IMAGE, IMAGE, 3], content=b"\0" * (4 * 3 * IMAGE * IMAGE)),
-                    json.dumps({"instances": [image]}).encode())
+    target = Target(
+        grpc_port,
+        rest_port,
+        process.pid,
+        MODEL,
+        predict_request(MODEL, [1, IMAGE, IMAGE, 3], content=b"\0" * (4 * 3 * IMAGE * IMAGE)),
+        json.dumps({"instances": [image]}).encode(),
+    )
     if target.served_within(180) is None:
         process.kill()
         raise RuntimeError(f"{kind} server did not serve: {log_path.read_text()[-2000:]}")
@@ -244,10 +304,18 @@ def measure(kind: str, case: str, base: Path, tree: Path | None, workdir: Path) 
         time.sleep(0.3)
         sampler.stop()
         after = target.usage()
-        return {"case": case, "target": kind, "during": outcome["during"], "recovered_s": recovered,
-                "peak_rss_mib": (sampler.rss - before.rss) / MiB, "end_rss_mib": (after.rss - before.rss) / MiB,
-                "threads": f"{before.threads}->{sampler.threads}", "cpu_s": after.cpu_s - before.cpu_s,
-                "alive": process.poll() is None, "seen": outcome["seen"]}
+        return {
+            "case": case,
+            "target": kind,
+            "during": outcome["during"],
+            "recovered_s": recovered,
+            "peak_rss_mib": (sampler.rss - before.rss) / MiB,
+            "end_rss_mib": (after.rss - before.rss) / MiB,
+            "threads": f"{before.threads}->{sampler.threads}",
+            "cpu_s": after.cpu_s - before.cpu_s,
+            "alive": process.poll() is None,
+            "seen": outcome["seen"],
+        }
     finally:
         process.kill()
         process.wait()
@@ -270,16 +338,20 @@ def grpcio_serve(argv: list[str]) -> None:
                         return method(request)
                     except ServingError as error:
                         context.abort(grpc.StatusCode[error.code.name], error.message)
+
                 return grpc.unary_unary_rpc_method_handler(call)
 
             services: dict[str, dict] = {}
             for path, method in methods.items():
                 service, name = path.lstrip("/").split("/")
                 services.setdefault(service, {})[name] = handler(method)
-            self._server = grpc.server(ThreadPoolExecutor(max_workers=max_workers), options=[
-                ("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)])
-            self._server.add_generic_rpc_handlers(tuple(grpc.method_handlers_generic_handler(service, handlers)
-                                                        for service, handlers in services.items()))
+            self._server = grpc.server(
+                ThreadPoolExecutor(max_workers=max_workers),
+                options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", -1)],
+            )
+            self._server.add_generic_rpc_handlers(
+                tuple(grpc.method_handlers_generic_handler(service, handlers) for service, handlers in services.items())
+            )
             self.port = self._server.add_insecure_port(f"{host}:{port}")
 
         def start(self) -> None:
@@ -294,7 +366,9 @@ def grpcio_serve(argv: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", nargs="+", default=["serveprof", "grpcio"], choices=["serveprof", "grpcio", "tree"])
+    parser.add_argument(
+        "--targets", nargs="+", default=["serveprof", "grpcio"], choices=["serveprof", "grpcio", "tree"]
+    )
     parser.add_argument("--tree", type=Path, help="a checkout whose server is the 'tree' target")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -302,12 +376,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         base = workdir / MODEL
-        subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(base / "1"),
-                        "--image-size", str(IMAGE)], check=True, cwd=REPO, env=server_env(), capture_output=True)
-        print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.1f} before\n")
-        print("| case | target | served during | served after (s) | peak RSS +MiB | RSS at end +MiB | threads | "
-              "CPU s | alive | what the attacker saw |")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.fixtures.tiny_models",
+                "classifier",
+                str(base / "1"),
+                "--image-size",
+                str(IMAGE),
+            ],
+            check=True,
+            cwd=REPO,
+            env=server_env(),
+            capture_output=True,
+        )
+        print(
+            f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.1f} before\n"
+        )
+        print(
+            "| case | target | served during | served after (s) | peak RSS +MiB | RSS at end +MiB | threads | "
+            "CPU s | alive | what the attacker saw |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         rows = []
         for case in args.cases:
@@ -316,9 +407,12 @@ def main() -> None:
                 rows.append(row)
                 during = "-" if row["during"] is None else ("yes" if row["during"] else "**no**")
                 after = "**>30**" if row["recovered_s"] is None else f"{row['recovered_s']:.2f}"
-                print(f"| {case} | {kind} | {during} | {after} | {row['peak_rss_mib']:.0f} | {row['end_rss_mib']:.0f} "
-                      f"| {row['threads']} | {row['cpu_s']:.1f} | {'yes' if row['alive'] else '**no**'} | "
-                      f"{row['seen']} |", flush=True)
+                print(
+                    f"| {case} | {kind} | {during} | {after} | {row['peak_rss_mib']:.0f} | {row['end_rss_mib']:.0f} "
+                    f"| {row['threads']} | {row['cpu_s']:.1f} | {'yes' if row['alive'] else '**no**'} | "
+                    f"{row['seen']} |",
+                    flush=True,
+                )
         print(f"\nload average {os.getloadavg()[0]:.1f} after")
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))

@@ -70,16 +70,24 @@ def main() -> None:
         save(model, root / "fixed", 1)
         fixed_model = tf.saved_model.load(str(root / "fixed"))
         save_serving(fixed_model, fixed_model.signatures["serving_default"], root / "wrapped")
-        native, wrapped, fixed = (tf.saved_model.load(str(root / name)).signatures["serving_default"]
-                                  for name in ("native", "wrapped", "fixed"))
+        native, wrapped, fixed = (
+            tf.saved_model.load(str(root / name)).signatures["serving_default"]
+            for name in ("native", "wrapped", "fixed")
+        )
         for batch in args.batches:
             images = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8))
-            singles = [images[i:i + 1] for i in range(batch)]
-            row = {"batch": batch, **interleaved_medians({
-                "native_ms": lambda: native(input_tensor=images),
-                "wrapped_ms": lambda: wrapped(input_tensor=images),
-                "single_calls_ms": lambda: [fixed(input_tensor=one) for one in singles],
-            }, args.repeats)}
+            singles = [images[i : i + 1] for i in range(batch)]
+            row = {
+                "batch": batch,
+                **interleaved_medians(
+                    {
+                        "native_ms": lambda images=images: native(input_tensor=images),
+                        "wrapped_ms": lambda images=images: wrapped(input_tensor=images),
+                        "single_calls_ms": lambda singles=singles: [fixed(input_tensor=one) for one in singles],
+                    },
+                    args.repeats,
+                ),
+            }
             row["wrapped_over_native"] = row["wrapped_ms"] / row["native_ms"]
             row["wrapped_over_single_calls"] = row["wrapped_ms"] / row["single_calls_ms"]
             print(json.dumps({key: round(value, 3) for key, value in row.items()}), flush=True)

@@ -39,8 +39,22 @@ TARGET_CLIENT_MS = 0.1
 
 
 def export_model(base: Path) -> None:
-    subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(base / "1"), "--image-size", str(IMAGE_SIZE)],
-                   check=True, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.fixtures.tiny_models",
+            "classifier",
+            str(base / "1"),
+            "--image-size",
+            str(IMAGE_SIZE),
+        ],
+        check=True,
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        timeout=300,
+    )
 
 
 def one_round(client, request, requests: int) -> dict:
@@ -51,7 +65,11 @@ def one_round(client, request, requests: int) -> dict:
         start = time.perf_counter_ns()
         send(request)
         latencies.append(time.perf_counter_ns() - start)
-    wall, thread, process = time.perf_counter_ns() - wall0, time.thread_time_ns() - thread0, time.process_time_ns() - process0
+    wall, thread, process = (
+        time.perf_counter_ns() - wall0,
+        time.thread_time_ns() - thread0,
+        time.process_time_ns() - process0,
+    )
     return {
         "requests_per_s": requests / (wall / 1e9),
         "median_ms": statistics.median(latencies) / 1e6,
@@ -68,23 +86,31 @@ def main() -> int:
     args = parser.parse_args()
 
     from serveprof.launch import ServerSpec, launch
-    from serveprof.settings import server_settings
     from serveprof.measure.session import make_client
+    from serveprof.settings import server_settings
 
     inputs = {"images": np.random.default_rng(0).uniform(0, 255, (1, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)}
     # (protocol, measure.transport) per row: "builtin" is the default the pipeline measures
     # with, "library" (grpcio, requests) sends the same bytes through the usual stacks.
-    rows = {"grpc": ("grpc", "builtin"), "grpc via grpcio": ("grpc", "library"),
-            "rest": ("rest", "builtin"), "rest via requests": ("rest", "library")}
+    rows = {
+        "grpc": ("grpc", "builtin"),
+        "grpc via grpcio": ("grpc", "library"),
+        "rest": ("rest", "builtin"),
+        "rest via requests": ("rest", "library"),
+    }
     results: dict[str, list[dict]] = {name: [] for name in rows}
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch) / MODEL
         export_model(base)
-        spec = ServerSpec.serving(server_settings({"backend": "embedded"}), MODEL, str(base), log_path=str(Path(scratch) / "server.log"))
+        spec = ServerSpec.serving(
+            server_settings({"backend": "embedded"}), MODEL, str(base), log_path=str(Path(scratch) / "server.log")
+        )
         with launch(spec) as server:
             address = {"grpc": server.grpc_target, "rest": server.rest_url}
-            clients = {name: make_client(protocol, address[protocol], MODEL, transport)
-                       for name, (protocol, transport) in rows.items()}
+            clients = {
+                name: make_client(protocol, address[protocol], MODEL, transport)
+                for name, (protocol, transport) in rows.items()
+            }
             prepared = {name: client.prepare(inputs) for name, client in clients.items()}
             for name, client in clients.items():
                 for _ in range(args.warmup):
@@ -94,17 +120,25 @@ def main() -> int:
                     results[name].append(one_round(client, prepared[name], args.requests))
             info = server.info
 
-    print(f"server: {info.get('backend')} {info.get('version')}; model: tiny classifier, batch 1, "
-          f"{args.requests} requests x {args.rounds} rounds per protocol (medians over rounds)")
-    print("| protocol | requests/s | median latency (ms) | client thread CPU / request (ms) | client process CPU / request (ms) |")
+    print(
+        f"server: {info.get('backend')} {info.get('version')}; model: tiny classifier, batch 1, "
+        f"{args.requests} requests x {args.rounds} rounds per protocol (medians over rounds)"
+    )
+    print(
+        "| protocol | requests/s | median latency (ms) | client thread CPU / request (ms) | client process CPU / request (ms) |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for name, rounds in results.items():
         median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-        print(f"| {name} | {median['requests_per_s']:.0f} | {median['median_ms']:.3f} | {median['client_thread_ms']:.4f} | {median['client_process_ms']:.4f} |")
+        print(
+            f"| {name} | {median['requests_per_s']:.0f} | {median['median_ms']:.3f} | {median['client_thread_ms']:.4f} | {median['client_process_ms']:.4f} |"
+        )
     measuring = [rounds for name, rounds in results.items() if rows[name][1] == "builtin"]
     worst = max(statistics.median(r["client_thread_ms"] for r in rounds) for rounds in measuring)
-    print(f"target: client thread CPU <= {TARGET_CLIENT_MS} ms per request for the default (builtin) clients: "
-          f"{'met' if worst <= TARGET_CLIENT_MS else 'NOT met'} (worst {worst:.4f} ms)")
+    print(
+        f"target: client thread CPU <= {TARGET_CLIENT_MS} ms per request for the default (builtin) clients: "
+        f"{'met' if worst <= TARGET_CLIENT_MS else 'NOT met'} (worst {worst:.4f} ms)"
+    )
     return 0
 
 

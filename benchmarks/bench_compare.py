@@ -32,7 +32,9 @@ from serveprof.compare.trees import read_tree  # noqa: E402
 from tests.compare_helpers import latencies, write_run  # noqa: E402
 
 
-def numpy_bootstrap(base: np.ndarray, new: np.ndarray, resamples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def numpy_bootstrap(
+    base: np.ndarray, new: np.ndarray, resamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     stats = []
     batch = max(1, 2_000_000 // max(base.size, new.size))
     for start in range(0, resamples, batch):
@@ -48,7 +50,9 @@ def scipy_bootstrap(base, new, resamples, rng):
     from scipy import stats
 
     batch = max(1, 2_000_000 // max(base.size, new.size))
-    result = stats.bootstrap((base, new), _statistic, n_resamples=resamples, method="percentile", vectorized=True, batch=batch, rng=rng)
+    result = stats.bootstrap(
+        (base, new), _statistic, n_resamples=resamples, method="percentile", vectorized=True, batch=batch, rng=rng
+    )
     return result.confidence_interval.low, result.confidence_interval.high
 
 
@@ -78,10 +82,14 @@ def coverage(draws: int) -> None:
         covered = 0
         for seed in range(draws):
             rng = np.random.default_rng(10_000 + seed)
-            row = compare_latencies(latencies(rng, 40.0, count, 0.3), latencies(rng, 40.0, count, 0.3), settings, f"c{seed}")
+            row = compare_latencies(
+                latencies(rng, 40.0, count, 0.3), latencies(rng, 40.0, count, 0.3), settings, f"c{seed}"
+            )
             covered += row["p50_change_low_pct"] <= 0 <= row["p50_change_high_pct"]
-        print(f"coverage of the 95 % p50-change interval, {count:4d} requests per side, no true change:"
-              f" {covered / draws:.3f} ({draws} draws)")
+        print(
+            f"coverage of the 95 % p50-change interval, {count:4d} requests per side, no true change:"
+            f" {covered / draws:.3f} ({draws} draws)"
+        )
 
 
 def whole_comparison() -> None:
@@ -96,8 +104,10 @@ def whole_comparison() -> None:
         comparison = compare_trees(read_tree(Path(folder) / "base"), read_tree(Path(folder) / "new"))
         elapsed = time.perf_counter() - started
     flagged = int((comparison.rows["verdict"] != "within noise").sum())
-    print(f"compare_trees, 48 series × 1000 requests per run, 2000 resamples: {elapsed:.1f} s"
-          f" ({len(comparison.rows)} series, {flagged} verdicts other than noise)")
+    print(
+        f"compare_trees, 48 series × 1000 requests per run, 2000 resamples: {elapsed:.1f} s"
+        f" ({len(comparison.rows)} series, {flagged} verdicts other than noise)"
+    )
 
 
 def main() -> None:

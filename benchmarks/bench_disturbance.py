@@ -97,7 +97,11 @@ def main() -> None:
         keys = ("foreign_cpu_pct", "foreign_cpu_peak_pct", "steal_pct", "irq_pct", "sampler_cpu_pct")
         medians = {key: statistics.median(s[key] or 0.0 for s in summaries) for key in keys}
         flagged = sum(s["flagged"] for s in summaries)
-        print(f"{label:9s} " + "  ".join(f"{key} {value:.2f}" for key, value in medians.items()) + f"  flagged {flagged}/{len(summaries)}")
+        print(
+            f"{label:9s} "
+            + "  ".join(f"{key} {value:.2f}" for key, value in medians.items())
+            + f"  flagged {flagged}/{len(summaries)}"
+        )
 
 
 if __name__ == "__main__":

@@ -92,19 +92,31 @@ def main() -> int:
         root = Path(scratch)
         export_mobilenet(root / "mnv2" / "1", args.alpha)
         parameters = root / "batching.txt"
-        parameters.write_text(f"max_batch_size {{ value: {args.max_batch_size} }}\n"
-                              f"batch_timeout_micros {{ value: {args.timeout_us} }}\n"
-                              f"num_batch_threads {{ value: {args.batch_threads} }}\n"
-                              f"max_enqueued_batches {{ value: 100 }}\n")
+        parameters.write_text(
+            f"max_batch_size {{ value: {args.max_batch_size} }}\n"
+            f"batch_timeout_micros {{ value: {args.timeout_us} }}\n"
+            f"num_batch_threads {{ value: {args.batch_threads} }}\n"
+            f"max_enqueued_batches {{ value: 100 }}\n"
+        )
         monitoring = root / "monitoring.txt"
         monitoring.write_text("prometheus_config { enable: true }\n")
-        results: dict[str, dict] = {"batching off": {"n": 0, "span": 0.0, "latencies": []},
-                                    "batching on": {"n": 0, "span": 0.0, "latencies": []}}
-        with running_server(root / "mnv2", model_name="mnv2", log_dir=root) as plain, \
-                running_server(root / "mnv2", "--enable_batching", f"--batching_parameters_file={parameters}",
-                               f"--monitoring_config_file={monitoring}", model_name="mnv2", log_dir=root) as batching:
+        results: dict[str, dict] = {
+            "batching off": {"n": 0, "span": 0.0, "latencies": []},
+            "batching on": {"n": 0, "span": 0.0, "latencies": []},
+        }
+        with (
+            running_server(root / "mnv2", model_name="mnv2", log_dir=root) as plain,
+            running_server(
+                root / "mnv2",
+                "--enable_batching",
+                f"--batching_parameters_file={parameters}",
+                f"--monitoring_config_file={monitoring}",
+                model_name="mnv2",
+                log_dir=root,
+            ) as batching,
+        ):
             servers = {"batching off": plain, "batching on": batching}
-            for name, server in servers.items():  # warm both before any turn counts
+            for server in servers.values():  # warm both before any turn counts
                 drive(server.grpc_target, "mnv2", args.clients, 2.0, image)
             for _ in range(args.repeats):
                 for name, server in servers.items():
@@ -117,16 +129,22 @@ def main() -> int:
     print("| server | requests | requests/s | median ms | p99 ms |")
     print("| --- | --- | --- | --- | --- |")
     for name, result in results.items():
-        print(f"| {name} | {result['n']} | {result['n'] / result['span']:.1f} | "
-              f"{statistics.median(result['latencies']):.1f} | {p99(result['latencies']):.1f} |")
+        print(
+            f"| {name} | {result['n']} | {result['n'] / result['span']:.1f} | "
+            f"{statistics.median(result['latencies']):.1f} | {p99(result['latencies']):.1f} |"
+        )
     print()
     print(f"batches executed by the batching server (size: count, warm-up turns included): {executed}")
-    print(f"settings: {args.clients} clients, MobileNetV2 alpha {args.alpha} 224x224 batch 1, max_batch_size "
-          f"{args.max_batch_size}, batch_timeout_micros {args.timeout_us}, num_batch_threads {args.batch_threads}, "
-          f"{args.repeats} alternated turns of {args.seconds:g} s per server")
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {cpu_model()}, {os.cpu_count()} cores; "
-          f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
+    print(
+        f"settings: {args.clients} clients, MobileNetV2 alpha {args.alpha} 224x224 batch 1, max_batch_size "
+        f"{args.max_batch_size}, batch_timeout_micros {args.timeout_us}, num_batch_threads {args.batch_threads}, "
+        f"{args.repeats} alternated turns of {args.seconds:g} s per server"
+    )
+    print(
+        f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {cpu_model()}, {os.cpu_count()} cores; "
+        f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}"
+    )
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     return 0
 
@@ -135,8 +153,10 @@ def executed_batch_sizes(rest_url: str) -> dict[str, int]:
     from serveprof.client.server_metrics import DEFAULT_PATH, parse, scrape
 
     snapshot = parse(scrape(rest_url + DEFAULT_PATH))
-    return {labels["execution_batch_size"]: int(value) for labels, value in
-            snapshot.samples(":tensorflow:serving:batching_session:padding_size", "_count")}
+    return {
+        labels["execution_batch_size"]: int(value)
+        for labels, value in snapshot.samples(":tensorflow:serving:batching_session:padding_size", "_count")
+    }
 
 
 if __name__ == "__main__":

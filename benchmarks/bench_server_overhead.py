@@ -66,8 +66,11 @@ def export_mobilenet(path: Path, alpha: float) -> None:
 
     model = keras.applications.MobileNetV2(weights=None, alpha=alpha, input_shape=(224, 224, 3))
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(name="serving_default", fn=lambda images: {"probabilities": model(images, training=False)},
-                         input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")])
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda images: {"probabilities": model(images, training=False)},
+        input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32, name="images")],
+    )
     archive.write_out(str(path), verbose=False)
 
 
@@ -82,8 +85,11 @@ def _session_worker(connection, version_dir: str, batch: np.ndarray) -> None:
     with graph.as_default():
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], version_dir)
     signature = meta_graph.signature_def["serving_default"]
-    run = session._make_callable_from_options(config_pb2.CallableOptions(
-        feed=[signature.inputs["images"].name], fetch=[signature.outputs["probabilities"].name]))
+    run = session._make_callable_from_options(
+        config_pb2.CallableOptions(
+            feed=[signature.inputs["images"].name], fetch=[signature.outputs["probabilities"].name]
+        )
+    )
     connection.send("ready")
     while connection.recv():
         started = time.perf_counter()
@@ -114,13 +120,16 @@ class SessionRun:
             self.process.kill()
 
 
-def make_senders(grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray,
-                 content_target: str | None = None) -> dict:
+def make_senders(
+    grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray, content_target: str | None = None
+) -> dict:
     """Prepared requests on serveprof's measuring clients (what the pipeline times), and on grpcio for reference."""
     from serveprof.client import GrpcClient, RestClient
 
-    clients = {"gRPC": GrpcClient(grpc_target, model, timeout_s=300),
-               "gRPC via grpcio": GrpcClient(grpc_target, model, timeout_s=300, transport="library")}
+    clients = {
+        "gRPC": GrpcClient(grpc_target, model, timeout_s=300),
+        "gRPC via grpcio": GrpcClient(grpc_target, model, timeout_s=300, transport="library"),
+    }
     if content_target:
         clients["gRPC, tensor_content"] = GrpcClient(content_target, model, timeout_s=300)
     if rest_url:
@@ -150,8 +159,13 @@ def _floor_server(port: int, answer: bytes) -> None:
 
     from serveprof.server.grpc_http2 import GrpcServer
 
-    server = GrpcServer({"/tensorflow.serving.PredictionService/Predict": lambda request: answer}, "127.0.0.1", port,
-                        max_workers=4, max_message_bytes=1 << 30)
+    server = GrpcServer(
+        {"/tensorflow.serving.PredictionService/Predict": lambda request: answer},
+        "127.0.0.1",
+        port,
+        max_workers=4,
+        max_message_bytes=1 << 30,
+    )
     server.start()
     while True:
         clock.sleep(3600)
@@ -167,8 +181,9 @@ def transport_floor(model: str, batch: np.ndarray, expected: np.ndarray, rounds:
     response = predict_pb2.PredictResponse()
     response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(expected))
     port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=_floor_server, args=(port, response.SerializeToString()),
-                                                           daemon=True)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_floor_server, args=(port, response.SerializeToString()), daemon=True
+    )
     process.start()
     try:
         deadline = time.monotonic() + 120
@@ -201,16 +216,21 @@ def timed(call) -> tuple[float, object]:
     return (time.perf_counter() - started) * 1e3, result
 
 
-def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int, rest_every: int, log_dir: Path) -> list[dict]:
+def run_case(
+    label: str, base: Path, model: str, batch: np.ndarray, rounds: int, rest_every: int, log_dir: Path
+) -> list[dict]:
     baseline = SessionRun(base / "1", batch)
 
     def in_process() -> np.ndarray:
         return baseline.run()[1]
 
     # REST's idle keep-alive ends after --rest_api_timeout_in_ms; the warm-up of the other clients can take longer.
-    with running_server(base, "--rest_api_timeout_in_ms=600000", model_name=model, log_dir=log_dir) as server, \
-            running_server(base, "--enable_serialization_as_tensor_content", model_name=model, rest=False,
-                           log_dir=log_dir) as content_server:
+    with (
+        running_server(base, "--rest_api_timeout_in_ms=600000", model_name=model, log_dir=log_dir) as server,
+        running_server(
+            base, "--enable_serialization_as_tensor_content", model_name=model, rest=False, log_dir=log_dir
+        ) as content_server,
+    ):
         senders = make_senders(server.grpc_target, server.rest_url, model, batch, content_server.grpc_target)
         try:
             expected = in_process()
@@ -241,23 +261,45 @@ def run_case(label: str, base: Path, model: str, batch: np.ndarray, rounds: int,
         # REST runs every rest_every rounds; it is compared with the in-process calls of those same rounds.
         base_ms = statistics.median(paired if protocol == "REST" else times["in-process"])
         server_ms = statistics.median(times[protocol])
-        rows.append({"case": label, "protocol": names.get(protocol, protocol), "n": len(times[protocol]), "in_process_ms": base_ms,
-                     "server_ms": server_ms, "overhead_ms": server_ms - base_ms,
-                     "overhead_pct": 100 * (server_ms - base_ms) / base_ms, "ratio": server_ms / base_ms})
+        rows.append(
+            {
+                "case": label,
+                "protocol": names.get(protocol, protocol),
+                "n": len(times[protocol]),
+                "in_process_ms": base_ms,
+                "server_ms": server_ms,
+                "overhead_ms": server_ms - base_ms,
+                "overhead_pct": 100 * (server_ms - base_ms) / base_ms,
+                "ratio": server_ms / base_ms,
+            }
+        )
     for protocol, floor in floors.items():
         floor_ms = statistics.median(floor)
-        rows.append({"case": label, "protocol": f"{protocol} floor (transport only, canned answer)", "n": len(floor),
-                     "in_process_ms": float("nan"), "server_ms": floor_ms, "overhead_ms": floor_ms,
-                     "overhead_pct": float("nan"), "ratio": float("nan")})
+        rows.append(
+            {
+                "case": label,
+                "protocol": f"{protocol} floor (transport only, canned answer)",
+                "n": len(floor),
+                "in_process_ms": float("nan"),
+                "server_ms": floor_ms,
+                "overhead_ms": floor_ms,
+                "overhead_pct": float("nan"),
+                "ratio": float("nan"),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | protocol | n | in-process median ms | through server median ms | overhead ms | overhead % | ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| case | protocol | n | in-process median ms | through server median ms | overhead ms | overhead % | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
-        lines.append(f"| {row['case']} | {row['protocol']} | {row['n']} | {row['in_process_ms']:.3f} | {row['server_ms']:.3f} | "
-                     f"{row['overhead_ms']:.3f} | {row['overhead_pct']:.1f} | {row['ratio']:.3f} |")
+        lines.append(
+            f"| {row['case']} | {row['protocol']} | {row['n']} | {row['in_process_ms']:.3f} | {row['server_ms']:.3f} | "
+            f"{row['overhead_ms']:.3f} | {row['overhead_pct']:.1f} | {row['ratio']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -291,14 +333,17 @@ def main() -> int:
         if args.only in (None, "mnv2"):
             export_mobilenet(root / "mnv2" / "1", args.alpha)
             batch = np.random.default_rng(0).random((32, 224, 224, 3), dtype=np.float32)
-            rows += run_case(f"mnv2(alpha={args.alpha}) b32", root / "mnv2", "mnv2", batch, args.big_rounds,
-                             args.rest_every, root)
+            rows += run_case(
+                f"mnv2(alpha={args.alpha}) b32", root / "mnv2", "mnv2", batch, args.big_rounds, args.rest_every, root
+            )
     load_after = os.getloadavg()
     print(table(rows))
     print()
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {cpu_model()}, {os.cpu_count()} cores; "
-          f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
+    print(
+        f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {cpu_model()}, {os.cpu_count()} cores; "
+        f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+        f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}"
+    )
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     return 0
 

@@ -77,8 +77,14 @@ def serve(kind: str, port: int) -> None:
         import grpc
 
         server = grpc.server(ThreadPoolExecutor(max_workers=4), options=_grpc_options())
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-            "Predict": grpc.unary_unary_rpc_method_handler(lambda request, context: method(request))}),))
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "tensorflow.serving.PredictionService",
+                    {"Predict": grpc.unary_unary_rpc_method_handler(lambda request, context: method(request))},
+                ),
+            )
+        )
         server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
     elif kind == "grpcio aio":
@@ -91,8 +97,14 @@ def serve(kind: str, port: int) -> None:
                 return method(request)
 
             server = grpc.aio.server(options=_grpc_options())
-            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-                "tensorflow.serving.PredictionService", {"Predict": grpc.unary_unary_rpc_method_handler(predict)}),))
+            server.add_generic_rpc_handlers(
+                (
+                    grpc.method_handlers_generic_handler(
+                        "tensorflow.serving.PredictionService",
+                        {"Predict": grpc.unary_unary_rpc_method_handler(predict)},
+                    ),
+                )
+            )
             server.add_insecure_port(f"127.0.0.1:{port}")
             await server.start()
             print("ready", flush=True)
@@ -142,8 +154,12 @@ class H2Server:
         pending: dict[int, memoryview] = {}  # answers waiting for flow-control window
         with lock:
             connection.initiate_connection()
-            connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1,
-                                        h2.settings.SettingCodes.MAX_FRAME_SIZE: (1 << 24) - 1})
+            connection.update_settings(
+                {
+                    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1,
+                    h2.settings.SettingCodes.MAX_FRAME_SIZE: (1 << 24) - 1,
+                }
+            )
             connection.increment_flow_control_window((1 << 31) - 1 - 65_535)
             sock.sendall(connection.data_to_send())
 
@@ -152,7 +168,7 @@ class H2Server:
             allowed = min(connection.local_flow_control_window(stream), len(data))
             frame_size = connection.max_outbound_frame_size
             for offset in range(0, allowed, frame_size):
-                connection.send_data(stream, data[offset:min(offset + frame_size, allowed)])
+                connection.send_data(stream, data[offset : min(offset + frame_size, allowed)])
             pending[stream] = data[allowed:]
             if not pending[stream]:
                 del pending[stream]
@@ -197,8 +213,9 @@ def free_port() -> int:
 def start(kind: str, tree: Path | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, GRPC_VERBOSITY="ERROR", BENCH_SERVEPROF_TREE=str(tree) if kind == "serveprof (tree)" else "")
-    process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=REPO,
-                               stdout=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, env=env
+    )
     if process.stdout.readline().strip() != b"ready":
         raise RuntimeError(f"{kind} server did not start")
     return process, port
@@ -233,14 +250,24 @@ def compare_servers(requests: dict[str, tuple[bytes, int]], tree: Path | None) -
             cpu = {kind: sum(psutil.Process(process.pid).cpu_times()[:2]) for kind, (process, _) in started.items()}
             order = list(channels.items())
             for index in range(rounds):
-                for kind, channel in order[index % len(order):] + order[:index % len(order)]:  # each goes first in turn
+                for kind, channel in (
+                    order[index % len(order) :] + order[: index % len(order)]
+                ):  # each goes first in turn
                     begin = time.perf_counter()
                     channel.call(PREDICT, request)
                     times[kind].append(time.perf_counter() - begin)
             for kind, (process, _) in started.items():
                 server_cpu = (sum(psutil.Process(process.pid).cpu_times()[:2]) - cpu[kind]) / rounds
-                rows.append([case, kind, rounds, statistics.median(times[kind]) * 1e3,
-                             percentile(times[kind], 0.99) * 1e3, server_cpu * 1e3])
+                rows.append(
+                    [
+                        case,
+                        kind,
+                        rounds,
+                        statistics.median(times[kind]) * 1e3,
+                        percentile(times[kind], 0.99) * 1e3,
+                        server_cpu * 1e3,
+                    ]
+                )
         for channel in channels.values():
             channel.close()
     finally:
@@ -261,8 +288,10 @@ def compare_clients(requests: dict[str, tuple[bytes, int]]) -> list[list]:
         lean = UnaryChannel(f"127.0.0.1:{port}", timeout_s=120)
         channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=_grpc_options())
         stub = channel.unary_unary(PREDICT)
-        clients = {"lean (serveprof)": lambda request: lean.call(PREDICT, request),
-                   "grpcio": lambda request: stub(request, timeout=120)}
+        clients = {
+            "lean (serveprof)": lambda request: lean.call(PREDICT, request),
+            "grpcio": lambda request: stub(request, timeout=120),
+        }
         for case, (request, rounds) in requests.items():
             for call in clients.values():
                 for _ in range(3):
@@ -272,15 +301,23 @@ def compare_clients(requests: dict[str, tuple[bytes, int]]) -> list[list]:
             process_cpu = {name: 0 for name in clients}
             order = list(clients.items())
             for index in range(rounds):
-                for name, call in order[index % 2:] + order[:index % 2]:
+                for name, call in order[index % 2 :] + order[: index % 2]:
                     thread0, process0, begin = time.thread_time_ns(), time.process_time_ns(), time.perf_counter()
                     call(request)
                     times[name].append(time.perf_counter() - begin)
                     thread_cpu[name] += time.thread_time_ns() - thread0
                     process_cpu[name] += time.process_time_ns() - process0
             for name in clients:
-                rows.append([case, name, rounds, statistics.median(times[name]) * 1e3,
-                             thread_cpu[name] / rounds / 1e6, process_cpu[name] / rounds / 1e6])
+                rows.append(
+                    [
+                        case,
+                        name,
+                        rounds,
+                        statistics.median(times[name]) * 1e3,
+                        thread_cpu[name] / rounds / 1e6,
+                        process_cpu[name] / rounds / 1e6,
+                    ]
+                )
         lean.close()
         channel.close()
     finally:
@@ -300,8 +337,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4000, help="calls per server at batch 1")
     parser.add_argument("--big-rounds", type=int, default=20, help="calls per server at batch 32 (19 MB)")
-    parser.add_argument("--tree", type=Path, help="also time the serveprof transport of this checkout "
-                                                 "(e.g. an older commit unpacked with git archive)")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        help="also time the serveprof transport of this checkout (e.g. an older commit unpacked with git archive)",
+    )
     parser.add_argument("--serve", choices=SERVERS + ("serveprof (tree)",), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -312,14 +352,24 @@ def main() -> None:
     big = predict_request("mnv2", [32, 224, 224, 3], content=b"\0" * (32 * 224 * 224 * 3 * 4))
     requests = {"tiny b1": (small, args.rounds), "mnv2 b32": (big, args.big_rounds)}
     load = os.getloadavg()[0]
-    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load average {load:.1f} before")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} before"
+    )
     print("\n## Servers (lean client)\n")
-    print(table(["request", "server transport", "calls", "median ms", "p99 ms", "server CPU ms/call"],
-                compare_servers(requests, args.tree)))
+    print(
+        table(
+            ["request", "server transport", "calls", "median ms", "p99 ms", "server CPU ms/call"],
+            compare_servers(requests, args.tree),
+        )
+    )
     print("\n## Clients (serveprof server)\n")
-    print(table(["request", "client", "calls", "median ms", "calling thread CPU ms/call", "client process CPU ms/call"],
-                compare_clients(requests)))
+    print(
+        table(
+            ["request", "client", "calls", "median ms", "calling thread CPU ms/call", "client process CPU ms/call"],
+            compare_clients(requests),
+        )
+    )
     print(f"\nload average {os.getloadavg()[0]:.1f} after")
 
 

@@ -59,24 +59,33 @@ class Worker(threading.Thread):
 
 def export_tiny_classifier(base: Path) -> None:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(base / "1"), "--image-size", str(IMAGE)],
-                   check=True, cwd=REPO, env=env, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(base / "1"), "--image-size", str(IMAGE)],
+        check=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
 
 
 def soak(model_base: Path, log_path: Path, clients: int, seconds: float, warmup_s: float) -> dict:
     from serveprof.client import GrpcClient, RestClient
     from serveprof.launch import ServerSpec, launch
-    from serveprof.settings import server_settings
     from serveprof.measure.stats import latency_stats
+    from serveprof.settings import server_settings
 
-    spec = ServerSpec.serving(server_settings({"backend": "embedded", "startup_timeout_s": 180}), MODEL, str(model_base), str(log_path))
+    spec = ServerSpec.serving(
+        server_settings({"backend": "embedded", "startup_timeout_s": 180}), MODEL, str(model_base), str(log_path)
+    )
     images = np.random.default_rng(0).random((1, IMAGE, IMAGE, 3), dtype=np.float32)
     with launch(spec) as server:
         server_process = psutil.Process(server.pid)
         expected = RestClient(server.rest_url, MODEL).predict({INPUT: images})[OUTPUT]
         stop = threading.Event()
         workers = [
-            Worker(GrpcClient(server.grpc_target, MODEL), "grpc", images, expected, stop) if index % 2 == 0
+            Worker(GrpcClient(server.grpc_target, MODEL), "grpc", images, expected, stop)
+            if index % 2 == 0
             else Worker(RestClient(server.rest_url, MODEL), "rest", images, expected, stop)
             for index in range(clients)
         ]
@@ -98,7 +107,9 @@ def soak(model_base: Path, log_path: Path, clients: int, seconds: float, warmup_
         server.check_alive()
 
     latencies = [value for worker in workers for value in worker.latencies_ms]
-    errors = [message for worker in workers for message in worker.errors] + [f"{p}: client still waiting after stop" for p in hung]
+    errors = [message for worker in workers for message in worker.errors] + [
+        f"{p}: client still waiting after stop" for p in hung
+    ]
     stats = latency_stats(latencies, batch_size=1) if latencies else {}
     return {
         "clients": clients,

@@ -24,9 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("serveprof.commands.plot", "draw the figures from existing result CSVs (never measures)"),
     "manifest": ("serveprof.commands.manifest", "write workload/profiling/all: what was profiled and what was not"),
     "check-config": ("serveprof.commands.check_config", "validate a config file and explain every problem"),
-    "compare": ("serveprof.commands.compare", "compare two runs: latency changes with intervals, regressions, what differs"),
+    "compare": (
+        "serveprof.commands.compare",
+        "compare two runs: latency changes with intervals, regressions, what differs",
+    ),
     "snapshot": ("serveprof.commands.snapshot", "keep a run's results as runs/<name>/ without re-measuring"),
-    "calibrate": ("serveprof.commands.calibrate", "fit on-device measurements to profiled results and predict the rest"),
+    "calibrate": (
+        "serveprof.commands.calibrate",
+        "fit on-device measurements to profiled results and predict the rest",
+    ),
 }
 
 

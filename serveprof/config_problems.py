@@ -35,18 +35,20 @@ TARBALL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 TARBALL_NAME_MAX = 255 - len(".part")
 HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 AUTHORITY = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>.*))?")
-URL_FIX = ("give the plain http(s) URL of the model's tarball, ending in its file name, e.g. "
-           "http://download.tensorflow.org/models/object_detection/tf2/20200711/<name>.tar.gz")
+URL_FIX = (
+    "give the plain http(s) URL of the model's tarball, ending in its file name, e.g. "
+    "http://download.tensorflow.org/models/object_detection/tf2/20200711/<name>.tar.gz"
+)
 DOWNLOAD_DIR = "data/model/download"
 
 BACKEND_PROGRAMS = {"tfserving": "tfserving_path", "docker": "docker_path", "apptainer": "apptainer_path"}
 PROGRAM_FIXES = {
     "tfserving": "install TF Serving's tensorflow_model_server and set server.tfserving_path to it, or set "
-                 "server.backend to auto (which falls back to the embedded server) or embedded (docs/serving.md)",
+    "server.backend to auto (which falls back to the embedded server) or embedded (docs/serving.md)",
     "docker": "install Docker and set server.docker_path to its client, or choose another server.backend "
-              "(auto, embedded, tfserving, apptainer; docs/serving.md)",
+    "(auto, embedded, tfserving, apptainer; docs/serving.md)",
     "apptainer": "load Apptainer before starting snakemake (e.g. `module load apptainer`) or set "
-                 "server.apptainer_path to it, or choose another server.backend (docs/serving.md, docs/hpc.md)",
+    "server.apptainer_path to it, or choose another server.backend (docs/serving.md, docs/hpc.md)",
 }
 
 
@@ -86,8 +88,10 @@ def _host_problem(host: str) -> str | None:
             return f"its host {host!r} is not a valid IPv4 address"
         return None
     if len(name) > 253 or labels[-1].isdigit() or not all(HOST_LABEL.fullmatch(label) for label in labels):
-        return (f"its host {host!r} is not a valid host name (ASCII letters, digits and '-' between dots, "
-                "no part starting or ending with '-')")
+        return (
+            f"its host {host!r} is not a valid host name (ASCII letters, digits and '-' between dots, "
+            "no part starting or ending with '-')"
+        )
     return None
 
 
@@ -103,7 +107,9 @@ def url_problem(url: str) -> str | None:
     if re.search(r"[\s\\\x00-\x1f\x7f]", url):
         return "it contains white space, a backslash or a control character"
     if "?" in url or "#" in url:
-        return "it has a query string or fragment ('?...' or '#...'), which would become part of the tarball's file name"
+        return (
+            "it has a query string or fragment ('?...' or '#...'), which would become part of the tarball's file name"
+        )
     netloc, _, path = url.split("://", 1)[1].partition("/")
     if "@" in netloc:
         return "it has user credentials ('...@') before the host"
@@ -120,8 +126,10 @@ def url_problem(url: str) -> str | None:
         return "its path does not end in a file name"
     name = tarball_file_name(url)
     if not TARBALL_NAME.fullmatch(name):
-        return (f"its last segment {name!r} is not a plain file name (ASCII letters, digits, '.', '_', '-', '+' and "
-                "'~', starting with a letter or digit), and it would be the tarball's file name")
+        return (
+            f"its last segment {name!r} is not a plain file name (ASCII letters, digits, '.', '_', '-', '+' and "
+            "'~', starting with a letter or digit), and it would be the tarball's file name"
+        )
     if not name.lower().endswith(TARBALL_SUFFIXES):
         return f"its last segment {name!r} does not end in .tar.gz or .tgz (zoo models come as gzip-compressed tar archives)"
     if len(name) > TARBALL_NAME_MAX:
@@ -135,7 +143,9 @@ def source_keys(schema: Mapping[str, Any]) -> dict[str, list[str]]:
     taken = {}
     for branch in model["allOf"]:
         refused = branch["then"].get("properties", {})
-        taken[branch["if"]["properties"]["source"]["const"]] = [key for key in model["properties"] if key not in refused]
+        taken[branch["if"]["properties"]["source"]["const"]] = [
+            key for key in model["properties"] if key not in refused
+        ]
     return taken
 
 
@@ -165,13 +175,18 @@ def _zoo_url_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> l
         # Compared without case: on macOS and Windows file systems x.tar.gz and X.tar.gz are one file.
         first_model, first_url = owners.setdefault(name.casefold(), (model, url))
         if first_url != url:
-            problems.append((path, _problem(
-                where,
-                f"its tarball would be stored as {DOWNLOAD_DIR}/{name}, the file of {_key_path(['models', first_model, 'url'])} "
-                f"({first_url}), a different URL",
-                f"give both models the same URL if it is the same tarball; otherwise remove one of the two models "
-                f"({DOWNLOAD_DIR}/ keeps one tarball per file name)",
-            )))
+            problems.append(
+                (
+                    path,
+                    _problem(
+                        where,
+                        f"its tarball would be stored as {DOWNLOAD_DIR}/{name}, the file of {_key_path(['models', first_model, 'url'])} "
+                        f"({first_url}), a different URL",
+                        f"give both models the same URL if it is the same tarball; otherwise remove one of the two models "
+                        f"({DOWNLOAD_DIR}/ keeps one tarball per file name)",
+                    ),
+                )
+            )
     return problems
 
 
@@ -213,8 +228,10 @@ def _describe_type(error, schema: Mapping[str, Any]) -> tuple[str, str] | None:
         return f"{value!r} is not a finite number", f"write a finite number; {fix}"
     if isinstance(value, float) and "integer" in wanted:
         if value.is_integer():
-            return (f"{value!r} is written as a decimal number where a whole number is meant",
-                    f"write {int(value)}, not {value!r}; {fix}")
+            return (
+                f"{value!r} is written as a decimal number where a whole number is meant",
+                f"write {int(value)}, not {value!r}; {fix}",
+            )
         return f"{value!r} is not a whole number", fix
     if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
         return f"{value!r} is text (it is quoted), not a number", f"write {value.strip()} without quotes; {fix}"
@@ -226,7 +243,9 @@ def _describe(error, config: Mapping[str, Any], schema: Mapping[str, Any]) -> tu
     if error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
-        return f"unknown key(s) {', '.join(map(repr, extra))}; known keys are {', '.join(known)}", _fix_for(error, schema)
+        return f"unknown key(s) {', '.join(map(repr, extra))}; known keys are {', '.join(known)}", _fix_for(
+            error, schema
+        )
     if error.validator == "type":
         described = _describe_type(error, schema)
         if described:
@@ -236,8 +255,10 @@ def _describe(error, config: Mapping[str, Any], schema: Mapping[str, Any]) -> tu
         source = config["models"][model]["source"]
         taken = source_keys(schema)
         owners = " and ".join(other for other, keys in taken.items() if key in keys)
-        return (f"a {source} model does not take {key} ({key} is for {owners} models)",
-                f"remove {key} (a {source} model takes {', '.join(taken[source])}), or set source to what the model is")
+        return (
+            f"a {source} model does not take {key} ({key} is for {owners} models)",
+            f"remove {key} (a {source} model takes {', '.join(taken[source])}), or set source to what the model is",
+        )
     if "propertyNames" in error.absolute_schema_path:
         return f"model key {error.instance!r} cannot be used as a directory name", _fix_for(error, schema)
     return error.message, _fix_for(error, schema)
@@ -259,7 +280,9 @@ def validator_class():
         return whole(_checker, value) or (isinstance(value, float) and math.isfinite(value))
 
     base = jsonschema.Draft202012Validator
-    return jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine_many({"integer": whole, "number": finite}))
+    return jsonschema.validators.extend(
+        base, type_checker=base.TYPE_CHECKER.redefine_many({"integer": whole, "number": finite})
+    )
 
 
 def text_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
@@ -310,8 +333,13 @@ def _saved_model_problems(config: Mapping[str, Any]) -> list[str]:
         except ServeprofError as error:
             problems.append(_problem(_key_path(["models", model, "path"]), error.problem, error.fix))
         except OSError as error:
-            problems.append(_problem(_key_path(["models", model, "path"]), f"{path} cannot be read ({error.strerror})",
-                                     "make the SavedModel directory readable, or set path to another one"))
+            problems.append(
+                _problem(
+                    _key_path(["models", model, "path"]),
+                    f"{path} cannot be read ({error.strerror})",
+                    "make the SavedModel directory readable, or set path to another one",
+                )
+            )
     return problems
 
 
@@ -333,16 +361,32 @@ def _image_dir_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) ->
     folder = Path(image_dir)
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is a file, not a folder"
-        return [_problem(where, f"{image_dir} (resolved: {folder.resolve()}) {what}, and {reason}",
-                         "give a folder of .jpg/.png images (a relative path is relative to the workflow directory), "
-                         "or null for scikit-image's sample photos")]
+        return [
+            _problem(
+                where,
+                f"{image_dir} (resolved: {folder.resolve()}) {what}, and {reason}",
+                "give a folder of .jpg/.png images (a relative path is relative to the workflow directory), "
+                "or null for scikit-image's sample photos",
+            )
+        ]
     try:
         has_images = any(path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() for path in folder.iterdir())
     except OSError as error:
-        return [_problem(where, f"{image_dir} cannot be read ({error.strerror})", "make the folder readable, or set image_dir to null")]
+        return [
+            _problem(
+                where,
+                f"{image_dir} cannot be read ({error.strerror})",
+                "make the folder readable, or set image_dir to null",
+            )
+        ]
     if not has_images:
-        return [_problem(where, f"{image_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}), and {reason}",
-                         "put some photos in it, or set measure.input.image_dir to null for scikit-image's sample photos")]
+        return [
+            _problem(
+                where,
+                f"{image_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}), and {reason}",
+                "put some photos in it, or set measure.input.image_dir to null for scikit-image's sample photos",
+            )
+        ]
     return []
 
 
@@ -355,13 +399,23 @@ def _server_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> li
     problems = []
     program = server.get(key)
     if isinstance(program, str) and program and shutil.which(program) is None:
-        problems.append(_problem(f"server.{key}", f"{program!r} is neither on PATH nor an executable file, and "
-                                 f"server.backend is {backend}", PROGRAM_FIXES[backend]))
+        problems.append(
+            _problem(
+                f"server.{key}",
+                f"{program!r} is neither on PATH nor an executable file, and server.backend is {backend}",
+                PROGRAM_FIXES[backend],
+            )
+        )
     image = server.get("image")
     if backend == "apptainer" and isinstance(image, str) and image.endswith(SIF_SUFFIXES) and not os.path.isfile(image):
-        problems.append(_problem("server.image", f"the Apptainer image {image} (resolved: {Path(image).resolve()}) "
-                                 "is not a file", f"pull it once, e.g. `apptainer pull {image} docker://tensorflow/serving:<tag>` "
-                                 "(docs/serving.md), or set server.image to an existing .sif file"))
+        problems.append(
+            _problem(
+                "server.image",
+                f"the Apptainer image {image} (resolved: {Path(image).resolve()}) is not a file",
+                f"pull it once, e.g. `apptainer pull {image} docker://tensorflow/serving:<tag>` "
+                "(docs/serving.md), or set server.image to an existing .sif file",
+            )
+        )
     return problems
 
 

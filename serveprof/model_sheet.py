@@ -34,8 +34,10 @@ def read_models(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ServeprofError(f"models: {path} (resolved: {path.resolve()}) does not exist",
-                             "give the path of the models file, relative to the workflow directory") from None
+        raise ServeprofError(
+            f"models: {path} (resolved: {path.resolve()}) does not exist",
+            "give the path of the models file, relative to the workflow directory",
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ServeprofError(f"models: {path} cannot be read ({error})", "make it a readable UTF-8 text file") from None
     if suffix in YAML_SUFFIXES:
@@ -47,10 +49,14 @@ def _yaml_models(path: Path, text: str) -> dict:
     try:
         models = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ServeprofError(f"models file {path} is not valid YAML: {error}", "fix the YAML syntax at the position shown") from None
+        raise ServeprofError(
+            f"models file {path} is not valid YAML: {error}", "fix the YAML syntax at the position shown"
+        ) from None
     if not isinstance(models, dict):
-        raise ServeprofError(f"models file {path} holds a {type(models).__name__}, not a mapping of model keys",
-                             "write one `<model key>:` per model with its definition indented below it")
+        raise ServeprofError(
+            f"models file {path} holds a {type(models).__name__}, not a mapping of model keys",
+            "write one `<model key>:` per model with its definition indented below it",
+        )
     return models
 
 
@@ -64,22 +70,28 @@ def _sheet_models(path: Path, text: str, delimiter: str) -> dict:
     rows = csv.DictReader(text.splitlines(), delimiter=delimiter)
     columns = [column.strip() for column in rows.fieldnames or []]
     if KEY_COLUMN not in columns:
-        raise ServeprofError(f"models sheet {path} has no {KEY_COLUMN!r} column (columns: {', '.join(columns) or 'none'})",
-                             f"give the sheet a header row with a {KEY_COLUMN!r} column and one column per definition key")
+        raise ServeprofError(
+            f"models sheet {path} has no {KEY_COLUMN!r} column (columns: {', '.join(columns) or 'none'})",
+            f"give the sheet a header row with a {KEY_COLUMN!r} column and one column per definition key",
+        )
     models: dict = {}
     for line, row in enumerate(rows, start=2):
         cells = {(key or "").strip(): (value or "").strip() for key, value in row.items() if key is not None}
         if None in row:
-            raise ServeprofError(f"models sheet {path}, line {line}: more cells than header columns",
-                                 f"remove the extra cells, or quote a cell that holds the delimiter {delimiter!r}")
+            raise ServeprofError(
+                f"models sheet {path}, line {line}: more cells than header columns",
+                f"remove the extra cells, or quote a cell that holds the delimiter {delimiter!r}",
+            )
         model = cells.pop(KEY_COLUMN)
         if not model:
             if any(cells.values()):
                 raise ServeprofError(f"models sheet {path}, line {line}: no model key", f"fill the {KEY_COLUMN!r} cell")
             continue  # a blank line
         if model in models:
-            raise ServeprofError(f"models sheet {path}, line {line}: model {model!r} is defined twice",
-                                 "keep one row per model key")
-        models[model] = {key: _numbers(value) if key in NUMBER_LIST_COLUMNS else value
-                         for key, value in cells.items() if value}
+            raise ServeprofError(
+                f"models sheet {path}, line {line}: model {model!r} is defined twice", "keep one row per model key"
+            )
+        models[model] = {
+            key: _numbers(value) if key in NUMBER_LIST_COLUMNS else value for key, value in cells.items() if value
+        }
     return models

@@ -66,12 +66,16 @@ def read_config_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ServeprofError(f"config file {path} does not exist", "give the path of an existing YAML file") from None
     except yaml.YAMLError as error:
-        raise ServeprofError(f"config file {path} is not valid YAML: {error}", "fix the YAML syntax at the position shown") from None
+        raise ServeprofError(
+            f"config file {path} is not valid YAML: {error}", "fix the YAML syntax at the position shown"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ServeprofError(f"config file {path} holds a {type(data).__name__}, not a mapping of keys",
-                             "write the config as `key: value` lines")
+        raise ServeprofError(
+            f"config file {path} holds a {type(data).__name__}, not a mapping of keys",
+            "write the config as `key: value` lines",
+        )
     return data
 
 
@@ -158,8 +162,10 @@ def _block(path: tuple[str, ...], value: Mapping[str, Any] | None, what: str) ->
     found = [problem for problem in text_problems(nested, schema()) if problem.startswith(prefix)]
     if found:
         listing = "\n  - ".join(found)
-        raise ServeprofError(f"the {what} have {len(found)} problem(s):\n  - {listing}",
-                             f"edit the {prefix}: block of the config (config/config.yaml documents every key)")
+        raise ServeprofError(
+            f"the {what} have {len(found)} problem(s):\n  - {listing}",
+            f"edit the {prefix}: block of the config (config/config.yaml documents every key)",
+        )
     filled = with_defaults(nested)
     for name in path:
         filled = filled[name]
@@ -184,8 +190,10 @@ def _input(block: Mapping[str, Any]) -> InputSettings:
 
 def _style(block: Mapping[str, Any]) -> Style:
     if block["palette"] not in PALETTES:
-        raise ServeprofError(f"plots.palette {block['palette']!r} is not a known palette",
-                             f"set plots.palette to one of {', '.join(PALETTES)}")
+        raise ServeprofError(
+            f"plots.palette {block['palette']!r} is not a known palette",
+            f"set plots.palette to one of {', '.join(PALETTES)}",
+        )
     return _typed(Style, {**block, "formats": tuple(block["formats"])})
 
 
@@ -264,8 +272,14 @@ class Settings:
 
     def model_hash(self, model: str) -> str:
         """Fingerprint of everything that shapes one model's numbers (provenance)."""
-        return fingerprint({"model": self.models[model], "batch_sizes": self.batch_sizes(model),
-                            "measure": self.config["measure"], "server": self.config["server"]})
+        return fingerprint(
+            {
+                "model": self.models[model],
+                "batch_sizes": self.batch_sizes(model),
+                "measure": self.config["measure"],
+                "server": self.config["server"],
+            }
+        )
 
 
 def load(config: Mapping[str, Any]) -> Settings:

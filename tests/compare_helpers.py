@@ -26,9 +26,15 @@ def latencies(rng: np.random.Generator, typical_ms: float, count: int, spread: f
     return np.round(typical_ms * rng.lognormal(0.0, spread, count) + rng.exponential(typical_ms * 0.02, count), 4)
 
 
-def write_run(root: Path, series: Mapping[str, Mapping[int, np.ndarray]], provenance: Mapping[str, Mapping] | None = None,
-              disturbance: Mapping[tuple[str, int], dict] | None = None, rss_mb: Mapping[tuple[str, int], float] | None = None,
-              stats_files: bool = True, under: str = "workload/profiling") -> Path:
+def write_run(
+    root: Path,
+    series: Mapping[str, Mapping[int, np.ndarray]],
+    provenance: Mapping[str, Mapping] | None = None,
+    disturbance: Mapping[tuple[str, int], dict] | None = None,
+    rss_mb: Mapping[tuple[str, int], float] | None = None,
+    stats_files: bool = True,
+    under: str = "workload/profiling",
+) -> Path:
     """``root/<under>/<model>/...`` for ``{model: {batch: latencies}}``; returns that folder."""
     profiling = Path(root) / under
     for model, batches in series.items():

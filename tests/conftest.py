@@ -40,6 +40,7 @@ def embedded_server(tiny_classifier_base, tmp_path_factory):
 def start_embedded_server(tmp_path):
     """``server = start_embedded_server(base, *flags, rest=True, wait=True, model_name="tiny")``"""
     with contextlib.ExitStack() as stack:
+
         def start(base_path: Path, *flags: str, **options):
             return stack.enter_context(running_server(base_path, *flags, log_dir=tmp_path, **options))
 

@@ -20,13 +20,39 @@ from tests.fixtures.tarballs import zoo_shaped_tarball
 MOBILENET_96 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96.h5"
 
 
-def run_acquire(workdir: Path, model: str, spec: dict, *flags: str, keras_home: Path | None = None) -> subprocess.CompletedProcess:
+def run_acquire(
+    workdir: Path, model: str, spec: dict, *flags: str, keras_home: Path | None = None
+) -> subprocess.CompletedProcess:
     closed = f"http://127.0.0.1:{free_port()}"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_HOME=str(keras_home or workdir / "keras_home"),
-               HTTP_PROXY=closed, HTTPS_PROXY=closed, http_proxy=closed, https_proxy=closed, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
-    command = [sys.executable, "-m", "serveprof", "acquire", "--model", model, "--spec", json.dumps(spec),
-               "--download-dir", "data/model/download", "--out", f"data/model/acquired/{model}.json", *flags]
-    return subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERAS_HOME=str(keras_home or workdir / "keras_home"),
+        HTTP_PROXY=closed,
+        HTTPS_PROXY=closed,
+        http_proxy=closed,
+        https_proxy=closed,
+        NO_PROXY="127.0.0.1",
+        no_proxy="127.0.0.1",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "serveprof",
+        "acquire",
+        "--model",
+        model,
+        "--spec",
+        json.dumps(spec),
+        "--download-dir",
+        "data/model/download",
+        "--out",
+        f"data/model/acquired/{model}.json",
+        *flags,
+    ]
+    return subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
 
 
 def status_path(workdir: Path, model: str) -> Path:
@@ -40,8 +66,12 @@ def status_of(workdir: Path, model: str) -> dict:
 def test_zoo_tarball_is_downloaded_then_reused(tmp_path):
     served = zoo_shaped_tarball(tmp_path / "served" / "tiny_zoo.tar.gz")
     with FileServer(served.parent) as server:
-        spec = {"source": "tf2_zoo", "type": "detection", "url": server.url_for("tiny_zoo.tar.gz"),
-                "sha256": hashlib.sha256(served.read_bytes()).hexdigest()}
+        spec = {
+            "source": "tf2_zoo",
+            "type": "detection",
+            "url": server.url_for("tiny_zoo.tar.gz"),
+            "sha256": hashlib.sha256(served.read_bytes()).hexdigest(),
+        }
         first = run_acquire(tmp_path, "tiny_zoo", spec)
         assert first.returncode == 0, first.stderr
         assert server.request_count("tiny_zoo.tar.gz") == 1
@@ -104,7 +134,9 @@ def test_a_wrong_saved_model_path_is_a_hard_error(tmp_path):
     for path, what in (("nowhere", "does not exist"), ("empty", "holds no saved_model.pb")):
         run = run_acquire(tmp_path, "mine", {"source": "saved_model", "type": "classification", "path": path})
         assert run.returncode == 1
-        assert f"SavedModel path {path}" in run.stderr and what in run.stderr and "fix: set the model's path" in run.stderr
+        assert (
+            f"SavedModel path {path}" in run.stderr and what in run.stderr and "fix: set the model's path" in run.stderr
+        )
         assert not (tmp_path / "data" / "model" / "acquired" / "mine.json").exists()
 
 

@@ -17,27 +17,71 @@ SUMMARY_HEADER = (
     "cpu_util_pct,rss_peak_mb,rss_mean_mb,gpu_util_pct,gpu_mem_mb,protocol,backend"
 )
 PROVENANCE_KEYS = {
-    "model", "source", "weights", "backend", "backend_version", "tensorflow_version", "serveprof_version",
-    "python_version", "cpu_model", "cpu_count", "gpu", "hostname", "config_hash", "git_revision", "started_at",
+    "model",
+    "source",
+    "weights",
+    "backend",
+    "backend_version",
+    "tensorflow_version",
+    "serveprof_version",
+    "python_version",
+    "cpu_model",
+    "cpu_count",
+    "gpu",
+    "hostname",
+    "config_hash",
+    "git_revision",
+    "started_at",
 }
 
 
 def stats_doc(batch: int, mean: float, started_at: str, truncated: bool = False, model: str = "tiny") -> dict:
     return {
-        "model": model, "batch_size": batch, "protocol": "grpc",
-        "first_init_ms": 100.0 + batch, "first_aot_ms": 50.0 + batch, "warmup_requests": 10,
-        "requests_target": 20, "truncated": truncated,
+        "model": model,
+        "batch_size": batch,
+        "protocol": "grpc",
+        "first_init_ms": 100.0 + batch,
+        "first_aot_ms": 50.0 + batch,
+        "warmup_requests": 10,
+        "requests_target": 20,
+        "truncated": truncated,
         "truncated_reason": "max_seconds (0.5 s) reached after 7 requests" if truncated else None,
-        "stats": {"count": 7 if truncated else 20, "mean_ms": mean, "std_ms": 0.5, "min_ms": mean - 1, "max_ms": mean + 2,
-                  "p50_ms": mean, "p90_ms": mean + 1, "p95_ms": mean + 1.5, "p99_ms": mean + 2,
-                  "throughput_per_s": batch * 1000 / mean, "low_sample_percentiles": ["p90", "p95", "p99"]},
-        "resources": {"cpu_util_pct": 150.0, "rss_peak_mb": 300.0, "rss_mean_mb": 290.0,
-                      "gpu_util_pct": None, "gpu_mem_mb": None, "samples": 12, "interval_s": 0.2},
+        "stats": {
+            "count": 7 if truncated else 20,
+            "mean_ms": mean,
+            "std_ms": 0.5,
+            "min_ms": mean - 1,
+            "max_ms": mean + 2,
+            "p50_ms": mean,
+            "p90_ms": mean + 1,
+            "p95_ms": mean + 1.5,
+            "p99_ms": mean + 2,
+            "throughput_per_s": batch * 1000 / mean,
+            "low_sample_percentiles": ["p90", "p95", "p99"],
+        },
+        "resources": {
+            "cpu_util_pct": 150.0,
+            "rss_peak_mb": 300.0,
+            "rss_mean_mb": 290.0,
+            "gpu_util_pct": None,
+            "gpu_mem_mb": None,
+            "samples": 12,
+            "interval_s": 0.2,
+        },
         "server": {"backend": "embedded", "version": "0.1.0", "command": ["serveprof", "serve"]},
         "input": {"kind": "random", "seed": 0, "shapes": {"images": [batch, 8, 8, 3]}},
-        "provenance": {"hostname": "node7", "cpu_model": "Example CPU @ 2.0GHz", "cpu_count": 2, "gpu": None,
-                       "python_version": "3.11.9", "serveprof_version": "0.1.0", "git_revision": "abc123", "git_dirty": False},
-        "started_at": started_at, "finished_at": started_at,
+        "provenance": {
+            "hostname": "node7",
+            "cpu_model": "Example CPU @ 2.0GHz",
+            "cpu_count": 2,
+            "gpu": None,
+            "python_version": "3.11.9",
+            "serveprof_version": "0.1.0",
+            "git_revision": "abc123",
+            "git_dirty": False,
+        },
+        "started_at": started_at,
+        "finished_at": started_at,
     }
 
 
@@ -46,18 +90,40 @@ def inputs(tmp_path: Path) -> dict:
     stats_dir = tmp_path / "stats"
     stats_dir.mkdir()
     # Batch 4 started first; files are passed out of order to check the sorting.
-    docs = {4: stats_doc(4, 20.12346, "2026-11-25T10:00:00+00:00", truncated=True), 1: stats_doc(1, 5.5, "2026-11-25T10:05:00+00:00")}
+    docs = {
+        4: stats_doc(4, 20.12346, "2026-11-25T10:00:00+00:00", truncated=True),
+        1: stats_doc(1, 5.5, "2026-11-25T10:05:00+00:00"),
+    }
     for batch, doc in docs.items():
         (stats_dir / f"b{batch}.json").write_text(json.dumps(doc))
-    (tmp_path / "coldstart.csv").write_text("model,load_ms,first_infer_ms,backend,backend_version\ntiny,1500.0000,80.0000,embedded,0.1.0\n")
-    (tmp_path / "acquired.json").write_text(json.dumps({"model": "tiny", "status": "ok", "source": "keras", "weights": "random"}))
+    (tmp_path / "coldstart.csv").write_text(
+        "model,load_ms,first_infer_ms,backend,backend_version\ntiny,1500.0000,80.0000,embedded,0.1.0\n"
+    )
+    (tmp_path / "acquired.json").write_text(
+        json.dumps({"model": "tiny", "status": "ok", "source": "keras", "weights": "random"})
+    )
     return {"stats": [stats_dir / "b4.json", stats_dir / "b1.json"], "dir": tmp_path}
 
 
 def aggregate(inputs: dict, out: Path, model: str = "tiny", stats=None, extra=()) -> subprocess.CompletedProcess:
-    args = ["--model", model, "--stats", *map(str, stats or inputs["stats"]), "--coldstart", str(inputs["dir"] / "coldstart.csv"),
-            "--acquired", str(inputs["dir"] / "acquired.json"), "--config-hash", "0123456789abcdef", "--out-dir", str(out), *extra]
-    return subprocess.run([sys.executable, "-m", "serveprof", "aggregate", *args], capture_output=True, text=True, timeout=120)
+    args = [
+        "--model",
+        model,
+        "--stats",
+        *map(str, stats or inputs["stats"]),
+        "--coldstart",
+        str(inputs["dir"] / "coldstart.csv"),
+        "--acquired",
+        str(inputs["dir"] / "acquired.json"),
+        "--config-hash",
+        "0123456789abcdef",
+        "--out-dir",
+        str(out),
+        *extra,
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "serveprof", "aggregate", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_aggregate_writes_the_three_files(inputs, tmp_path):
@@ -85,15 +151,30 @@ def test_aggregate_writes_the_three_files(inputs, tmp_path):
     assert provenance["backend"] == "embedded"
     # The embedded server runs the installed TF; its version comes from metadata, not an import.
     assert provenance["tensorflow_version"] == importlib.metadata.version("tensorflow")
-    assert (provenance["cpu_model"], provenance["cpu_count"], provenance["hostname"]) == ("Example CPU @ 2.0GHz", 2, "node7")
+    assert (provenance["cpu_model"], provenance["cpu_count"], provenance["hostname"]) == (
+        "Example CPU @ 2.0GHz",
+        2,
+        "node7",
+    )
     assert provenance["started_at"] == "2026-11-25T10:00:00+00:00"  # the earliest job
     assert (provenance["config_hash"], provenance["git_revision"]) == ("0123456789abcdef", "abc123")
 
 
 def test_aggregate_never_imports_tensorflow(inputs, tmp_path):
     # It runs as a local rule on the head node: the TF version must come from metadata.
-    args = ["aggregate", "--model", "tiny", "--stats", *map(str, inputs["stats"]), "--acquired", str(inputs["dir"] / "acquired.json"),
-            "--config-hash", "h", "--out-dir", str(tmp_path / "out")]
+    args = [
+        "aggregate",
+        "--model",
+        "tiny",
+        "--stats",
+        *map(str, inputs["stats"]),
+        "--acquired",
+        str(inputs["dir"] / "acquired.json"),
+        "--config-hash",
+        "h",
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
     code = f"import sys; from serveprof.cli import main; assert main({args!r}) == 0; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -105,7 +186,9 @@ def test_jobs_on_different_hosts_are_all_named(inputs, tmp_path):
     doc["provenance"]["hostname"] = "node8"
     inputs["stats"][0].write_text(json.dumps(doc))
     assert aggregate(inputs, tmp_path / "out").returncode == 0
-    assert json.loads((tmp_path / "out" / "provenance.json").read_text())["hostname"] == "node7; node8"  # in batch-size order (b1 on node7, b4 on node8)
+    assert (
+        json.loads((tmp_path / "out" / "provenance.json").read_text())["hostname"] == "node7; node8"
+    )  # in batch-size order (b1 on node7, b4 on node8)
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,9 @@ def test_figure_shows_points_fit_and_equation(tmp_path):
     assert line.equation("ms") in artists["equation:edge"].get_text()
     fit = artists["fit:edge"]
     assert np.allclose(fit.get_ydata(), line.slope * fit.get_xdata() + line.intercept)
-    measured = calibration.points[(calibration.points["metric"] == "latency") & (calibration.points["model"] == "nasnet")]
+    measured = calibration.points[
+        (calibration.points["metric"] == "latency") & (calibration.points["model"] == "nasnet")
+    ]
     assert list(artists["measured:edge:nasnet"].get_ydata()) == pytest.approx(list(measured["measured"]))
     assert "predicted:edge:ssd_mobilenet" in artists and "interval:edge:ssd_mobilenet" in artists
 
@@ -176,4 +178,8 @@ def test_the_documented_example_runs_against_the_fixture_run(tmp_path):
     assert serveprof(["calibrate", "--measured", str(tmp_path / "device.csv"), "--results", str(PROFILING),
                       "--out", str(tmp_path / "out"), "--style", '{"formats": ["png"]}']) == 0  # fmt: skip
     fits = pd.read_csv(tmp_path / "out" / "fits.csv")
-    assert sorted(zip(fits["device"], fits["metric"], strict=True)) == [("jetson-nano", "latency"), ("jetson-nano", "memory"), ("pi4", "latency")]
+    assert sorted(zip(fits["device"], fits["metric"], strict=True)) == [
+        ("jetson-nano", "latency"),
+        ("jetson-nano", "memory"),
+        ("pi4", "latency"),
+    ]

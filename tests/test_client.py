@@ -114,12 +114,15 @@ def test_dead_server_is_unavailable(protocol, transport):
 
 def test_rest_row_and_columnar_formats_agree(embedded_server):
     batch = images(3, seed=1)
-    with RestClient(embedded_server.rest_url, TINY_MODEL_NAME, timeout_s=60) as rows, \
-            RestClient(embedded_server.rest_url, TINY_MODEL_NAME, timeout_s=60, columnar=True) as columns:
+    with (
+        RestClient(embedded_server.rest_url, TINY_MODEL_NAME, timeout_s=60) as rows,
+        RestClient(embedded_server.rest_url, TINY_MODEL_NAME, timeout_s=60, columnar=True) as columns,
+    ):
         assert "instances" in orjson.loads(rows.prepare({"images": batch}))
         assert "inputs" in orjson.loads(columns.prepare({"images": batch}))
-        np.testing.assert_array_equal(rows.predict({"images": batch})["probabilities"],
-                                      columns.predict({"images": batch})["probabilities"])
+        np.testing.assert_array_equal(
+            rows.predict({"images": batch})["probabilities"], columns.predict({"images": batch})["probabilities"]
+        )
 
 
 PREDICT_THEN_REFERENCE = textwrap.dedent("""
@@ -146,13 +149,28 @@ PREDICT_THEN_REFERENCE = textwrap.dedent("""
 """)
 
 
-def test_predict_equals_the_savedmodel_in_process_and_never_imports_tensorflow(embedded_server, tiny_classifier_base, tmp_path):
+def test_predict_equals_the_savedmodel_in_process_and_never_imports_tensorflow(
+    embedded_server, tiny_classifier_base, tmp_path
+):
     batch_file = tmp_path / "batch.npy"
     np.save(batch_file, images(4, seed=2))
     done = subprocess.run(
-        [sys.executable, "-c", PREDICT_THEN_REFERENCE, embedded_server.grpc_target, embedded_server.rest_url,
-         TINY_MODEL_NAME, str(tiny_classifier_base / "1"), str(batch_file)],
-        cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            PREDICT_THEN_REFERENCE,
+            embedded_server.grpc_target,
+            embedded_server.rest_url,
+            TINY_MODEL_NAME,
+            str(tiny_classifier_base / "1"),
+            str(batch_file),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["tensorflow_loaded_by_client"] == []
@@ -169,9 +187,19 @@ def test_predict_equals_the_savedmodel_in_process_and_never_imports_tensorflow(e
 
 
 def test_signature_dtypes_and_shapes_from_the_proto():
-    enums = {"DT_HALF": np.float16, "DT_FLOAT": np.float32, "DT_DOUBLE": np.float64, "DT_INT8": np.int8,
-             "DT_INT16": np.int16, "DT_INT32": np.int32, "DT_INT64": np.int64, "DT_UINT8": np.uint8,
-             "DT_UINT16": np.uint16, "DT_BOOL": np.bool_, "DT_STRING": object}
+    enums = {
+        "DT_HALF": np.float16,
+        "DT_FLOAT": np.float32,
+        "DT_DOUBLE": np.float64,
+        "DT_INT8": np.int8,
+        "DT_INT16": np.int16,
+        "DT_INT32": np.int32,
+        "DT_INT64": np.int64,
+        "DT_UINT8": np.uint8,
+        "DT_UINT16": np.uint16,
+        "DT_BOOL": np.bool_,
+        "DT_STRING": object,
+    }
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     signature = signature_map.signature_def["serving_default"]
     data_type = type(signature_map).DESCRIPTOR.file.pool.FindEnumTypeByName("tensorflow.DataType")
@@ -184,7 +212,8 @@ def test_signature_dtypes_and_shapes_from_the_proto():
     signature.outputs["anything"].tensor_shape.unknown_rank = True
     parsed = signature_from_map(signature_map, "serving_default", "m")
     assert {name: spec.dtype for name, spec in parsed.inputs.items()} == {
-        name.lower(): np.dtype(dtype) for name, dtype in enums.items()}
+        name.lower(): np.dtype(dtype) for name, dtype in enums.items()
+    }
     assert {spec.shape for spec in parsed.inputs.values()} == {(None, 7)}
     assert parsed.outputs == {"anything": TensorSpecInfo(np.dtype(np.float32), None)}
 
@@ -198,10 +227,15 @@ def test_signature_with_an_uncarriable_dtype_is_refused():
 
 def test_rest_row_format_with_several_inputs_and_binary_strings():
     client = RestClient("http://127.0.0.1:1", "m", signature_name="sig")
-    body = orjson.loads(client.prepare({"ids": np.array([[1, 2], [3, 4]], np.int64),
-                                        "image_bytes": np.array([b"\x00\xff", b"ab"], dtype=object)}))
-    assert body == {"signature_name": "sig", "instances": [{"ids": [1, 2], "image_bytes": {"b64": "AP8="}},
-                                                           {"ids": [3, 4], "image_bytes": {"b64": "YWI="}}]}
+    body = orjson.loads(
+        client.prepare(
+            {"ids": np.array([[1, 2], [3, 4]], np.int64), "image_bytes": np.array([b"\x00\xff", b"ab"], dtype=object)}
+        )
+    )
+    assert body == {
+        "signature_name": "sig",
+        "instances": [{"ids": [1, 2], "image_bytes": {"b64": "AP8="}}, {"ids": [3, 4], "image_bytes": {"b64": "YWI="}}],
+    }
     client.close()
 
 
@@ -213,7 +247,11 @@ def test_grpc_request_carries_tensor_content_not_value_fields():
     request = predict_pb2.PredictRequest.FromString(client.prepare({"images": batch}))
     client.close()
     tensor = request.inputs["images"]
-    assert (request.model_spec.name, request.model_spec.version.value, request.model_spec.signature_name) == ("m", 3, "serving_default")
+    assert (request.model_spec.name, request.model_spec.version.value, request.model_spec.signature_name) == (
+        "m",
+        3,
+        "serving_default",
+    )
     assert [dim.size for dim in tensor.tensor_shape.dim] == list(batch.shape)
     assert tensor.tensor_content == batch.tobytes() and len(tensor.float_val) == 0
 

@@ -47,7 +47,17 @@ def verdicts(comparison) -> dict[str, str]:
 def test_a_known_slowdown_is_the_only_regression_and_fails_the_exit_code(tmp_path, capsys):
     write_run(tmp_path / "base", draw(1))
     write_run(tmp_path / "new", draw(2, {("nasnet", 4): 1.10}))
-    code = serveprof(["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--resamples", "1000"])
+    code = serveprof(
+        [
+            "compare",
+            str(tmp_path / "base"),
+            str(tmp_path / "new"),
+            "--out",
+            str(tmp_path / "out"),
+            "--resamples",
+            "1000",
+        ]
+    )
     assert code == EXIT_REGRESSION == 3
     rows = {row["series"]: row for row in _csv(tmp_path / "out" / "compare.csv")}
     assert {series for series, row in rows.items() if row["verdict"] == REGRESSION} == {"nasnet b4"}
@@ -62,7 +72,9 @@ def test_a_known_slowdown_is_the_only_regression_and_fails_the_exit_code(tmp_pat
 def test_a_known_speed_up_is_an_improvement_and_passes(tmp_path):
     write_run(tmp_path / "base", draw(1))
     write_run(tmp_path / "new", draw(2, {("inception", 1): 0.85}))
-    assert serveprof(["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out")]) == EXIT_OK
+    assert (
+        serveprof(["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out")]) == EXIT_OK
+    )
     found = verdicts(compare_trees(read_tree(tmp_path / "base"), read_tree(tmp_path / "new"), FAST))
     assert found["inception b1"] == IMPROVEMENT
     assert [verdict for series, verdict in found.items() if series != "inception b1"] == [NOISE] * 3
@@ -138,7 +150,9 @@ def test_provenance_differences_and_disturbed_series_are_listed(tmp_path):
     flagged = comparison.rows.set_index("series")
     assert flagged.at["inception b4", "disturbed_new"] and not flagged.at["nasnet b1", "disturbed_new"]
 
-    serveprof(["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--resamples", "200"])
+    serveprof(
+        ["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--resamples", "200"]
+    )
     markdown = (tmp_path / "out" / "compare.md").read_text()
     assert "| tensorflow_version | 2.21.0 | 2.22.0 | nasnet |" in markdown
     assert "| new | inception b4 | other processes used 97 %" in markdown
@@ -186,13 +200,19 @@ def test_exit_codes_for_errors_and_bad_arguments(tmp_path, capsys):
 
 def test_forest_plot_and_html_show_each_change_with_its_interval(tmp_path):
     write_run(tmp_path / "base", draw(1))
-    write_run(tmp_path / "new", draw(2, {("nasnet", 4): 1.10}), disturbance={("inception", 1): {"flagged": True, "reasons": ["busy"]}})
+    write_run(
+        tmp_path / "new",
+        draw(2, {("nasnet", 4): 1.10}),
+        disturbance={("inception", 1): {"flagged": True, "reasons": ["busy"]}},
+    )
     comparison = compare_trees(read_tree(tmp_path / "base"), read_tree(tmp_path / "new"), FAST)
     fig = build_forest_figure(comparison, settings.style({}))
     lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines()}
     row = comparison.rows.set_index("series").loc["nasnet b4"]
     assert lines["p50:nasnet b4"].get_xdata()[0] == pytest.approx(row["p50_change_pct"])
-    assert list(lines["ci:p99:nasnet b4"].get_xdata()) == pytest.approx([row["p99_change_low_pct"], row["p99_change_high_pct"]])
+    assert list(lines["ci:p99:nasnet b4"].get_xdata()) == pytest.approx(
+        [row["p99_change_low_pct"], row["p99_change_high_pct"]]
+    )
     assert lines["p50:nasnet b4"].get_color() != lines["p50:nasnet b1"].get_color()  # the regression stands out
     assert "inception b1 (disturbed)" in [label.get_text() for label in fig.axes[0].get_yticklabels()]
 

@@ -32,10 +32,25 @@ def tiny_config(**overrides) -> dict:
 
 # (description, config change, key named in the message, words of the fix)
 BAD_CONFIGS = [
-    ("unknown source", {"models": {"m": {"source": "hub", "type": "classification"}}}, "models.m.source", "keras, tf2_zoo, saved_model"),
-    ("keras without application", {"models": {"m": {"source": "keras", "type": "classification"}}}, "models.m", "application:"),
+    (
+        "unknown source",
+        {"models": {"m": {"source": "hub", "type": "classification"}}},
+        "models.m.source",
+        "keras, tf2_zoo, saved_model",
+    ),
+    (
+        "keras without application",
+        {"models": {"m": {"source": "keras", "type": "classification"}}},
+        "models.m",
+        "application:",
+    ),
     ("zoo without url", {"models": {"m": {"source": "tf2_zoo", "type": "detection"}}}, "models.m", "url:"),
-    ("saved_model without path", {"models": {"m": {"source": "saved_model", "type": "detection"}}}, "models.m", "path:"),
+    (
+        "saved_model without path",
+        {"models": {"m": {"source": "saved_model", "type": "detection"}}},
+        "models.m",
+        "path:",
+    ),
     ("batch size zero", {"batch_sizes": [0, 1]}, "batch_sizes[0]", "whole numbers of 1 or more"),
     ("negative batch size", {"batch_sizes": [-4]}, "batch_sizes[0]", "whole numbers of 1 or more"),
     ("non-integer batch size", {"batch_sizes": [1, 2.5]}, "batch_sizes[1]", "whole numbers"),
@@ -45,30 +60,92 @@ BAD_CONFIGS = [
     ("negative warm-up", {"measure": {"warmup_requests": -1}}, "measure.warmup_requests", "0 or more"),
     ("unknown top-level key", {"modles": {}}, "unknown key(s) 'modles'", "known top-level keys"),
     ("unknown measure key", {"measure": {"request": 5}}, "measure: unknown key(s) 'request'", "measure keys are"),
-    ("library name as transport", {"measure": {"transport": "grpcio"}}, "measure.transport", "builtin (serveprof's own connections) or library"),
+    (
+        "library name as transport",
+        {"measure": {"transport": "grpcio"}},
+        "measure.transport",
+        "builtin (serveprof's own connections) or library",
+    ),
     (
         "malformed URL",
         {"models": {"m": {"source": "tf2_zoo", "type": "detection", "url": "htp:/example.org/x.tar.gz"}}},
         "models.m.url",
         "http(s) URL",
     ),
-    ("model key unusable as a directory", {"models": {"../evil": {"source": "keras", "type": "classification", "application": "X"}}}, "model key '../evil'", "directory name"),
-    ("per-model batch override", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "batch_sizes": [0]}}}, "models.m.batch_sizes[0]", "whole numbers"),
+    (
+        "model key unusable as a directory",
+        {"models": {"../evil": {"source": "keras", "type": "classification", "application": "X"}}},
+        "model key '../evil'",
+        "directory name",
+    ),
+    (
+        "per-model batch override",
+        {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "batch_sizes": [0]}}},
+        "models.m.batch_sizes[0]",
+        "whole numbers",
+    ),
     # JSON Schema counts 2.0 as an integer; a job would then get "2.0" on its command line.
     ("batch size written 2.0", {"batch_sizes": [1, 2.0]}, "batch_sizes[1]", "write 2, not 2.0"),
     ("request count written 1000.0", {"measure": {"requests": 1000.0}}, "measure.requests", "write 1000, not 1000.0"),
-    ("input size written 32.0", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "input_size": [32.0, 32]}}},
-     "models.m.input_size[0]", "write 32, not 32.0"),
-    ("batch size true", {"batch_sizes": [True]}, "batch_sizes[0]: True is a yes/no value", "whole numbers of 1 or more"),
-    ("quoted request count", {"measure": {"requests": "1000"}}, "measure.requests: '1000' is text", "write 1000 without quotes"),
-    ("time cap not a number", {"measure": {"max_seconds": float("nan")}}, "measure.max_seconds: nan is not a finite number", "positive number of seconds"),
+    (
+        "input size written 32.0",
+        {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "input_size": [32.0, 32]}}},
+        "models.m.input_size[0]",
+        "write 32, not 32.0",
+    ),
+    (
+        "batch size true",
+        {"batch_sizes": [True]},
+        "batch_sizes[0]: True is a yes/no value",
+        "whole numbers of 1 or more",
+    ),
+    (
+        "quoted request count",
+        {"measure": {"requests": "1000"}},
+        "measure.requests: '1000' is text",
+        "write 1000 without quotes",
+    ),
+    (
+        "time cap not a number",
+        {"measure": {"max_seconds": float("nan")}},
+        "measure.max_seconds: nan is not a finite number",
+        "positive number of seconds",
+    ),
     ("negative request floor", {"measure": {"min_requests": 0}}, "measure.min_requests", "at least 1"),
-    ("negative warm-up cap", {"measure": {"warmup_max_seconds": -1}}, "measure.warmup_max_seconds", "0 or more seconds"),
-    ("negative startup timeout", {"server": {"startup_timeout_s": 0}}, "server.startup_timeout_s", "positive number of seconds"),
-    ("unknown server key", {"server": {"backend": "embedded", "port": 8500}}, "server: unknown key(s) 'port'", "server keys are"),
-    ("URL naming a folder", {"models": {"m": {"source": "tf2_zoo", "type": "detection", "url": "http://h/.."}}}, "models.m.url", "ending in its file name"),
-    ("keras model with a zoo url", {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "url": "http://h/x.tar.gz"}}},
-     "models.m.url: a keras model does not take url", "remove url"),
+    (
+        "negative warm-up cap",
+        {"measure": {"warmup_max_seconds": -1}},
+        "measure.warmup_max_seconds",
+        "0 or more seconds",
+    ),
+    (
+        "negative startup timeout",
+        {"server": {"startup_timeout_s": 0}},
+        "server.startup_timeout_s",
+        "positive number of seconds",
+    ),
+    (
+        "unknown server key",
+        {"server": {"backend": "embedded", "port": 8500}},
+        "server: unknown key(s) 'port'",
+        "server keys are",
+    ),
+    (
+        "URL naming a folder",
+        {"models": {"m": {"source": "tf2_zoo", "type": "detection", "url": "http://h/.."}}},
+        "models.m.url",
+        "ending in its file name",
+    ),
+    (
+        "keras model with a zoo url",
+        {
+            "models": {
+                "m": {"source": "keras", "type": "classification", "application": "X", "url": "http://h/x.tar.gz"}
+            }
+        },
+        "models.m.url: a keras model does not take url",
+        "remove url",
+    ),
 ]
 
 
@@ -88,7 +165,9 @@ def test_all_problems_are_reported_at_once():
 
 
 def test_default_config_is_valid_and_is_the_seed_workload():
-    loaded = settings.load_files([REPO / "config" / "config.yaml"])  # its models: config/models.yaml, from the repo root
+    loaded = settings.load_files(
+        [REPO / "config" / "config.yaml"]
+    )  # its models: config/models.yaml, from the repo root
     assert len(loaded.models) == 8
     assert loaded.config["batch_sizes"] == [1, 2, 4, 8, 16, 32]
     assert loaded.procedure().requests == 1000
@@ -129,8 +208,9 @@ def test_settings_are_typed_complete_and_auto_is_resolved_by_model_type():
     )
     assert loaded.input_for("cls") == InputSettings(kind="random", seed=0, image_dir=None, image_size=(512, 512))
     assert loaded.input_for("det") == InputSettings(kind="images", seed=0, image_dir=None, image_size=(320, 240))
-    assert loaded.procedure() == ProcedureSettings(requests=9, max_seconds=30, min_requests=3, warmup_requests=10,
-                                                   warmup_max_seconds=10, resource_interval_s=0.2)
+    assert loaded.procedure() == ProcedureSettings(
+        requests=9, max_seconds=30, min_requests=3, warmup_requests=10, warmup_max_seconds=10, resource_interval_s=0.2
+    )
     server = loaded.server()
     assert isinstance(server, ServerSettings) and server.backend == "embedded" and server.extra_flags == ()
     assert (loaded.protocol, loaded.transport, loaded.style().palette) == ("grpc", "builtin", "okabe_ito")
@@ -177,8 +257,19 @@ def test_unparsable_yaml_names_the_file(tmp_path):
 def run_snakemake(workdir: Path, config: dict, *flags: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     return subprocess.run(
-        [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-         "--cores", "1", *flags, "workload/profiling/all"],
+        [
+            SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "1",
+            *flags,
+            "workload/profiling/all",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -196,14 +287,26 @@ ZOO = {"source": "tf2_zoo", "type": "detection"}
         ({"bogus": 1}, "bogus", "known top-level keys"),
         ({"batch_sizes": [1, 2.0]}, "batch_sizes[1]", "write 2, not 2.0"),
         ({"models": {"m": {**ZOO, "url": "http://h/x.tar.gz?token=1"}}}, "models.m.url", "ending in its file name"),
-        ({"models": {"m": {**ZOO, "url": "http://h/a/x.tar.gz"}, "n": {**ZOO, "url": "http://h/b/x.tar.gz"}}},
-         "data/model/download/x.tar.gz", "remove one of the two models"),
-        ({"models": {"m": {"source": "keras", "type": "classification", "application": "X", "sha256": None}}},
-         "models.m.sha256: a keras model does not take sha256", "remove sha256"),
-        ({"models": {"m": {"source": "saved_model", "type": "classification", "path": "not_there"}}},
-         "models.m.path: SavedModel path not_there", "set the model's path to a SavedModel directory"),
-        ({"server": {"backend": "tfserving", "tfserving_path": "/nonexistent/tensorflow_model_server"}},
-         "server.tfserving_path", "server.backend to auto"),
+        (
+            {"models": {"m": {**ZOO, "url": "http://h/a/x.tar.gz"}, "n": {**ZOO, "url": "http://h/b/x.tar.gz"}}},
+            "data/model/download/x.tar.gz",
+            "remove one of the two models",
+        ),
+        (
+            {"models": {"m": {"source": "keras", "type": "classification", "application": "X", "sha256": None}}},
+            "models.m.sha256: a keras model does not take sha256",
+            "remove sha256",
+        ),
+        (
+            {"models": {"m": {"source": "saved_model", "type": "classification", "path": "not_there"}}},
+            "models.m.path: SavedModel path not_there",
+            "set the model's path to a SavedModel directory",
+        ),
+        (
+            {"server": {"backend": "tfserving", "tfserving_path": "/nonexistent/tensorflow_model_server"}},
+            "server.tfserving_path",
+            "server.backend to auto",
+        ),
     ],
 )
 def test_snakemake_refuses_bad_config_before_any_job(tmp_path, change, key, fix):

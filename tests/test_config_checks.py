@@ -103,9 +103,11 @@ def test_numbers_as_yaml_writes_them(tmp_path):
     )
     message = assert_refused(
         read_config_file(path),
-        "batch_sizes[1]", "write 2, not 2.0",
+        "batch_sizes[1]",
+        "write 2, not 2.0",
         "batch_sizes[2]: True is a yes/no value",
-        "measure.requests", "write 1000, not 1000.0",
+        "measure.requests",
+        "write 1000, not 1000.0",
         "measure.max_seconds: inf is not a finite number",
         "measure.warmup_max_seconds: nan is not a finite number",
     )
@@ -113,8 +115,13 @@ def test_numbers_as_yaml_writes_them(tmp_path):
 
 
 def test_fractional_numbers_stay_valid_where_numbers_are_meant():
-    config = with_defaults(config_with(measure={"max_seconds": 2.5, "warmup_max_seconds": 0, "resource_interval_s": 0.05},
-                                       server={"startup_timeout_s": 60}, plots={"width_in": 7.5}))
+    config = with_defaults(
+        config_with(
+            measure={"max_seconds": 2.5, "warmup_max_seconds": 0, "resource_interval_s": 0.05},
+            server={"startup_timeout_s": 60},
+            plots={"width_in": 7.5},
+        )
+    )
     assert config["measure"]["max_seconds"] == 2.5 and config["plots"]["width_in"] == 7.5
 
 
@@ -136,15 +143,21 @@ OTHER_SOURCE_KEYS = [
 ]
 
 
-@pytest.mark.parametrize("source, definition, key, value, owner", OTHER_SOURCE_KEYS,
-                         ids=[f"{case[0]}-{case[2]}" for case in OTHER_SOURCE_KEYS])
+@pytest.mark.parametrize(
+    "source, definition, key, value, owner",
+    OTHER_SOURCE_KEYS,
+    ids=[f"{case[0]}-{case[2]}" for case in OTHER_SOURCE_KEYS],
+)
 def test_a_key_of_another_source_is_refused_by_check_and_schema(tmp_path, source, definition, key, value, owner):
     definition = {**definition, key: value}
     if source == "saved_model":
         definition["path"] = str(saved_model_dir(tmp_path / "sm"))
     config = config_with(models={"m": definition})
-    message = assert_refused(config, f"models.m.{key}: a {source} model does not take {key} ({key} is for {owner} models)",
-                             f"remove {key} (a {source} model takes ")
+    message = assert_refused(
+        config,
+        f"models.m.{key}: a {source} model does not take {key} ({key} is for {owner} models)",
+        f"remove {key} (a {source} model takes ",
+    )
     assert "1 problem(s)" in message  # the value itself is not explained as well
     # The schema alone refuses it too, so Snakemake's own validate agrees with the check.
     assert not jsonschema.Draft202012Validator(schema()).is_valid(config)
@@ -156,15 +169,22 @@ def test_each_source_takes_its_own_keys_and_the_shared_ones(tmp_path):
         "k": {**KERAS, "weights": "random", **shared},
         "z": {**ZOO, "url": "http://h/x.tar.gz", "sha256": "a" * 64, **shared},
         "z2": {**ZOO, "url": "http://h/y.tgz", "sha256": None},
-        "s": {"source": "saved_model", "type": "detection", "path": str(saved_model_dir(tmp_path / "sm")),
-              "signature": "serving_default", **shared},
+        "s": {
+            "source": "saved_model",
+            "type": "detection",
+            "path": str(saved_model_dir(tmp_path / "sm")),
+            "signature": "serving_default",
+            **shared,
+        },
     }
     check_config(config_with(models=models))
     assert jsonschema.Draft202012Validator(schema()).is_valid(config_with(models=models))
 
 
 def test_a_model_without_source_gets_one_problem_not_one_per_source():
-    message = assert_refused(config_with(models={"m": {"type": "classification"}}), "models.m: 'source' is a required property")
+    message = assert_refused(
+        config_with(models={"m": {"type": "classification"}}), "models.m: 'source' is a required property"
+    )
     assert "1 problem(s)" in message
 
 
@@ -210,13 +230,19 @@ BAD_URLS = [
 
 @pytest.mark.parametrize("url, reason", BAD_URLS, ids=[case[0][:40] for case in BAD_URLS])
 def test_a_malformed_zoo_url_is_refused_with_the_reason(url, reason):
-    assert_refused(config_with(models={"m": {**ZOO, "url": url}}), f"models.m.url: {url!r} is not a usable tarball URL",
-                   reason, "give the plain http(s) URL of the model's tarball")
+    assert_refused(
+        config_with(models={"m": {**ZOO, "url": url}}),
+        f"models.m.url: {url!r} is not a usable tarball URL",
+        reason,
+        "give the plain http(s) URL of the model's tarball",
+    )
 
 
 GOOD_URLS = [
-    ("http://download.tensorflow.org/models/object_detection/tf2/20200711/ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz",
-     "ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz"),
+    (
+        "http://download.tensorflow.org/models/object_detection/tf2/20200711/ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz",
+        "ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz",
+    ),
     ("https://example.org:8443/a/b/model.tgz", "model.tgz"),
     ("http://127.0.0.1:8000/tiny_zoo.tar.gz", "tiny_zoo.tar.gz"),
     ("http://[::1]:8080/x.tar.gz", "x.tar.gz"),
@@ -245,9 +271,12 @@ URL_PIECES = st.sampled_from(PLAIN_PIECES * 10 + HOSTILE_PIECES)
 URLS = st.builds(
     "{}{}{}/{}{}{}".format,
     st.sampled_from(["http://", "https://"] * 4 + ["ftp://", "http:/", ""]),
-    st.sampled_from(["h", "example.org", "127.0.0.1", "[::1]", "h-1.example.org."]) | st.lists(URL_PIECES, max_size=5).map("".join),
+    st.sampled_from(["h", "example.org", "127.0.0.1", "[::1]", "h-1.example.org."])
+    | st.lists(URL_PIECES, max_size=5).map("".join),
     st.sampled_from(["", ":80", ":65535"] * 3 + [":", ":65536", ":0", ":x"]),
-    st.lists(st.lists(URL_PIECES, min_size=1, max_size=3).map("".join), max_size=3).map(lambda dirs: "".join(d + "/" for d in dirs)),
+    st.lists(st.lists(URL_PIECES, min_size=1, max_size=3).map("".join), max_size=3).map(
+        lambda dirs: "".join(d + "/" for d in dirs)
+    ),
     st.lists(URL_PIECES, max_size=4).map("".join),
     st.sampled_from([".tar.gz", ".tgz", ".TGZ"] * 3 + ["", "/", ".tar", ".tar.gz/", ".tar.gz?q=1", ".tgz#f"]),
 )
@@ -273,8 +302,12 @@ def test_an_accepted_url_always_gives_a_plain_file_in_the_download_folder(url):
 
 def test_two_urls_that_would_share_a_tarball_file_are_refused():
     models = {"a": {**ZOO, "url": "http://h/2020/x.tar.gz"}, "b": {**ZOO, "url": "http://mirror/2021/x.tar.gz"}}
-    assert_refused(config_with(models=models), "models.b.url: its tarball would be stored as data/model/download/x.tar.gz",
-                   "the file of models.a.url (http://h/2020/x.tar.gz)", "remove one of the two models")
+    assert_refused(
+        config_with(models=models),
+        "models.b.url: its tarball would be stored as data/model/download/x.tar.gz",
+        "the file of models.a.url (http://h/2020/x.tar.gz)",
+        "remove one of the two models",
+    )
 
 
 def test_file_names_that_differ_only_in_case_are_one_file_on_some_systems():
@@ -284,20 +317,42 @@ def test_file_names_that_differ_only_in_case_are_one_file_on_some_systems():
 
 def test_two_models_may_share_one_url():
     url = "http://h/x.tar.gz"
-    check_config(config_with(models={"small": {**ZOO, "url": url, "input_size": [320, 320]},
-                                     "large": {**ZOO, "url": url, "input_size": [640, 640]}}))
+    check_config(
+        config_with(
+            models={
+                "small": {**ZOO, "url": url, "input_size": [320, 320]},
+                "large": {**ZOO, "url": url, "input_size": [640, 640]},
+            }
+        )
+    )
 
 
 def test_acquire_refuses_a_bad_url_before_downloading(tmp_path):
     """`serveprof acquire` run by hand checks its --spec the same way: no tarball named '..'."""
     spec = {**ZOO, "url": "http://127.0.0.1:9/models/.."}
     result = subprocess.run(
-        [sys.executable, "-m", "serveprof", "acquire", "--model", "m", "--spec", json.dumps(spec),
-         "--download-dir", str(tmp_path / "download"), "--out", str(tmp_path / "m.json")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "serveprof",
+            "acquire",
+            "--model",
+            "m",
+            "--spec",
+            json.dumps(spec),
+            "--download-dir",
+            str(tmp_path / "download"),
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
-    assert "models.m.url" in result.stderr and "'..' is not a plain file name" in result.stderr and "fix:" in result.stderr
+    assert (
+        "models.m.url" in result.stderr and "'..' is not a plain file name" in result.stderr and "fix:" in result.stderr
+    )
     assert not (tmp_path / "download").exists() and not (tmp_path / "m.json").exists()
 
 
@@ -309,14 +364,22 @@ def saved_model_config(path: str) -> dict:
 
 
 def test_a_saved_model_path_that_does_not_exist_is_refused(tmp_path):
-    assert_refused(saved_model_config(str(tmp_path / "nowhere")), "models.m.path: SavedModel path", "does not exist",
-                   "set the model's path to a SavedModel directory")
+    assert_refused(
+        saved_model_config(str(tmp_path / "nowhere")),
+        "models.m.path: SavedModel path",
+        "does not exist",
+        "set the model's path to a SavedModel directory",
+    )
 
 
 def test_a_saved_model_path_without_saved_model_pb_is_refused(tmp_path):
     (tmp_path / "empty" / "1").mkdir(parents=True)
-    assert_refused(saved_model_config(str(tmp_path / "empty")), "models.m.path", "holds no saved_model.pb",
-                   "base path of numeric versions")
+    assert_refused(
+        saved_model_config(str(tmp_path / "empty")),
+        "models.m.path",
+        "holds no saved_model.pb",
+        "base path of numeric versions",
+    )
 
 
 def test_a_saved_model_directory_or_version_base_is_accepted(tmp_path, monkeypatch):
@@ -338,15 +401,22 @@ def images_config(image_dir: str, kind: str = "images", model_type: str = "detec
         (lambda folder: None, "does not exist"),
         (lambda folder: folder.write_text("not a folder"), "is a file, not a folder"),
         (lambda folder: folder.mkdir(), "holds no images"),
-        (lambda folder: (folder.mkdir(), (folder / "notes.txt").write_text("x"), (folder / "a.png").mkdir()), "holds no images"),
+        (
+            lambda folder: (folder.mkdir(), (folder / "notes.txt").write_text("x"), (folder / "a.png").mkdir()),
+            "holds no images",
+        ),
     ],
     ids=["missing", "a file", "empty", "no image files"],
 )
 def test_an_image_dir_that_would_be_read_must_hold_images(tmp_path, make, what, kind, model_type):
     folder = tmp_path / "photos"
     make(folder)
-    assert_refused(images_config(str(folder), kind, model_type), "measure.input.image_dir", what,
-                   "null for scikit-image's sample photos")
+    assert_refused(
+        images_config(str(folder), kind, model_type),
+        "measure.input.image_dir",
+        what,
+        "null for scikit-image's sample photos",
+    )
 
 
 def test_an_image_dir_with_a_photo_is_accepted(tmp_path):
@@ -355,17 +425,23 @@ def test_an_image_dir_with_a_photo_is_accepted(tmp_path):
     check_config(images_config(str(tmp_path / "photos")))
 
 
-@pytest.mark.parametrize("kind, model_type", [("random", "detection"), ("zeros", "detection"), ("auto", "classification")])
+@pytest.mark.parametrize(
+    "kind, model_type", [("random", "detection"), ("zeros", "detection"), ("auto", "classification")]
+)
 def test_an_image_dir_that_is_never_read_is_not_checked(tmp_path, kind, model_type):
     check_config(images_config(str(tmp_path / "nowhere"), kind, model_type))
 
 
-@pytest.mark.parametrize("backend, key", [("tfserving", "tfserving_path"), ("docker", "docker_path"), ("apptainer", "apptainer_path")])
+@pytest.mark.parametrize(
+    "backend, key", [("tfserving", "tfserving_path"), ("docker", "docker_path"), ("apptainer", "apptainer_path")]
+)
 def test_an_explicit_backend_needs_its_program(tmp_path, backend, key):
     missing = str(tmp_path / "bin" / "nothing")
-    assert_refused(config_with(server={"backend": backend, key: missing}),
-                   f"server.{key}: {missing!r} is neither on PATH nor an executable file, and server.backend is {backend}",
-                   "or choose another server.backend" if backend != "tfserving" else "set server.backend to auto")
+    assert_refused(
+        config_with(server={"backend": backend, key: missing}),
+        f"server.{key}: {missing!r} is neither on PATH nor an executable file, and server.backend is {backend}",
+        "or choose another server.backend" if backend != "tfserving" else "set server.backend to auto",
+    )
     check_config(config_with(server={"backend": backend, key: str(executable(tmp_path / "bin" / backend))}))
 
 
@@ -383,12 +459,18 @@ def test_backend_auto_falls_back_to_the_embedded_server(tmp_path):
 def test_a_named_apptainer_image_file_must_exist(tmp_path):
     apptainer = str(executable(tmp_path / "bin" / "apptainer"))
     missing = str(tmp_path / "serving.sif")
-    assert_refused(config_with(server={"backend": "apptainer", "apptainer_path": apptainer, "image": missing}),
-                   f"server.image: the Apptainer image {missing}", "apptainer pull", "an existing .sif file")
+    assert_refused(
+        config_with(server={"backend": "apptainer", "apptainer_path": apptainer, "image": missing}),
+        f"server.image: the Apptainer image {missing}",
+        "apptainer pull",
+        "an existing .sif file",
+    )
     Path(missing).write_bytes(b"sif")
     check_config(config_with(server={"backend": "apptainer", "apptainer_path": apptainer, "image": missing}))
     # An image reference is pulled when the job starts: nothing on disk to check.
-    check_config(config_with(server={"backend": "apptainer", "apptainer_path": apptainer, "image": "tensorflow/serving"}))
+    check_config(
+        config_with(server={"backend": "apptainer", "apptainer_path": apptainer, "image": "tensorflow/serving"})
+    )
     # With docker, a .sif name is an image reference like any other.
     docker = str(executable(tmp_path / "bin" / "docker"))
     check_config(config_with(server={"backend": "docker", "docker_path": docker, "image": missing + ".gone.sif"}))
@@ -414,15 +496,22 @@ def test_a_jobs_server_block_is_checked_for_its_text_only(tmp_path):
 
 
 def check_config_cli(*paths: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serveprof", "check-config", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "serveprof", "check-config", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def test_check_config_names_where_to_stage_each_zoo_tarball():
     result = check_config_cli(REPO / "config" / "config.yaml")
     assert result.returncode == 0, result.stderr
-    assert ("ssd_mobilenet: tf2_zoo detection, batch sizes 1, 2, 4, 8, 16, 32, "
-            "tarball data/model/download/ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz") in result.stdout
+    assert (
+        "ssd_mobilenet: tf2_zoo detection, batch sizes 1, 2, 4, 8, 16, 32, "
+        "tarball data/model/download/ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz"
+    ) in result.stdout
     assert "nasnet: keras classification, batch sizes 1, 2, 4, 8, 16, 32\n" in result.stdout
 
 

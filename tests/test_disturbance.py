@@ -140,7 +140,12 @@ def test_without_psi_memory_pressure_falls_back_to_vmstat(tmp_path):
     first = probe.read()
     (tmp_path / "vmstat").write_text("pgmajfault 300\npswpin 50\n")
     summary = MemoryProbe.summary(probe.source, first, probe.read(), 2.0, 512.0)
-    assert summary == {"source": "vmstat", "mem_available_min_mb": 512.0, "major_faults_per_s": 100.0, "swap_ins_per_s": 20.0}
+    assert summary == {
+        "source": "vmstat",
+        "mem_available_min_mb": 512.0,
+        "major_faults_per_s": 100.0,
+        "swap_ins_per_s": 20.0,
+    }
     (tmp_path / "pressure").mkdir()
     (tmp_path / "pressure" / "memory").write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
     assert MemoryProbe(tmp_path).source == "psi"

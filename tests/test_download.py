@@ -100,7 +100,10 @@ def test_server_errors_are_retried(served, tmp_path):
 
 def test_persistent_server_errors_fail_after_the_tries(served, tmp_path):
     dest = tmp_path / "model.tar.gz"
-    with FileServer(served.parent, fail_first=5) as server, pytest.raises(DownloadFailed, match="after 3 tries: HTTP 500"):
+    with (
+        FileServer(served.parent, fail_first=5) as server,
+        pytest.raises(DownloadFailed, match="after 3 tries: HTTP 500"),
+    ):
         download(server.url_for("model.tar.gz"), dest, tries=3, **FAST)
     assert server.request_count() == 3 and not dest.exists()
 
@@ -163,7 +166,9 @@ def test_a_tarball_without_a_saved_model_is_refused(tmp_path):
 
 
 def test_the_saved_model_is_found_whatever_the_top_folder_is_called(tmp_path):
-    tarball = zoo_shaped_tarball(tmp_path / "centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz", name="centernet_mobilenetv2_fpn_od")
+    tarball = zoo_shaped_tarball(
+        tmp_path / "centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz", name="centernet_mobilenetv2_fpn_od"
+    )
     assert check_zoo_tarball(tarball) == "centernet_mobilenetv2_fpn_od/saved_model"
     found = extract_zoo_tarball(tarball, tmp_path / "out")
     assert found == tmp_path / "out" / "centernet_mobilenetv2_fpn_od" / "saved_model"

@@ -86,9 +86,13 @@ class Served:
         body = json.dumps({"instances": self.reference_input.tolist()}).encode()
         status, answer = http_call(self.rest_port, "POST", f"/v1/models/{MODEL}:predict".encode(), body)
         assert status == 200, answer[:500]
-        np.testing.assert_allclose(np.array(json.loads(answer)["predictions"]), self.reference_output, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.array(json.loads(answer)["predictions"]), self.reference_output, rtol=1e-5, atol=1e-6
+        )
         response = predict_stub(self.channel).Predict(predict_request(self.reference_input), timeout=TIMEOUT_S)
-        np.testing.assert_allclose(tensor_to_array(response.outputs[OUTPUT]), self.reference_output, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            tensor_to_array(response.outputs[OUTPUT]), self.reference_output, rtol=1e-5, atol=1e-6
+        )
 
 
 def reference_answer(base: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -125,12 +129,23 @@ def still_serving_after_each_test(request):
 # ----------------------------------------------------------------------- transports
 
 
-def http_call(port: int, method: str, target: bytes, body: bytes = b"", headers: dict[str, str] | None = None,
-              timeout: float = TIMEOUT_S) -> tuple[int, bytes]:
+def http_call(
+    port: int,
+    method: str,
+    target: bytes,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = TIMEOUT_S,
+) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a raw socket, so the path goes out byte for byte (no client-side
     normalisation of ``..`` or percent-escapes)."""
-    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close",
-             b"Content-Type: application/json", f"Content-Length: {len(body)}".encode()]
+    lines = [
+        method.encode() + b" " + target + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        b"Connection: close",
+        b"Content-Type: application/json",
+        f"Content-Length: {len(body)}".encode(),
+    ]
     lines += [f"{key}: {value}".encode() for key, value in (headers or {}).items()]
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
@@ -158,13 +173,20 @@ def predict_stub(channel):
 def tensor_proto(dtype: int, dims, content: bytes = b"", unknown_rank: bool = False, **values):
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims],
-                                              unknown_rank=unknown_rank)
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims], unknown_rank=unknown_rank
+    )
     return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, tensor_content=content, **values)
 
 
-def build_request(inputs: dict, name: str = MODEL, version: int | None = None, label: str | None = None,
-                  signature: str = "serving_default", output_filter=()):
+def build_request(
+    inputs: dict,
+    name: str = MODEL,
+    version: int | None = None,
+    label: str | None = None,
+    signature: str = "serving_default",
+    output_filter=(),
+):
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -188,7 +210,9 @@ def predict_request(images: np.ndarray):
 
 def tensor_to_array(tensor) -> np.ndarray:
     shape = [dim.size for dim in tensor.tensor_shape.dim]
-    values = np.frombuffer(tensor.tensor_content, "<f4") if tensor.tensor_content else np.array(tensor.float_val, np.float32)
+    values = (
+        np.frombuffer(tensor.tensor_content, "<f4") if tensor.tensor_content else np.array(tensor.float_val, np.float32)
+    )
     return values.reshape(shape)
 
 
@@ -205,7 +229,11 @@ def grpc_outcome(call, request) -> tuple[grpc.StatusCode, str]:
 
 PREDICT = f"/v1/models/{MODEL}:predict".encode()
 JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5), max_leaves=30)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=30,
+)
 
 
 @settings(max_examples=1500, **FUZZ)
@@ -217,8 +245,12 @@ def test_rest_arbitrary_bytes_are_refused(server, body):
 
 
 @settings(max_examples=700, **FUZZ)
-@given(body=JSON_VALUES | st.fixed_dictionaries({}, optional={
-    "instances": JSON_VALUES, "inputs": JSON_VALUES, "signature_name": JSON_VALUES}))
+@given(
+    body=JSON_VALUES
+    | st.fixed_dictionaries(
+        {}, optional={"instances": JSON_VALUES, "inputs": JSON_VALUES, "signature_name": JSON_VALUES}
+    )
+)
 def test_rest_random_json_is_refused(server, body):
     CASES["rest_json"] += 1
     # NaN/Infinity go out as the bare tokens TF Serving's parser accepts.
@@ -252,7 +284,9 @@ def ragged(batch: int, cut: tuple[int, int]):
 
 
 NAN_ISH = st.sampled_from(["NaN", "nan", "Infinity", "-Infinity", "inf", "1e999", "", "0x10", "1,5"])
-BAD_B64 = st.text(max_size=16).filter(lambda text: not is_base64(text)) | st.sampled_from(["!!!!", "a", "abc", "====", "YQ=", "\u00e9"])
+BAD_B64 = st.text(max_size=16).filter(lambda text: not is_base64(text)) | st.sampled_from(
+    ["!!!!", "a", "abc", "====", "YQ=", "\u00e9"]
+)
 
 
 def is_base64(text: str) -> bool:
@@ -270,15 +304,19 @@ def with_leaf(leaf):
 NEAR_MISS_BODIES = st.one_of(
     wrong_shapes().map(lambda dims: {"instances": nested(dims, 0.5)}),
     wrong_shapes().map(lambda dims: {"inputs": {INPUT: nested(dims, 0.5)}}),
-    st.tuples(st.integers(1, 3), st.tuples(st.integers(0, 2), st.integers(0, 2))).map(lambda args: {"instances": ragged(*args)}),
+    st.tuples(st.integers(1, 3), st.tuples(st.integers(0, 2), st.integers(0, 2))).map(
+        lambda args: {"instances": ragged(*args)}
+    ),
     NAN_ISH.map(with_leaf),
     BAD_B64.map(lambda text: with_leaf({"b64": text})),
     BAD_B64.map(lambda text: {"instances": [{INPUT: {"b64": text}}]}),
     BAD_B64.map(lambda text: {"inputs": {"b64": text}}),
-    st.text(max_size=30).filter(lambda name: name not in ("", "serving_default")).map(
-        lambda name: {"signature_name": name, "instances": nested([1, IMAGE, IMAGE, 3], 0.5)}),
-    st.text(min_size=1, max_size=20).filter(lambda name: name != INPUT).map(
-        lambda name: {"inputs": {name: nested([1, IMAGE, IMAGE, 3], 0.5)}}),
+    st.text(max_size=30)
+    .filter(lambda name: name not in ("", "serving_default"))
+    .map(lambda name: {"signature_name": name, "instances": nested([1, IMAGE, IMAGE, 3], 0.5)}),
+    st.text(min_size=1, max_size=20)
+    .filter(lambda name: name != INPUT)
+    .map(lambda name: {"inputs": {name: nested([1, IMAGE, IMAGE, 3], 0.5)}}),
     st.just({"inputs": {INPUT: nested([1, IMAGE, IMAGE, 3], 0.5)}, "instances": nested([1, IMAGE, IMAGE, 3], 0.5)}),
     st.just({"instances": [{INPUT: nested([IMAGE, IMAGE, 3], 0.5), "extra": 1}]}),
     st.just({"instances": []}),
@@ -293,7 +331,9 @@ def test_rest_near_miss_predict_bodies_are_refused(server, body):
     assert_rest_error(status, answer, body)
 
 
-HUGE_NUMBERS = st.sampled_from(["1e308", "-1e308", "1e39", "-3.5e38", "1e400", "-1e400", str(2**64), str(-2**70), "1e-400", "NaN", "Infinity"])
+HUGE_NUMBERS = st.sampled_from(
+    ["1e308", "-1e308", "1e39", "-3.5e38", "1e400", "-1e400", str(2**64), str(-(2**70)), "1e-400", "NaN", "Infinity"]
+)
 
 
 @settings(max_examples=300, **FUZZ)
@@ -303,7 +343,7 @@ def test_rest_huge_numbers_never_crash(server, number, at):
     CASES["rest_huge_numbers"] += 1
     leaves = ["0.5"] * (IMAGE * IMAGE * 3)
     leaves[at] = number
-    rows = [",".join(leaves[pixel * 3:pixel * 3 + 3]) for pixel in range(IMAGE * IMAGE)]
+    rows = [",".join(leaves[pixel * 3 : pixel * 3 + 3]) for pixel in range(IMAGE * IMAGE)]
     image = ",".join("[" + ",".join(f"[{rows[y * IMAGE + x]}]" for x in range(IMAGE)) + "]" for y in range(IMAGE))
     status, answer = http_call(server.rest_port, "POST", PREDICT, f'{{"instances": [[{image}]]}}'.encode())
     if status == 200:
@@ -316,16 +356,38 @@ def test_rest_huge_numbers_never_crash(server, number, at):
 # ------------------------------------------------------------------------- URL paths
 
 ODD_NAMES = st.one_of(
-    st.sampled_from(["..", "%2e%2e", "%2E%2E", ".", "%2f", "..%2f..%2fetc%2fpasswd", "..%2fdecoy", "decoy", "%00", "~", "*",
-                     "tiny%00", "TINY", "%20tiny", "tiny%20", "tiny%2F1"]),
+    st.sampled_from(
+        [
+            "..",
+            "%2e%2e",
+            "%2E%2E",
+            ".",
+            "%2f",
+            "..%2f..%2fetc%2fpasswd",
+            "..%2fdecoy",
+            "decoy",
+            "%00",
+            "~",
+            "*",
+            "tiny%00",
+            "TINY",
+            "%20tiny",
+            "tiny%20",
+            "tiny%2F1",
+        ]
+    ),
     st.text(min_size=1, max_size=40).filter(lambda text: text != MODEL).map(lambda text: _quote(text)),
     st.integers(200, 5000).map(lambda n: "a" * n),
 )
 ODD_VERSIONS = st.one_of(
-    st.sampled_from(["..", "%2e%2e", "-1", "0", "2", "1.0", "1e0", "+1", "0x1", "01x", "", "99999999999999999999999", "-0", "１"]),
+    st.sampled_from(
+        ["..", "%2e%2e", "-1", "0", "2", "1.0", "1e0", "+1", "0x1", "01x", "", "99999999999999999999999", "-0", "１"]
+    ),
     # "1", "01", "0001" name the served version (TF Serving reads leading zeros), so
     # they are valid requests, not odd ones.
-    st.text(min_size=1, max_size=20).filter(lambda text: not _names_served_version(text)).map(lambda text: _quote(text)),
+    st.text(min_size=1, max_size=20)
+    .filter(lambda text: not _names_served_version(text))
+    .map(lambda text: _quote(text)),
 )
 
 
@@ -340,14 +402,34 @@ def _quote(text: str) -> str:
 
 
 URL_PATHS = st.one_of(
-    st.tuples(ODD_NAMES, st.sampled_from(["", ":predict", "/metadata", ":classify", ":nope"])).map(lambda p: f"/v1/models/{p[0]}{p[1]}"),
-    st.tuples(ODD_VERSIONS, st.sampled_from(["", ":predict", "/metadata"])).map(lambda p: f"/v1/models/{MODEL}/versions/{p[0]}{p[1]}"),
+    st.tuples(ODD_NAMES, st.sampled_from(["", ":predict", "/metadata", ":classify", ":nope"])).map(
+        lambda p: f"/v1/models/{p[0]}{p[1]}"
+    ),
+    st.tuples(ODD_VERSIONS, st.sampled_from(["", ":predict", "/metadata"])).map(
+        lambda p: f"/v1/models/{MODEL}/versions/{p[0]}{p[1]}"
+    ),
     st.tuples(ODD_NAMES, st.sampled_from(["", ":predict"])).map(lambda p: f"/v1/models/{MODEL}/labels/{p[0]}{p[1]}"),
-    st.sampled_from(["/v1/models/../../etc/passwd", "/v1/models/%2e%2e/%2e%2e/etc/passwd", "/v1/models/..%2F..%2Fetc%2Fpasswd",
-                     "/v1/models/../decoy", "/v1/models/../decoy/metadata", "/v1/models/../decoy:predict",
-                     "/v1/models/tiny/../../decoy:predict", "/v1/models/tiny/versions/../../../etc/passwd",
-                     "/v1/models/", "/v1/models", "/v1/", "/", "/v2/models/tiny", "/v1/models//metadata",
-                     "/v1/models/tiny/versions/1/../../../decoy/metadata", "/etc/passwd", "/v1/models/tiny:predict/../../x"]),
+    st.sampled_from(
+        [
+            "/v1/models/../../etc/passwd",
+            "/v1/models/%2e%2e/%2e%2e/etc/passwd",
+            "/v1/models/..%2F..%2Fetc%2Fpasswd",
+            "/v1/models/../decoy",
+            "/v1/models/../decoy/metadata",
+            "/v1/models/../decoy:predict",
+            "/v1/models/tiny/../../decoy:predict",
+            "/v1/models/tiny/versions/../../../etc/passwd",
+            "/v1/models/",
+            "/v1/models",
+            "/v1/",
+            "/",
+            "/v2/models/tiny",
+            "/v1/models//metadata",
+            "/v1/models/tiny/versions/1/../../../decoy/metadata",
+            "/etc/passwd",
+            "/v1/models/tiny:predict/../../x",
+        ]
+    ),
 )
 
 
@@ -361,7 +443,9 @@ def test_rest_odd_url_paths_never_reach_the_filesystem(server, path, method, raw
 
         # Control bytes stay escaped: they would break the request line itself, which is
         # the HTTP layer's business, not the API's.
-        target = b"".join(b"%%%02X" % byte if byte < 0x21 or byte == 0x7F else bytes([byte]) for byte in unquote_to_bytes(path))
+        target = b"".join(
+            b"%%%02X" % byte if byte < 0x21 or byte == 0x7F else bytes([byte]) for byte in unquote_to_bytes(path)
+        )
     body = json.dumps({"instances": nested([1, IMAGE, IMAGE, 3], 0.5)}).encode() if method == "POST" else b""
     try:
         status, answer = http_call(server.rest_port, method, target, body)
@@ -383,8 +467,11 @@ def tensor_strategy():
     return st.builds(
         tensor_proto,
         st.sampled_from(list(types_pb2.DataType.values())) | st.integers(-3, 400),
-        dims, st.binary(max_size=800), st.booleans(),
-        float_val=st.lists(st.floats(width=32), max_size=8), int_val=st.lists(st.integers(-2**31, 2**31 - 1), max_size=8),
+        dims,
+        st.binary(max_size=800),
+        st.booleans(),
+        float_val=st.lists(st.floats(width=32), max_size=8),
+        int_val=st.lists(st.integers(-(2**31), 2**31 - 1), max_size=8),
         string_val=st.lists(st.binary(max_size=8), max_size=4),
     )
 
@@ -394,7 +481,7 @@ def random_predict_requests():
         build_request,
         st.dictionaries(st.sampled_from([INPUT]) | st.text(max_size=10), tensor_strategy(), max_size=3),
         name=st.sampled_from([MODEL]) | st.text(max_size=20),
-        version=st.none() | st.sampled_from([1]) | st.integers(-2**63, 2**63 - 1),
+        version=st.none() | st.sampled_from([1]) | st.integers(-(2**63), 2**63 - 1),
         label=st.none() | st.text(max_size=10),
         signature=st.sampled_from(["", "serving_default"]) | st.text(max_size=20),
         output_filter=st.lists(st.sampled_from([OUTPUT]) | st.text(max_size=10), max_size=2),
@@ -416,8 +503,14 @@ def near_miss_predict_requests():
 
     def tensor(dtype, shape, content=None):
         """Content that fits the shape and dtype unless ``content`` says otherwise."""
-        numpy_type = {types_pb2.DT_FLOAT: "<f4", types_pb2.DT_DOUBLE: "<f8", types_pb2.DT_INT32: "<i4",
-                      types_pb2.DT_UINT8: "u1", types_pb2.DT_INT64: "<i8", types_pb2.DT_HALF: "<f2"}.get(dtype)
+        numpy_type = {
+            types_pb2.DT_FLOAT: "<f4",
+            types_pb2.DT_DOUBLE: "<f8",
+            types_pb2.DT_INT32: "<i4",
+            types_pb2.DT_UINT8: "u1",
+            types_pb2.DT_INT64: "<i8",
+            types_pb2.DT_HALF: "<f2",
+        }.get(dtype)
         if content is None:
             count = math.prod(shape) if all(d >= 0 for d in shape) and math.prod(shape) < 10**6 else 1
             content = np.zeros(count, numpy_type).tobytes() if numpy_type else b""
@@ -426,20 +519,44 @@ def near_miss_predict_requests():
     good_shape = [1, IMAGE, IMAGE, 3]
     good = tensor(types_pb2.DT_FLOAT, good_shape)
 
-    wrong_dtype = st.sampled_from([types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_UINT8, types_pb2.DT_INT64, types_pb2.DT_HALF, types_pb2.DT_STRING, types_pb2.DT_INVALID])
+    wrong_dtype = st.sampled_from(
+        [
+            types_pb2.DT_DOUBLE,
+            types_pb2.DT_INT32,
+            types_pb2.DT_UINT8,
+            types_pb2.DT_INT64,
+            types_pb2.DT_HALF,
+            types_pb2.DT_STRING,
+            types_pb2.DT_INVALID,
+        ]
+    )
     return st.one_of(
         wrong_dtype.map(lambda dtype: build_request({INPUT: tensor(dtype, good_shape)})),
         wrong_shapes().map(lambda dims: build_request({INPUT: tensor(types_pb2.DT_FLOAT, dims)})),
         # From 1 byte: an empty tensor_content is valid (TensorFlow fills the tensor with zeros).
-        st.integers(1, 4000).filter(lambda n: n != 768).map(lambda n: build_request({INPUT: tensor(types_pb2.DT_FLOAT, good_shape, b"\0" * n)})),
-        st.sampled_from([-1, -2, -(2**40)]).map(lambda d: build_request({INPUT: tensor(types_pb2.DT_FLOAT, [d, IMAGE, IMAGE, 3], b"\0" * 768)})),
-        st.sampled_from([2**31, 2**40, 2**62]).map(lambda d: build_request({INPUT: tensor(types_pb2.DT_FLOAT, [d, IMAGE, IMAGE, 3], b"\0" * 768)})),
+        st.integers(1, 4000)
+        .filter(lambda n: n != 768)
+        .map(lambda n: build_request({INPUT: tensor(types_pb2.DT_FLOAT, good_shape, b"\0" * n)})),
+        st.sampled_from([-1, -2, -(2**40)]).map(
+            lambda d: build_request({INPUT: tensor(types_pb2.DT_FLOAT, [d, IMAGE, IMAGE, 3], b"\0" * 768)})
+        ),
+        st.sampled_from([2**31, 2**40, 2**62]).map(
+            lambda d: build_request({INPUT: tensor(types_pb2.DT_FLOAT, [d, IMAGE, IMAGE, 3], b"\0" * 768)})
+        ),
         st.just(build_request({})),
-        st.text(min_size=1, max_size=10).filter(lambda k: k != INPUT).map(lambda k: build_request({INPUT: good, k: good})),
+        st.text(min_size=1, max_size=10)
+        .filter(lambda k: k != INPUT)
+        .map(lambda k: build_request({INPUT: good, k: good})),
         st.text(min_size=1, max_size=10).filter(lambda k: k != INPUT).map(lambda k: build_request({k: good})),
-        st.text(min_size=1, max_size=20).filter(lambda s: s not in ("", "serving_default")).map(lambda s: build_request({INPUT: good}, signature=s)),
-        st.integers(-2**63, 2**63 - 1).filter(lambda v: v != 1).map(lambda v: build_request({INPUT: good}, version=v)),
-        st.text(min_size=1, max_size=10).filter(lambda name: name != OUTPUT).map(lambda name: build_request({INPUT: good}, output_filter=[name])),
+        st.text(min_size=1, max_size=20)
+        .filter(lambda s: s not in ("", "serving_default"))
+        .map(lambda s: build_request({INPUT: good}, signature=s)),
+        st.integers(-(2**63), 2**63 - 1)
+        .filter(lambda v: v != 1)
+        .map(lambda v: build_request({INPUT: good}, version=v)),
+        st.text(min_size=1, max_size=10)
+        .filter(lambda name: name != OUTPUT)
+        .map(lambda name: build_request({INPUT: good}, output_filter=[name])),
     )
 
 
@@ -491,8 +608,9 @@ def test_grpc_raw_bytes_get_tf_serving_codes(server, method, payload):
     elif parses_as(payload, RAW_METHODS[method]):
         assert code in TF_SERVING_CODES | {grpc.StatusCode.OK}, f"{code}: {details} for {payload!r}"
     else:
-        assert code in TF_SERVING_CODES or (code == grpc.StatusCode.INTERNAL and "deserializ" in details.lower()), \
+        assert code in TF_SERVING_CODES or (code == grpc.StatusCode.INTERNAL and "deserializ" in details.lower()), (
             f"{code}: {details} for {payload!r}"
+        )
 
 
 # --------------------------------------------------------------------- body size cap
@@ -500,7 +618,9 @@ def test_grpc_raw_bytes_get_tf_serving_codes(server, method, payload):
 
 @pytest.fixture(scope="module")
 def capped(tiny_classifier_base, reference, tmp_path_factory):
-    with running_server(tiny_classifier_base, f"--max_request_bytes={CAP_BYTES}", log_dir=tmp_path_factory.mktemp("capped")) as running:
+    with running_server(
+        tiny_classifier_base, f"--max_request_bytes={CAP_BYTES}", log_dir=tmp_path_factory.mktemp("capped")
+    ) as running:
         served = Served(running, *reference)
         served.assert_healthy()
         yield served
@@ -511,8 +631,10 @@ def test_rest_body_over_the_cap_is_refused_before_it_is_read(capped):
     """Declare 64 MiB and send only the headers: a server that tried to read the body first would
     sit waiting for it until the client timeout; the cap must answer at once from Content-Length."""
     declared = 64 << 20
-    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {declared}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", capped.rest_port), timeout=TIMEOUT_S) as sock:
         sock.sendall(head + b'{"instances": [')
         response = http.client.HTTPResponse(sock)
@@ -552,7 +674,11 @@ def test_grpc_message_over_the_cap_is_resource_exhausted(capped):
 
 
 def test_server_listens_on_loopback_only(server):
-    listening = [conn.laddr for conn in psutil.Process(server.pid).net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
+    listening = [
+        conn.laddr
+        for conn in psutil.Process(server.pid).net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    ]
     assert len(listening) >= 2, listening  # gRPC and REST
     assert all(is_loopback(address.ip) for address in listening), listening
 
@@ -575,11 +701,13 @@ def raw_rest_exchange(port: int, head: bytes, body: bytes) -> tuple[int, bytes]:
 
 def chunked(*chunks: bytes, sizes: list[bytes] | None = None) -> bytes:
     sizes = sizes or [b"%x" % len(chunk) for chunk in chunks]
-    return b"".join(size + b"\r\n" + chunk + b"\r\n" for size, chunk in zip(sizes, chunks)) + b"0\r\n\r\n"
+    return b"".join(size + b"\r\n" + chunk + b"\r\n" for size, chunk in zip(sizes, chunks, strict=False)) + b"0\r\n\r\n"
 
 
-CHUNKED_HEAD = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n").encode()
+CHUNKED_HEAD = (
+    f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n"
+).encode()
 
 
 def test_rest_chunked_body_is_served(capped):
@@ -605,8 +733,10 @@ def test_rest_chunked_body_over_the_cap_is_refused(capped):
 
 @pytest.mark.parametrize("length", ["\u00b9", "\u0663", "1" * 5000, "12abc", "-5"])
 def test_rest_content_length_that_is_not_a_plain_number(capped, length):
-    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode("utf-8")
+    head = (
+        f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
     status, answer = raw_rest_exchange(capped.rest_port, head, b"{}")
     assert_rest_error(status, answer, length)
     assert status == (413 if length.isascii() and length.isdigit() else 400), answer[:300]

@@ -50,8 +50,14 @@ class ScriptedHttpServer:
                         head += line
                     if not head:
                         break
-                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length")), 0)
+                    length = next(
+                        (
+                            int(line.split(b":")[1])
+                            for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-length")
+                        ),
+                        0,
+                    )
                     self.requests.append((head, reader.read(length)))
                     answer = self.answers.pop(0)
                     if answer is None:
@@ -67,8 +73,12 @@ class ScriptedHttpServer:
 
 
 def test_content_length_body_and_keep_alive():
-    server = ScriptedHttpServer([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-                                 b"HTTP/1.1 404 Not Found\r\ncontent-length: 17\r\n\r\n{\"error\": \"nope\"}"])
+    server = ScriptedHttpServer(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            b'HTTP/1.1 404 Not Found\r\ncontent-length: 17\r\n\r\n{"error": "nope"}',
+        ]
+    )
     with server.connection() as connection:
         assert connection.request("POST", "/v1/models/m:predict", b'{"instances": [1]}') == (200, b"hello")
         assert connection.request("GET", "/v1/models/x") == (404, b'{"error": "nope"}')
@@ -81,8 +91,10 @@ def test_content_length_body_and_keep_alive():
 
 
 def test_chunked_body_with_extensions_and_trailers():
-    answer = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"4;ext=1\r\nabcd\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4;ext=1\r\nabcd\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    )
     server = ScriptedHttpServer([answer, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
     with server.connection() as connection:
         assert connection.request("GET", "/") == (200, b"abcd0123456789abcdef")
@@ -91,9 +103,14 @@ def test_chunked_body_with_extensions_and_trailers():
 
 
 def test_interim_100_is_skipped_and_http10_closes():
-    server = ScriptedHttpServer([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nto the end",
-                                 b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
-                                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ny"], close_after_each=True)
+    server = ScriptedHttpServer(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nto the end",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ny",
+        ],
+        close_after_each=True,
+    )
     with server.connection() as connection:
         assert connection.request("GET", "/") == (200, b"to the end")
         assert connection.request("GET", "/") == (200, b"x")
@@ -104,8 +121,9 @@ def test_interim_100_is_skipped_and_http10_closes():
 def test_a_stale_kept_alive_connection_is_retried_once():
     # The second request finds the connection closed by the server (None) and is sent
     # again on a new one.
-    server = ScriptedHttpServer([b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", None,
-                                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"])
+    server = ScriptedHttpServer(
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", None, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"]
+    )
     with server.connection() as connection:
         assert connection.request("POST", "/p", b"1") == (200, b"a")
         assert connection.request("POST", "/p", b"2") == (200, b"b")
@@ -120,17 +138,20 @@ def test_a_fresh_connection_closed_without_an_answer_is_an_error_not_a_retry():
     assert len(server.requests) == 1
 
 
-@pytest.mark.parametrize("answer, words", [
-    (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "status line"),
-    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "Content-Length"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "Content-Length"),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd", "Content-Length"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "chunk size"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", "chunk size"),
-    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "response head"),
-])
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\nabcd", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1_0\r\n", "chunk size"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, "response head"),
+    ],
+)
 def test_answers_that_are_not_http_are_refused(answer, words):
     server = ScriptedHttpServer([answer])
     with server.connection() as connection, pytest.raises(HttpProtocolError, match=words):
@@ -138,8 +159,12 @@ def test_answers_that_are_not_http_are_refused(answer, words):
 
 
 def test_transfer_encoding_overrides_content_length_and_the_connection_is_not_reused():
-    server = ScriptedHttpServer([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                 b"2\r\nok\r\n0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"])
+    server = ScriptedHttpServer(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+        ]
+    )
     with server.connection() as connection:
         assert connection.request("GET", "/") == (200, b"ok")  # RFC 9112 §6.3: chunked wins over Content-Length
         assert connection.request("GET", "/") == (200, b"hi")
@@ -147,7 +172,9 @@ def test_transfer_encoding_overrides_content_length_and_the_connection_is_not_re
 
 
 def test_a_body_with_a_coding_that_is_not_chunked_runs_to_the_close():
-    server = ScriptedHttpServer([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot chunked"], close_after_each=True)
+    server = ScriptedHttpServer(
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot chunked"], close_after_each=True
+    )
     with server.connection() as connection:
         assert connection.request("GET", "/") == (200, b"not chunked")
 
@@ -194,9 +221,28 @@ def test_timeout_raises_timeout_error():
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 def test_https(tmp_path, monkeypatch):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts it as its CA
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

@@ -23,9 +23,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serveprof.client.http2_unary import GrpcCallError, UnaryChannel, grpc_timeout_header, parse_target
-from serveprof.wire.http2 import (CONTINUATION, DATA, FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED,
-                                  GOAWAY, HEADERS, PING, PREFACE, RST_STREAM, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE,
-                                  hpack_int)
+from serveprof.wire.http2 import (
+    CONTINUATION,
+    DATA,
+    FLAG_ACK,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
+    hpack_int,
+)
 
 ECHO, FAIL, SLOW, LENGTH = "/t.Echo/Echo", "/t.Echo/Fail", "/t.Echo/Slow", "/t.Echo/Length"
 
@@ -38,12 +52,15 @@ def _echo_handlers():
         time.sleep(float(request.decode()))
         return b"late"
 
-    return grpc.method_handlers_generic_handler("t.Echo", {
-        "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request),
-        "Fail": grpc.unary_unary_rpc_method_handler(fail),
-        "Slow": grpc.unary_unary_rpc_method_handler(slow),
-        "Length": grpc.unary_unary_rpc_method_handler(lambda request, context: str(len(request)).encode()),
-    })
+    return grpc.method_handlers_generic_handler(
+        "t.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: request),
+            "Fail": grpc.unary_unary_rpc_method_handler(fail),
+            "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            "Length": grpc.unary_unary_rpc_method_handler(lambda request, context: str(len(request)).encode()),
+        },
+    )
 
 
 def start_grpc_server(port: int = 0, **options) -> tuple[grpc.Server, int]:
@@ -83,11 +100,13 @@ def test_grpc_timeout_fits_eight_digits():
     assert grpc_timeout_header(0.0001) == b"1m"
     assert grpc_timeout_header(600) == b"600000m"
     assert grpc_timeout_header(200_000) == b"200000S"  # 200,000,000 ms has nine digits
-    assert len(grpc_timeout_header(10 ** 12).rstrip(b"mSMH")) <= 8
+    assert len(grpc_timeout_header(10**12).rstrip(b"mSMH")) <= 8
 
 
-@pytest.mark.parametrize("target, expected", [
-    ("127.0.0.1:8500", ("127.0.0.1", 8500)), ("localhost:1", ("localhost", 1)), ("[::1]:8500", ("::1", 8500))])
+@pytest.mark.parametrize(
+    "target, expected",
+    [("127.0.0.1:8500", ("127.0.0.1", 8500)), ("localhost:1", ("localhost", 1)), ("[::1]:8500", ("::1", 8500))],
+)
 def test_targets_host_port(target, expected):
     assert parse_target(target) == expected
 
@@ -255,16 +274,18 @@ def test_padded_continued_pinged_answer_is_read():
         trailers = _block(("grpc-status", "0"), ("grpc-message", ""))
         body = _message(b"hello world")
         pad = 7
-        return b"".join([
-            _frame(SETTINGS, 0, 0, struct.pack(">HI", 5, 1 << 20)),
-            _frame(PING, 0, 0, b"12345678"),
-            _frame(HEADERS, 0, stream, headers[:2]),
-            _frame(CONTINUATION, FLAG_END_HEADERS, stream, headers[2:]),
-            _frame(DATA, FLAG_PADDED, stream, bytes([pad]) + body[:8] + b"\0" * pad),
-            _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1000)),
-            _frame(DATA, 0, stream, body[8:]),
-            _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS | FLAG_PADDED, stream, b"\x02" + trailers + b"\0\0"),
-        ])
+        return b"".join(
+            [
+                _frame(SETTINGS, 0, 0, struct.pack(">HI", 5, 1 << 20)),
+                _frame(PING, 0, 0, b"12345678"),
+                _frame(HEADERS, 0, stream, headers[:2]),
+                _frame(CONTINUATION, FLAG_END_HEADERS, stream, headers[2:]),
+                _frame(DATA, FLAG_PADDED, stream, bytes([pad]) + body[:8] + b"\0" * pad),
+                _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1000)),
+                _frame(DATA, 0, stream, body[8:]),
+                _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS | FLAG_PADDED, stream, b"\x02" + trailers + b"\0\0"),
+            ]
+        )
 
     peer = ScriptedPeer(respond)
     with UnaryChannel(peer.target, timeout_s=10) as channel:
@@ -275,8 +296,11 @@ def test_padded_continued_pinged_answer_is_read():
 
 
 def test_request_headers_are_grpcs():
-    peer = ScriptedPeer(lambda stream: _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream,
-                                              _block((":status", "200"), ("grpc-status", "0"))))
+    peer = ScriptedPeer(
+        lambda stream: _frame(
+            HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block((":status", "200"), ("grpc-status", "0"))
+        )
+    )
     with UnaryChannel(peer.target, timeout_s=7) as channel:
         with pytest.raises(GrpcCallError):  # status OK but no message: refused
             channel.call("/tensorflow.serving.PredictionService/Predict", b"abc")
@@ -285,22 +309,36 @@ def test_request_headers_are_grpcs():
 
     headers_frame = next(payload for kind, _, _, payload in peer.request_frames if kind == HEADERS)
     headers = dict(Decoder().decode(headers_frame))
-    assert headers == {":method": "POST", ":scheme": "http", ":path": "/tensorflow.serving.PredictionService/Predict",
-                       ":authority": peer.target, "content-type": "application/grpc", "te": "trailers",
-                       "user-agent": "serveprof", "grpc-timeout": "7000m"}
+    assert headers == {
+        ":method": "POST",
+        ":scheme": "http",
+        ":path": "/tensorflow.serving.PredictionService/Predict",
+        ":authority": peer.target,
+        "content-type": "application/grpc",
+        "te": "trailers",
+        "user-agent": "serveprof",
+        "grpc-timeout": "7000m",
+    }
     data = b"".join(payload for kind, _, _, payload in peer.request_frames if kind == DATA)
     assert data == _message(b"abc")
 
 
 def test_trailers_only_error_and_http_status():
-    peer = ScriptedPeer(lambda stream: _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(
-        (":status", "200"), ("grpc-status", "3"), ("grpc-message", "bad%20input%3A%20%C3%BC"))))
+    peer = ScriptedPeer(
+        lambda stream: _frame(
+            HEADERS,
+            FLAG_END_STREAM | FLAG_END_HEADERS,
+            stream,
+            _block((":status", "200"), ("grpc-status", "3"), ("grpc-message", "bad%20input%3A%20%C3%BC")),
+        )
+    )
     with UnaryChannel(peer.target, timeout_s=10) as channel, pytest.raises(GrpcCallError) as raised:
         channel.call("/a.B/C", b"x")
     assert (raised.value.code, raised.value.details) == ("INVALID_ARGUMENT", "bad input: ü")
 
-    peer = ScriptedPeer(lambda stream: _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream,
-                                              _block((":status", "503"))))
+    peer = ScriptedPeer(
+        lambda stream: _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block((":status", "503")))
+    )
     with UnaryChannel(peer.target, timeout_s=10) as channel, pytest.raises(GrpcCallError) as raised:
         channel.call("/a.B/C", b"x")
     assert raised.value.code == "UNAVAILABLE" and "503" in raised.value.details
@@ -314,18 +352,29 @@ def test_goaway_before_the_stream_is_unavailable():
 
 
 def test_a_compressed_answer_is_refused():
-    peer = ScriptedPeer(lambda stream: b"".join([
-        _frame(HEADERS, FLAG_END_HEADERS, stream, _block((":status", "200"))),
-        _frame(DATA, 0, stream, b"\x01" + struct.pack(">I", 3) + b"abc"),
-        _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(("grpc-status", "0")))]))
+    peer = ScriptedPeer(
+        lambda stream: b"".join(
+            [
+                _frame(HEADERS, FLAG_END_HEADERS, stream, _block((":status", "200"))),
+                _frame(DATA, 0, stream, b"\x01" + struct.pack(">I", 3) + b"abc"),
+                _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(("grpc-status", "0"))),
+            ]
+        )
+    )
     with UnaryChannel(peer.target, timeout_s=10) as channel, pytest.raises(GrpcCallError) as raised:
         channel.call("/a.B/C", b"x")
     assert raised.value.code == "INTERNAL" and "compressed" in raised.value.details
 
 
 def test_connect_finishes_the_handshake_before_the_first_request():
-    peer = ScriptedPeer(lambda stream: _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(
-        (":status", "200"), ("grpc-status", "5"), ("grpc-message", "x"))))
+    peer = ScriptedPeer(
+        lambda stream: _frame(
+            HEADERS,
+            FLAG_END_STREAM | FLAG_END_HEADERS,
+            stream,
+            _block((":status", "200"), ("grpc-status", "5"), ("grpc-message", "x")),
+        )
+    )
     with UnaryChannel(peer.target, timeout_s=10) as channel:
         channel.connect()
         channel.connect()  # a second connect keeps the connection
@@ -358,19 +407,31 @@ def test_connect_to_nothing_is_unavailable():
 
 
 def _ok_answer(stream: int, body: bytes = b"fine") -> bytes:
-    return b"".join([_frame(HEADERS, FLAG_END_HEADERS, stream, _block((":status", "200"))),
-                     _frame(DATA, 0, stream, _message(body)),
-                     _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(("grpc-status", "0")))])
+    return b"".join(
+        [
+            _frame(HEADERS, FLAG_END_HEADERS, stream, _block((":status", "200"))),
+            _frame(DATA, 0, stream, _message(body)),
+            _frame(HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream, _block(("grpc-status", "0"))),
+        ]
+    )
 
 
-@pytest.mark.parametrize("breakage, words", [
-    (lambda stream: _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 31) - 1)), "past 2^31-1"),
-    (lambda stream: _frame(DATA, 0, stream + 2, b"unasked"), "never opened"),
-    (lambda stream: _frame(HEADERS, 0, stream, _block((":status", "200")))
-     + _frame(CONTINUATION, 0, stream, b"") * 40, "CONTINUATION"),
-    (lambda stream: _frame(SETTINGS, 0, 0, b"12345"), "multiple of 6"),
-    (lambda stream: _frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 31)), "2^31-1"),
-], ids=["window overflow", "unknown stream", "continuation flood", "settings length", "settings window"])
+@pytest.mark.parametrize(
+    "breakage, words",
+    [
+        (lambda stream: _frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 31) - 1)), "past 2^31-1"),
+        (lambda stream: _frame(DATA, 0, stream + 2, b"unasked"), "never opened"),
+        (
+            lambda stream: (
+                _frame(HEADERS, 0, stream, _block((":status", "200"))) + _frame(CONTINUATION, 0, stream, b"") * 40
+            ),
+            "CONTINUATION",
+        ),
+        (lambda stream: _frame(SETTINGS, 0, 0, b"12345"), "multiple of 6"),
+        (lambda stream: _frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 1 << 31)), "2^31-1"),
+    ],
+    ids=["window overflow", "unknown stream", "continuation flood", "settings length", "settings window"],
+)
 def test_a_server_that_breaks_http2_fails_the_call(breakage, words):
     peer = ScriptedPeer(lambda stream: breakage(stream) + _ok_answer(stream))
     with UnaryChannel(peer.target, timeout_s=5) as channel, pytest.raises(GrpcCallError) as raised:
@@ -379,7 +440,9 @@ def test_a_server_that_breaks_http2_fails_the_call(breakage, words):
 
 
 def test_data_on_a_finished_stream_is_answered_stream_closed():
-    peer = ScriptedPeer(lambda stream: _ok_answer(stream) + _frame(DATA, 0, stream, b"late") + _frame(PING, 0, 0, b"p" * 8))
+    peer = ScriptedPeer(
+        lambda stream: _ok_answer(stream) + _frame(DATA, 0, stream, b"late") + _frame(PING, 0, 0, b"p" * 8)
+    )
     with UnaryChannel(peer.target, timeout_s=1) as channel:
         assert channel.call("/a.B/C", b"x") == b"fine"
         with pytest.raises(GrpcCallError):

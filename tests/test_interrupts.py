@@ -31,7 +31,13 @@ IMAGE = TINY_IMAGE_SIZE
 GONE_WITHIN_S = 5  # a server must vanish this soon after its launcher does
 SERVER_UP_WITHIN_S = 240
 TIMED_LOOP_STARTED = "timing up to"  # what serveprof measure logs as its timed loop begins
-LONG_MEASURE = {"requests": 10_000_000, "max_seconds": 600, "min_requests": 1, "warmup_requests": 1, "warmup_max_seconds": 1}
+LONG_MEASURE = {
+    "requests": 10_000_000,
+    "max_seconds": 600,
+    "min_requests": 1,
+    "warmup_requests": 1,
+    "warmup_max_seconds": 1,
+}
 SHORT_MEASURE = {"requests": 5, "max_seconds": 5, "min_requests": 1, "warmup_requests": 1, "warmup_max_seconds": 1}
 
 
@@ -63,8 +69,11 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
 
 def timing(log: Path, root: Path, timeout: float = SERVER_UP_WITHIN_S) -> psutil.Process:
     """Wait until the measurement logging to ``log`` is in its timed loop; return its server."""
-    wait_for(lambda: log.exists() and TIMED_LOOP_STARTED in log.read_text(errors="replace"), timeout,
-             f"{TIMED_LOOP_STARTED!r} in {log}")
+    wait_for(
+        lambda: log.exists() and TIMED_LOOP_STARTED in log.read_text(errors="replace"),
+        timeout,
+        f"{TIMED_LOOP_STARTED!r} in {log}",
+    )
     servers = processes("serve", root)
     assert len(servers) == 1, servers
     return servers[0]
@@ -74,7 +83,9 @@ def assert_no_server_left(root: Path) -> None:
     started = time.monotonic()
     try:
         wait_for(lambda: not processes("serve", root), GONE_WITHIN_S, "the server to go")
-        print(f"[{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}] no server left after {time.monotonic() - started:.2f} s")
+        print(
+            f"[{os.environ.get('PYTEST_CURRENT_TEST', '').split(' ')[0]}] no server left after {time.monotonic() - started:.2f} s"
+        )
     finally:
         for leftover in processes("serve", root):  # never leak one, even when failing
             leftover.kill()
@@ -89,8 +100,11 @@ def stop(process: subprocess.Popen) -> None:
 
 def result_files(folder: Path, batch: int) -> list[str]:
     """Latency and stats files of the batch in ``folder``, atomic writes' temporaries included."""
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*")
-                  if f"b{batch}" in path.name and (".csv" in path.name or ".json" in path.name))
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if f"b{batch}" in path.name and (".csv" in path.name or ".json" in path.name)
+    )
 
 
 # ------------------------------------------------------------------- the config
@@ -98,7 +112,14 @@ def result_files(folder: Path, batch: int) -> list[str]:
 
 def workflow_config(saved_model: Path, measure: dict) -> dict:
     return {
-        "models": {MODEL: {"source": "saved_model", "type": "classification", "path": str(saved_model), "input_size": [IMAGE, IMAGE]}},
+        "models": {
+            MODEL: {
+                "source": "saved_model",
+                "type": "classification",
+                "path": str(saved_model),
+                "input_size": [IMAGE, IMAGE],
+            }
+        },
         "batch_sizes": [1],
         "measure": measure,
         "server": {"backend": "embedded", "startup_timeout_s": 180},
@@ -118,17 +139,47 @@ def as_from_a_terminal() -> None:
 
 def start_measure(base: Path, out: Path) -> subprocess.Popen:
     command = [
-        "serveprof", "measure", "--model", MODEL, "--model-base-path", str(base), "--batch-size", "1",
-        "--server", canonical_json({"backend": "embedded", "startup_timeout_s": 180}),
-        "--input", canonical_json({"kind": "random", "seed": 0}), "--protocol", "grpc",
-        "--requests", str(LONG_MEASURE["requests"]), "--max-seconds", str(LONG_MEASURE["max_seconds"]),
-        "--min-requests", "1", "--warmup-requests", "1", "--warmup-max-seconds", "1",
-        "--latencies", str(out / f"{MODEL}-b1.csv"), "--stats", str(out / "stats" / "b1.json"),
+        "serveprof",
+        "measure",
+        "--model",
+        MODEL,
+        "--model-base-path",
+        str(base),
+        "--batch-size",
+        "1",
+        "--server",
+        canonical_json({"backend": "embedded", "startup_timeout_s": 180}),
+        "--input",
+        canonical_json({"kind": "random", "seed": 0}),
+        "--protocol",
+        "grpc",
+        "--requests",
+        str(LONG_MEASURE["requests"]),
+        "--max-seconds",
+        str(LONG_MEASURE["max_seconds"]),
+        "--min-requests",
+        "1",
+        "--warmup-requests",
+        "1",
+        "--warmup-max-seconds",
+        "1",
+        "--latencies",
+        str(out / f"{MODEL}-b1.csv"),
+        "--stats",
+        str(out / "stats" / "b1.json"),
     ]
     log = open(out / "measure.log", "wb")  # noqa: SIM115 - the child writes it; our handle closes below
     try:
-        return subprocess.Popen(command, cwd=out, env=workflow_env(), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_from_a_terminal)
+        return subprocess.Popen(
+            command,
+            cwd=out,
+            env=workflow_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=as_from_a_terminal,
+        )
     finally:
         log.close()
 
@@ -188,8 +239,16 @@ def start_workflow(workdir: Path, tiny_classifier_base: Path) -> subprocess.Pope
     write_config(workdir, workflow_config(tiny_classifier_base / "1", LONG_MEASURE))
     log = open(workdir / "snakemake.out", "wb")  # noqa: SIM115 - owned by the child; closed with it
     try:
-        return subprocess.Popen(workflow_command(workdir), cwd=REPO, env=workflow_env(), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_from_a_terminal)
+        return subprocess.Popen(
+            workflow_command(workdir),
+            cwd=REPO,
+            env=workflow_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=as_from_a_terminal,
+        )
     finally:
         log.close()
 

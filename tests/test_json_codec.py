@@ -25,8 +25,9 @@ def test_an_empty_list_is_an_empty_tensor_of_the_signatures_dtype(dtype):
     assert array.shape == (0,) and array.dtype == dtype.numpy
 
 
-@pytest.mark.parametrize("dtype, values", [(FLOAT, [[1.0, True]]), (FLOAT, [False, 2.5]), (INT32, [1, True]),
-                                           (INT64, [[True], [2]])])
+@pytest.mark.parametrize(
+    "dtype, values", [(FLOAT, [[1.0, True]]), (FLOAT, [False, 2.5]), (INT32, [1, True]), (INT64, [[True], [2]])]
+)
 def test_booleans_among_numbers_are_refused(dtype, values):
     with pytest.raises(ServingError) as raised:
         decode({"instances": values}, dtype)

@@ -62,8 +62,12 @@ def spec_of(server: dict, model: str, base: str, log: str | None = None) -> Serv
 
 
 def embedded(base: Path, log: Path | None = None, **settings) -> ServerSpec:
-    return spec_of({"backend": "embedded", "startup_timeout_s": START_TIMEOUT_S, **settings},
-                   TINY_MODEL_NAME, str(base), str(log) if log else None)
+    return spec_of(
+        {"backend": "embedded", "startup_timeout_s": START_TIMEOUT_S, **settings},
+        TINY_MODEL_NAME,
+        str(base),
+        str(log) if log else None,
+    )
 
 
 def servers_of(marker: str) -> list[psutil.Process]:
@@ -121,8 +125,10 @@ def test_embedded_server_serves_reports_itself_and_is_gone_after(model_copy, tmp
         assert (server.info["gpu_requested"], server.info["gpu_used"]) == (False, False)
         assert psutil.Process(pid).environ()["CUDA_VISIBLE_DEVICES"] == "-1"
         assert f"--model_base_path={model_copy}" in server.info["command"]
-        with GrpcClient(server.grpc_target, TINY_MODEL_NAME, timeout_s=60) as grpc_client, \
-                RestClient(server.rest_url, TINY_MODEL_NAME, timeout_s=60) as rest_client:
+        with (
+            GrpcClient(server.grpc_target, TINY_MODEL_NAME, timeout_s=60) as grpc_client,
+            RestClient(server.rest_url, TINY_MODEL_NAME, timeout_s=60) as rest_client,
+        ):
             assert grpc_client.model_status() == "AVAILABLE"
             by_grpc = grpc_client.predict({"images": batch})["probabilities"]
             by_rest = rest_client.predict({"images": batch})["probabilities"]
@@ -184,7 +190,9 @@ def test_a_missing_model_directory_is_refused_before_starting(tmp_path):
 
 def test_startup_timeout_raises_and_leaves_nothing(model_copy, tmp_path):
     started = time.monotonic()
-    with pytest.raises(ServeprofError, match="within server.startup_timeout_s = 0.5 s(.|\n)*raise server.startup_timeout_s"):
+    with pytest.raises(
+        ServeprofError, match="within server.startup_timeout_s = 0.5 s(.|\n)*raise server.startup_timeout_s"
+    ):
         with launch(embedded(model_copy, tmp_path / "server.log", startup_timeout_s=0.5)):
             pytest.fail("the tiny model cannot be AVAILABLE 0.5 s after the server starts")
     assert time.monotonic() - started < 30
@@ -229,8 +237,13 @@ LAUNCHER_SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_the_server_dies_with_its_launcher(model_copy, tmp_path, how):
     log = tmp_path / "server.log"  # a SIGKILLed launcher cannot remove a temporary log
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER_SCRIPT, str(model_copy), str(log)], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER_SCRIPT, str(model_copy), str(log)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = launcher.stdout.readline()
         assert line, launcher.stderr.read()[-3000:]
@@ -253,12 +266,14 @@ def fake_tensorflow_model_server(folder: Path) -> Path:
     """An executable named tensorflow_model_server that only answers --version (never served)."""
     folder.mkdir(parents=True, exist_ok=True)
     fake = folder / "tensorflow_model_server"
-    fake.write_text("#!/bin/sh\n"
-                    'if [ "$1" = "--version" ]; then\n'
-                    '  echo "TensorFlow ModelServer: 2.18.0-rc0+dev.sha.abc123"\n'
-                    '  echo "TensorFlow Library: 2.18.0"\n'
-                    "  exit 0\nfi\n"
-                    "echo 'this fake must never be run as a server' >&2\nexit 3\n")
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "--version" ]; then\n'
+        '  echo "TensorFlow ModelServer: 2.18.0-rc0+dev.sha.abc123"\n'
+        '  echo "TensorFlow Library: 2.18.0"\n'
+        "  exit 0\nfi\n"
+        "echo 'this fake must never be run as a server' >&2\nexit 3\n"
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     return fake
 
@@ -297,12 +312,24 @@ def test_auto_uses_a_configured_tfserving_path(tmp_path, monkeypatch):
 def test_tfserving_command_line(tmp_path, monkeypatch):
     fake = fake_tensorflow_model_server(tmp_path / "bin")
     monkeypatch.setenv("PATH", str(fake.parent))
-    spec = spec_for(tmp_path, backend="tfserving", intra_op_threads=2, inter_op_threads=1,
-                    extra_flags=["--rest_api_timeout_in_ms=60000"])
+    spec = spec_for(
+        tmp_path,
+        backend="tfserving",
+        intra_op_threads=2,
+        inter_op_threads=1,
+        extra_flags=["--rest_api_timeout_in_ms=60000"],
+    )
     base = str(tmp_path / "models" / "tiny")
     assert build_command(spec, "tfserving", 8600, 8601) == [
-        str(fake), "--port=8600", "--rest_api_port=8601", "--model_name=tiny", f"--model_base_path={base}",
-        "--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=1", "--rest_api_timeout_in_ms=60000"]
+        str(fake),
+        "--port=8600",
+        "--rest_api_port=8601",
+        "--model_name=tiny",
+        f"--model_base_path={base}",
+        "--tensorflow_intra_op_parallelism=2",
+        "--tensorflow_inter_op_parallelism=1",
+        "--rest_api_timeout_in_ms=60000",
+    ]
 
 
 def test_tfserving_backend_without_the_binary_says_how_to_get_one(tmp_path, monkeypatch):
@@ -329,7 +356,9 @@ def test_rest_can_be_turned_off_through_extra_flags(model_copy):
         with GrpcClient(server.grpc_target, TINY_MODEL_NAME, timeout_s=60) as client:
             assert client.model_status() == "AVAILABLE"
         process = psutil.Process(server.pid)
-        connections = process.net_connections if hasattr(process, "net_connections") else process.connections  # psutil < 6
+        connections = (
+            process.net_connections if hasattr(process, "net_connections") else process.connections
+        )  # psutil < 6
         listening = {address.laddr.port for address in connections("tcp") if address.status == psutil.CONN_LISTEN}
         assert listening == {server.grpc_port}
 
@@ -341,7 +370,7 @@ def test_docker_command_line(tmp_path, gpu):
     command = build_command(spec, "docker", 8600, 8601, name="serveprof-tiny-test")
     image = "tensorflow/serving:2.18.0-gpu" if gpu else "tensorflow/serving:2.18.0"
     at = command.index(image)
-    options, server_flags = command[:at], command[at + 1:]
+    options, server_flags = command[:at], command[at + 1 :]
     # --init: TF Serving as the container's PID 1 would ignore the SIGTERM that stops it.
     assert options[:5] == ["docker", "run", "--rm", "--init", "--name"] and options[5] == "serveprof-tiny-test"
     assert "serveprof.launcher=serveprof" in options
@@ -350,8 +379,13 @@ def test_docker_command_line(tmp_path, gpu):
     assert published == ["127.0.0.1:8600:8500", "127.0.0.1:8601:8501"]
     assert ("--gpus" in options) == gpu and (not gpu or options[options.index("--gpus") + 1] == "all")
     assert options[-2:] == ["--entrypoint", "tensorflow_model_server"]
-    assert server_flags == ["--port=8500", "--rest_api_port=8501", "--model_name=tiny",
-                            "--model_base_path=/models/tiny", "--enable_batching"]
+    assert server_flags == [
+        "--port=8500",
+        "--rest_api_port=8501",
+        "--model_name=tiny",
+        "--model_base_path=/models/tiny",
+        "--enable_batching",
+    ]
     assert server_environment(spec, "docker") is None  # a container sees no GPU without --gpus anyway
 
 
@@ -362,12 +396,27 @@ def test_apptainer_command_line(tmp_path, gpu):
     command = build_command(spec, "apptainer", 8600, 8601)
     image = "docker://tensorflow/serving:latest" + ("-gpu" if gpu else "")
     # No PID namespace (no --pid/--containall): TF Serving is not PID 1 and dies of SIGTERM as usual.
-    expected = ["/opt/apptainer/bin/apptainer", "exec", *(["--nv"] if gpu else []), "--bind",
-                f"{base}:/models/tiny:ro", image, "tensorflow_model_server", "--port=8600", "--rest_api_port=8601",
-                "--model_name=tiny", "--model_base_path=/models/tiny"]
+    expected = [
+        "/opt/apptainer/bin/apptainer",
+        "exec",
+        *(["--nv"] if gpu else []),
+        "--bind",
+        f"{base}:/models/tiny:ro",
+        image,
+        "tensorflow_model_server",
+        "--port=8600",
+        "--rest_api_port=8601",
+        "--model_name=tiny",
+        "--model_base_path=/models/tiny",
+    ]
     assert command == expected
     assert version_command(spec, "apptainer", command, None) == [
-        "/opt/apptainer/bin/apptainer", "exec", image, "tensorflow_model_server", "--version"]
+        "/opt/apptainer/bin/apptainer",
+        "exec",
+        image,
+        "tensorflow_model_server",
+        "--version",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -461,7 +510,9 @@ def fake_docker(folder: Path, broken: bool = False) -> Path:
     # `sleep` under the name tensorflow_model_server stands in for the container's server.
     folder.mkdir(parents=True, exist_ok=True)
     os.symlink(shutil.which("sleep"), folder / "tensorflow_model_server")
-    return executable_script(folder / "docker", FAKE_DOCKER.format(python=sys.executable, state=str(folder), broken=broken))
+    return executable_script(
+        folder / "docker", FAKE_DOCKER.format(python=sys.executable, state=str(folder), broken=broken)
+    )
 
 
 def docker_calls(folder: Path) -> list[list[str]]:
@@ -473,8 +524,11 @@ def test_docker_backend_end_to_end_records_image_digest_version_and_pid(model_co
     """launch() on the docker path, a fake client standing in for the engine: what it runs, asks and removes."""
     state = tmp_path / "docker-state"
     docker = fake_docker(state)
-    spec = spec_of({"backend": "docker", "docker_path": str(docker), "image_tag": "2.18.0",
-                    "startup_timeout_s": START_TIMEOUT_S}, TINY_MODEL_NAME, str(model_copy))
+    spec = spec_of(
+        {"backend": "docker", "docker_path": str(docker), "image_tag": "2.18.0", "startup_timeout_s": START_TIMEOUT_S},
+        TINY_MODEL_NAME,
+        str(model_copy),
+    )
     with launch(spec) as server:
         name = server.container
         container_init = int((state / f"{name}.pid").read_text())
@@ -500,9 +554,22 @@ def test_docker_backend_end_to_end_records_image_digest_version_and_pid(model_co
         ["rm", "-f", name],  # after the stop, in case the container outlived its client
     ]
     assert docker_container_inspect_command(spec, name) == [
-        str(docker), "inspect", "--type", "container", "--format", "{{.State.Pid}} {{.Image}}", name]
+        str(docker),
+        "inspect",
+        "--type",
+        "container",
+        "--format",
+        "{{.State.Pid}} {{.Image}}",
+        name,
+    ]
     assert docker_image_inspect_command(spec, "sha256:x") == [
-        str(docker), "image", "inspect", "--format", "{{json .RepoDigests}}", "sha256:x"]
+        str(docker),
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        "sha256:x",
+    ]
 
 
 def test_docker_probes_that_fail_leave_nulls_and_notes_not_errors(tmp_path):
@@ -521,23 +588,28 @@ def test_docker_probes_that_fail_leave_nulls_and_notes_not_errors(tmp_path):
 def test_a_container_pid_that_is_not_a_local_server_is_not_sampled(tmp_path):
     """A remote Docker daemon's pid means nothing here: never sample whatever has that number locally."""
     assert probes.local_server_pid(os.getpid()) is None
-    assert probes.local_server_pid(2 ** 22 + 1) is None  # above pid_max: no such process
+    assert probes.local_server_pid(2**22 + 1) is None  # above pid_max: no such process
 
 
 def test_apptainer_records_the_sif_digest_and_the_images_version(tmp_path):
     sif = tmp_path / "serving_2.18.0.sif"
     sif.write_bytes(b"not really a SIF, but bytes to hash")
     calls = tmp_path / "apptainer-calls"
-    apptainer = executable_script(tmp_path / "bin" / "apptainer", f"""#!/bin/sh
+    apptainer = executable_script(
+        tmp_path / "bin" / "apptainer",
+        f"""#!/bin/sh
 echo "$@" >> {calls}
 echo "TensorFlow ModelServer: 2.18.0-rc0+dev.sha.abc123"
 echo "TensorFlow Library: 2.18.0"
-""")
+""",
+    )
     spec = spec_for(tmp_path, backend="apptainer", apptainer_path=str(apptainer), image=str(sif), gpu=True)
     command = build_command(spec, "apptainer", 8600, 8601)
     assert command[command.index("tensorflow_model_server") - 1] == str(sif)
-    gpu_log = ("2026-11-25 10:00:00.1: I external/local_xla/xla/tsl/.../gpu_device.cc:2019] Created device "
-               "/job:localhost/replica:0/task:0/device:GPU:0 with 14791 MB memory:  -> device: 0, name: Tesla T4")
+    gpu_log = (
+        "2026-11-25 10:00:00.1: I external/local_xla/xla/tsl/.../gpu_device.cc:2019] Created device "
+        "/job:localhost/replica:0/task:0/device:GPU:0 with 14791 MB memory:  -> device: 0, name: Tesla T4"
+    )
     facts = identify(spec, "apptainer", command, None, log_text=gpu_log)
     assert facts.info["version"] == f"2.18.0-rc0+dev.sha.abc123 (TensorFlow 2.18.0) in {sif}"
     assert facts.info["image"] == str(sif)
@@ -558,15 +630,18 @@ def test_apptainer_pulling_from_a_registry_has_no_digest_and_says_so(tmp_path):
 
 def test_an_unconfirmed_gpu_of_a_real_tf_serving_is_reported_as_unknown(tmp_path):
     spec = spec_for(tmp_path, gpu=True)
-    used, note = gpu_status(spec, "docker", "I tensorflow_serving/model_servers/server.cc:445] Running gRPC ModelServer")
+    used, note = gpu_status(
+        spec, "docker", "I tensorflow_serving/model_servers/server.cc:445] Running gRPC ModelServer"
+    )
     assert used is None and "TF_CPP_MIN_LOG_LEVEL" in note
     assert gpu_status(spec_for(tmp_path, gpu=False), "docker", "") == (False, None)
 
 
 def test_the_embedded_gpu_probe_asks_the_servers_tensorflow():
     """The real probe: TensorFlow in its own process answers with the GPUs it sees (none on a CPU-only machine)."""
-    output, note = run_probe(embedded_gpu_probe_command(), probes.GPU_PROBE_TIMEOUT_S,
-                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    output, note = run_probe(
+        embedded_gpu_probe_command(), probes.GPU_PROBE_TIMEOUT_S, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    )
     assert note is None
     devices = json.loads(output.strip().splitlines()[-1])
     assert isinstance(devices, list) and all(name.startswith("/physical_device:GPU:") for name in devices)
@@ -583,11 +658,16 @@ def test_a_gpu_run_on_an_embedded_server_without_a_gpu_warns_and_records_it(mode
             assert "CUDA_VISIBLE_DEVICES" not in psutil.Process(server.pid).environ()  # GPUs left visible
             assert any("sees no GPU" in note for note in server.info["notes"])
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert any(message.startswith("WARNING: server.gpu is true, but TensorFlow in the embedded server's environment "
-                                  "sees no GPU") for message in warnings), warnings
+    assert any(
+        message.startswith(
+            "WARNING: server.gpu is true, but TensorFlow in the embedded server's environment sees no GPU"
+        )
+        for message in warnings
+    ), warnings
 
-    monkeypatch.setattr(probes, "embedded_gpu_probe_command",
-                        lambda: [sys.executable, "-c", "print('[\"/physical_device:GPU:0\"]')"])
+    monkeypatch.setattr(
+        probes, "embedded_gpu_probe_command", lambda: [sys.executable, "-c", "print('[\"/physical_device:GPU:0\"]')"]
+    )
     assert gpu_status(embedded(model_copy, gpu=True), "embedded", "") == (True, None)
 
 
@@ -606,4 +686,9 @@ def test_server_settings_are_checked_with_the_schemas_fixes(tmp_path):
         spec_of({"backend": "kubernetes"}, "tiny", str(tmp_path))
     spec = spec_of({}, "tiny", str(tmp_path))
     assert (spec.backend, spec.image, spec.image_tag, spec.startup_timeout_s, spec.extra_flags) == (
-        "auto", "tensorflow/serving", "latest", 600, ())
+        "auto",
+        "tensorflow/serving",
+        "latest",
+        600,
+        (),
+    )

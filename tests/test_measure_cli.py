@@ -30,7 +30,14 @@ RUN_TIMEOUT_S = 400  # each batch size launches a server (TensorFlow's import is
 
 
 def serveprof(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "serveprof", *args], cwd=cwd, env=server_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "serveprof", *args],
+        cwd=cwd,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
 
 
 def launch_args(base: Path) -> list[str]:
@@ -56,16 +63,35 @@ def check_series(lines: list[str], stats: dict, batch: int) -> None:
 
 def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_path):
     out = tmp_path / "profiling"
-    done = serveprof("measure", *launch_args(tiny_classifier_base), "--batch-size", "1", "--batch-size", "3",
-                     "--requests", "20", "--warmup-requests", "2", "--input", '{"kind": "random", "seed": 5}',
-                     "--out-dir", str(out), cwd=tmp_path)
+    done = serveprof(
+        "measure",
+        *launch_args(tiny_classifier_base),
+        "--batch-size",
+        "1",
+        "--batch-size",
+        "3",
+        "--requests",
+        "20",
+        "--warmup-requests",
+        "2",
+        "--input",
+        '{"kind": "random", "seed": 5}',
+        "--out-dir",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     pids = set()
     for batch in (1, 3):
         lines, stats = read_results(out, batch)
         assert len(lines) == 20
         check_series(lines, stats, batch)
-        assert (stats["model"], stats["batch_size"], stats["protocol"], stats["transport"]) == (MODEL, batch, "grpc", "builtin")
+        assert (stats["model"], stats["batch_size"], stats["protocol"], stats["transport"]) == (
+            MODEL,
+            batch,
+            "grpc",
+            "builtin",
+        )
         assert stats["first_init_ms"] > 0 and stats["first_aot_ms"] > 0
         assert (stats["warmup_requests"], stats["requests_target"]) == (2, 20)
         assert (stats["truncated"], stats["truncated_reason"]) == (False, None)
@@ -82,7 +108,11 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
         assert resources["cpu_util_pct"] is not None and resources["cpu_util_pct"] >= 0
         gpu = detect_gpu_probe()  # the CLI reads the GPU the same way: device-wide, whoever uses it
         if gpu is None:
-            assert (resources["gpu_util_pct"], resources["gpu_mem_mb"], stats["provenance"]["gpu"]) == (None, None, None)
+            assert (resources["gpu_util_pct"], resources["gpu_mem_mb"], stats["provenance"]["gpu"]) == (
+                None,
+                None,
+                None,
+            )
         else:
             assert 0 <= resources["gpu_util_pct"] <= 100 and resources["gpu_mem_mb"] > 0
             assert stats["provenance"]["gpu"] == "; ".join(gpu.names())
@@ -95,8 +125,21 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
     assert len(pids) == 2, "each batch size must get a freshly launched server"
     assert not list(out.rglob("*.tmp"))
 
-    aggregated = serveprof("aggregate", "--model", MODEL, "--stats", str(out / "stats" / "b3.json"), str(out / "stats" / "b1.json"),
-                           "--acquired", str(write_acquired(tmp_path)), "--config-hash", "abc", "--out-dir", str(out), cwd=tmp_path)
+    aggregated = serveprof(
+        "aggregate",
+        "--model",
+        MODEL,
+        "--stats",
+        str(out / "stats" / "b3.json"),
+        str(out / "stats" / "b1.json"),
+        "--acquired",
+        str(write_acquired(tmp_path)),
+        "--config-hash",
+        "abc",
+        "--out-dir",
+        str(out),
+        cwd=tmp_path,
+    )
     assert aggregated.returncode == 0, aggregated.stderr
     durations = (out / f"{MODEL}.csv").read_bytes()
     assert durations.startswith(b"batch_size, duration\n")
@@ -105,7 +148,11 @@ def test_grpc_at_batch_1_and_3_each_on_a_fresh_server(tiny_classifier_base, tmp_
     assert provenance["backend_version"] == stats["server"]["version"]
     assert provenance["tensorflow_version"] == importlib.metadata.version("tensorflow")
     assert (provenance["gpu_used"], provenance["image"], provenance["image_digest"], provenance["server_notes"]) == (
-        False, None, None, None)
+        False,
+        None,
+        None,
+        None,
+    )
 
 
 def write_acquired(folder: Path) -> Path:
@@ -115,9 +162,27 @@ def write_acquired(folder: Path) -> Path:
 
 
 def test_rest_protocol_through_requests(tiny_classifier_base, tmp_path):
-    done = serveprof("measure", *launch_args(tiny_classifier_base), "--batch-size", "2", "--protocol", "rest", "--transport", "library",
-                     "--requests", "15", "--warmup-requests", "1", "--input", '{"kind": "zeros"}',
-                     "--latencies", str(tmp_path / "lat.csv"), "--stats", str(tmp_path / "b2.json"), cwd=tmp_path)
+    done = serveprof(
+        "measure",
+        *launch_args(tiny_classifier_base),
+        "--batch-size",
+        "2",
+        "--protocol",
+        "rest",
+        "--transport",
+        "library",
+        "--requests",
+        "15",
+        "--warmup-requests",
+        "1",
+        "--input",
+        '{"kind": "zeros"}',
+        "--latencies",
+        str(tmp_path / "lat.csv"),
+        "--stats",
+        str(tmp_path / "b2.json"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     lines = (tmp_path / "lat.csv").read_text().splitlines()
     stats = json.loads((tmp_path / "b2.json").read_text())
@@ -130,8 +195,23 @@ def test_rest_protocol_through_requests(tiny_classifier_base, tmp_path):
 
 def test_time_cap_truncates_but_keeps_the_minimum(tiny_classifier_base, tmp_path):
     out = tmp_path / "profiling"
-    done = serveprof("measure", *launch_args(tiny_classifier_base), "--batch-size", "1", "--requests", "100000",
-                     "--max-seconds", "0.001", "--min-requests", "4", "--warmup-max-seconds", "0", "--out-dir", str(out), cwd=tmp_path)
+    done = serveprof(
+        "measure",
+        *launch_args(tiny_classifier_base),
+        "--batch-size",
+        "1",
+        "--requests",
+        "100000",
+        "--max-seconds",
+        "0.001",
+        "--min-requests",
+        "4",
+        "--warmup-max-seconds",
+        "0",
+        "--out-dir",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     lines, stats = read_results(out, 1)
     check_series(lines, stats, 1)
@@ -142,7 +222,10 @@ def test_time_cap_truncates_but_keeps_the_minimum(tiny_classifier_base, tmp_path
     # No --input: the config's default, kind auto, which the served signature (a classifier's) resolves.
     assert stats["input"]["kind"] == "random" and stats["input"]["seed"] == 0
     assert (stats["input"]["requested_kind"], stats["input"]["model_type"], stats["input"]["model_type_from"]) == (
-        "auto", "classification", "signature")
+        "auto",
+        "classification",
+        "signature",
+    )
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
@@ -150,8 +233,24 @@ def test_against_a_running_server(embedded_server, tmp_path, protocol):
     # --address is HOST:PORT for both: the gRPC port, or the REST port with --protocol rest.
     address = embedded_server.grpc_target if protocol == "grpc" else embedded_server.rest_url.removeprefix("http://")
     out = tmp_path / "profiling"
-    done = serveprof("measure", "--model", MODEL, "--address", address, "--protocol", protocol, "--pid", str(embedded_server.pid),
-                     "--batch-size", "2", "--requests", "10", "--out-dir", str(out), cwd=tmp_path)
+    done = serveprof(
+        "measure",
+        "--model",
+        MODEL,
+        "--address",
+        address,
+        "--protocol",
+        protocol,
+        "--pid",
+        str(embedded_server.pid),
+        "--batch-size",
+        "2",
+        "--requests",
+        "10",
+        "--out-dir",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     lines, stats = read_results(out, 2)
     check_series(lines, stats, 2)
@@ -163,16 +262,35 @@ def test_against_a_running_server(embedded_server, tmp_path, protocol):
 
 def test_server_killed_mid_measurement_fails_fast_and_leaves_nothing(tiny_classifier_base, tmp_path):
     out = tmp_path / "profiling"
-    command = [sys.executable, "-m", "serveprof", "measure", *launch_args(tiny_classifier_base), "--batch-size", "1",
-               "--requests", "10000000", "--max-seconds", "600", "--out-dir", str(out)]
-    measure = subprocess.Popen(command, cwd=tmp_path, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "serveprof",
+        "measure",
+        *launch_args(tiny_classifier_base),
+        "--batch-size",
+        "1",
+        "--requests",
+        "10000000",
+        "--max-seconds",
+        "600",
+        "--out-dir",
+        str(out),
+    ]
+    measure = subprocess.Popen(
+        command, cwd=tmp_path, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         stderr = []
         for line in measure.stderr:  # the protocol logs each step; wait until the timed loop runs
             stderr.append(line)
             if "timing up to" in line:
                 break
-        servers = [child for child in psutil.Process(measure.pid).children(recursive=True) if "serveprof serve" in " ".join(child.cmdline())]
+        servers = [
+            child
+            for child in psutil.Process(measure.pid).children(recursive=True)
+            if "serveprof serve" in " ".join(child.cmdline())
+        ]
         assert servers, "".join(stderr)
         time.sleep(1)
         killed_at = time.monotonic()
@@ -191,13 +309,26 @@ def test_server_killed_mid_measurement_fails_fast_and_leaves_nothing(tiny_classi
     assert "Traceback" not in text
     assert "serveprof-serve]" in text, "the error must quote the server's log"  # the embedded server's log prefix
     assert not (out / f"{MODEL}-b1.csv").exists() and not (out / "stats" / "b1.json").exists()
-    assert not out.exists() or not [path for path in out.rglob("*") if path.is_file()], "no result and no temporary file"
+    assert not out.exists() or not [path for path in out.rglob("*") if path.is_file()], (
+        "no result and no temporary file"
+    )
 
 
-@pytest.mark.parametrize("client", [[], ["--protocol", "rest", "--transport", "library"]], ids=["grpc-builtin", "rest-library"])
+@pytest.mark.parametrize(
+    "client", [[], ["--protocol", "rest", "--transport", "library"]], ids=["grpc-builtin", "rest-library"]
+)
 def test_coldstart(tiny_classifier_base, tmp_path, client):
     out = tmp_path / "coldstart.csv"
-    done = serveprof("coldstart", *launch_args(tiny_classifier_base), "--input", '{"kind": "random"}', *client, "--out", str(out), cwd=tmp_path)
+    done = serveprof(
+        "coldstart",
+        *launch_args(tiny_classifier_base),
+        "--input",
+        '{"kind": "random"}',
+        *client,
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     header, row, *rest = out.read_text().splitlines()
     assert header == "model,load_ms,first_infer_ms,backend,backend_version"
@@ -210,11 +341,30 @@ def test_coldstart(tiny_classifier_base, tmp_path, client):
 def test_bad_invocations_are_clear_errors(tiny_classifier_base, tmp_path):
     neither = serveprof("measure", "--model", MODEL, "--batch-size", "1", cwd=tmp_path)
     assert neither.returncode == 1 and "either --address" in neither.stderr
-    several = serveprof("measure", *launch_args(tiny_classifier_base), "--batch-size", "1", "--batch-size", "2",
-                        "--latencies", "x.csv", cwd=tmp_path)
+    several = serveprof(
+        "measure",
+        *launch_args(tiny_classifier_base),
+        "--batch-size",
+        "1",
+        "--batch-size",
+        "2",
+        "--latencies",
+        "x.csv",
+        cwd=tmp_path,
+    )
     assert several.returncode == 1 and "use --out-dir" in several.stderr
-    bad_server = serveprof("measure", "--model", MODEL, "--model-base-path", str(tiny_classifier_base), "--server", "{backend",
-                           "--batch-size", "1", cwd=tmp_path)
+    bad_server = serveprof(
+        "measure",
+        "--model",
+        MODEL,
+        "--model-base-path",
+        str(tiny_classifier_base),
+        "--server",
+        "{backend",
+        "--batch-size",
+        "1",
+        cwd=tmp_path,
+    )
     assert bad_server.returncode == 1 and "--server is not valid JSON" in bad_server.stderr
     for done in (neither, several, bad_server):
         assert "Traceback" not in done.stderr
@@ -225,14 +375,33 @@ def zoo_detector_base(tmp_path_factory) -> Path:
     """The zoo-shaped detector (uint8 [1, None, None, 3]) in TF Serving's layout, exported in a subprocess."""
     base = tmp_path_factory.mktemp("detector") / "detector"
     code = "import sys; from tests.fixtures.tiny_models import export_zoo_style_detector; export_zoo_style_detector(sys.argv[1])"
-    subprocess.run([sys.executable, "-c", code, str(base / "1")], check=True, cwd=REPO, env=server_env(), timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code, str(base / "1")],
+        check=True,
+        cwd=REPO,
+        env=server_env(),
+        timeout=300,
+        capture_output=True,
+    )
     return base
 
 
 def test_detector_gets_photos_of_its_signature_and_refuses_a_larger_batch(zoo_detector_base, tmp_path):
     # No kind given: auto, and the signature's detection outputs make it photos.
-    args = ["--model", "detector", "--model-base-path", str(zoo_detector_base), "--server", SERVER,
-            "--input", '{"image_size": [48, 64]}', "--requests", "5", "--out-dir", str(tmp_path)]
+    args = [
+        "--model",
+        "detector",
+        "--model-base-path",
+        str(zoo_detector_base),
+        "--server",
+        SERVER,
+        "--input",
+        '{"image_size": [48, 64]}',
+        "--requests",
+        "5",
+        "--out-dir",
+        str(tmp_path),
+    ]
     done = serveprof("measure", *args, "--batch-size", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     stats = json.loads((tmp_path / "stats" / "b1.json").read_text())
@@ -250,12 +419,32 @@ def test_detector_gets_photos_of_its_signature_and_refuses_a_larger_batch(zoo_de
 
 def test_type_flag_resolves_auto_and_free_dimensions_default_to_512(zoo_detector_base, tmp_path):
     """Neither --input nor an image size: --type decides the kind, and the free height/width are 512 x 512."""
-    done = serveprof("measure", "--model", "detector", "--model-base-path", str(zoo_detector_base), "--server", SERVER,
-                     "--type", "classification", "--batch-size", "1", "--requests", "2", "--warmup-requests", "0",
-                     "--out-dir", str(tmp_path), cwd=tmp_path)
+    done = serveprof(
+        "measure",
+        "--model",
+        "detector",
+        "--model-base-path",
+        str(zoo_detector_base),
+        "--server",
+        SERVER,
+        "--type",
+        "classification",
+        "--batch-size",
+        "1",
+        "--requests",
+        "2",
+        "--warmup-requests",
+        "0",
+        "--out-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     stats = json.loads((tmp_path / "stats" / "b1.json").read_text())
     assert (stats["input"]["kind"], stats["input"]["model_type"], stats["input"]["model_type_from"]) == (
-        "random", "classification", "--type")
+        "random",
+        "classification",
+        "--type",
+    )
     assert stats["input"]["shapes"] == {"input_tensor": [1, 512, 512, 3]}
     assert stats["input"]["image_size"] == [512, 512]

@@ -61,7 +61,11 @@ def test_zeros_and_free_spatial_dimensions_take_the_image_size():
 
 
 def test_several_inputs_are_each_filled():
-    signature = {"a": Spec(np.dtype("float32"), (None, 5)), "b": Spec(np.dtype("int64"), (None,)), "c": Spec(np.dtype("bool"), (None, 2))}
+    signature = {
+        "a": Spec(np.dtype("float32"), (None, 5)),
+        "b": Spec(np.dtype("int64"), (None,)),
+        "c": Spec(np.dtype("bool"), (None, 2)),
+    }
     arrays, description = build_inputs(signature, 4, inputs(kind="random", seed=1))
     assert {name: array.shape for name, array in arrays.items()} == {"a": (4, 5), "b": (4,), "c": (4, 2)}
     assert arrays["c"].dtype == np.bool_
@@ -103,12 +107,36 @@ def test_photos_from_a_folder_are_resized_and_sorted(tmp_path):
 @pytest.mark.parametrize(
     "signature, batch, settings, message, fix",
     [
-        ({"text": Spec(np.dtype(object), (None,))}, 1, inputs(kind="random"), "'text' has dtype object (string)", "numeric tensors"),
+        (
+            {"text": Spec(np.dtype(object), (None,))},
+            1,
+            inputs(kind="random"),
+            "'text' has dtype object (string)",
+            "numeric tensors",
+        ),
         (DETECTOR, 4, inputs(kind="random", image_size=[8, 8]), "fixed batch dimension of 1", "batch_sizes to [1]"),
-        ({"x": Spec(np.dtype("float32"), (None, None))}, 1, inputs(kind="random"), "unknown dimension at position 1", "fixed"),
+        (
+            {"x": Spec(np.dtype("float32"), (None, None))},
+            1,
+            inputs(kind="random"),
+            "unknown dimension at position 1",
+            "fixed",
+        ),
         ({"x": Spec(np.dtype("float32"), ())}, 1, inputs(kind="random"), "scalar", "batch dimension"),
-        ({"x": Spec(np.dtype("float32"), (None, 5))}, 1, inputs(kind="images"), "[batch, height, width, channels]", "kind random or zeros"),
-        ({"x": Spec(np.dtype("float32"), (None, 4, 4, 5))}, 1, inputs(kind="images"), "1 or 3 channels", "kind random or zeros"),
+        (
+            {"x": Spec(np.dtype("float32"), (None, 5))},
+            1,
+            inputs(kind="images"),
+            "[batch, height, width, channels]",
+            "kind random or zeros",
+        ),
+        (
+            {"x": Spec(np.dtype("float32"), (None, 4, 4, 5))},
+            1,
+            inputs(kind="images"),
+            "1 or 3 channels",
+            "kind random or zeros",
+        ),
     ],
 )
 def test_inputs_that_cannot_be_filled_are_clear_errors(signature, batch, settings, message, fix):
@@ -141,7 +169,9 @@ def test_bad_input_settings_are_refused(text, message):
 
 
 def test_input_settings_from_the_workflow():
-    settings = input_settings(json_object('{"image_dir":null,"image_size":[331,331],"kind":"random","seed":3}', "--input", "{}"))
+    settings = input_settings(
+        json_object('{"image_dir":null,"image_size":[331,331],"kind":"random","seed":3}', "--input", "{}")
+    )
     assert settings == InputSettings(kind="random", seed=3, image_dir=None, image_size=(331, 331))
 
 
@@ -158,7 +188,9 @@ def test_missing_keys_take_the_schemas_defaults_and_auto_is_resolved_by_model_ty
         assert input_settings(block) == InputSettings(kind="auto", seed=0, image_dir=None, image_size=(512, 512))
     settings = inputs(kind="auto", seed=4, image_size=[64, 48])
     assert settings.resolved("detection") == InputSettings(kind="images", seed=4, image_dir=None, image_size=(64, 48))
-    assert settings.resolved("classification") == InputSettings(kind="random", seed=4, image_dir=None, image_size=(64, 48))
+    assert settings.resolved("classification") == InputSettings(
+        kind="random", seed=4, image_dir=None, image_size=(64, 48)
+    )
     assert inputs(kind="zeros").resolved("detection").kind == "zeros"  # only auto is resolved
     with pytest.raises(ServeprofError, match="'segmentation' is not one of classification, detection"):
         settings.resolved("segmentation")

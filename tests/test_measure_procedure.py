@@ -38,8 +38,9 @@ def test_timed_requests_stop_at_the_request_count_when_time_allows():
     from serveprof.measure.procedure import run_timed
 
     sent: list = []
-    series = run_timed(sleeper(0.001, sent), "r", requests=25, max_seconds=30, min_requests=3,
-                       on_error=lambda error, what: error)
+    series = run_timed(
+        sleeper(0.001, sent), "r", requests=25, max_seconds=30, min_requests=3, on_error=lambda error, what: error
+    )
     assert len(series.latencies_ms) == len(sent) == 25
     assert not series.truncated and series.truncated_reason is None
     assert all(0.9 <= latency < 500 for latency in series.latencies_ms)  # each brackets one 1 ms send
@@ -49,8 +50,9 @@ def test_timed_requests_stop_at_the_time_cap_and_say_so():
     from serveprof.measure.procedure import run_timed
 
     sent: list = []
-    series = run_timed(sleeper(0.05, sent), "r", requests=1000, max_seconds=0.3, min_requests=2,
-                       on_error=lambda error, what: error)
+    series = run_timed(
+        sleeper(0.05, sent), "r", requests=1000, max_seconds=0.3, min_requests=2, on_error=lambda error, what: error
+    )
     assert 2 <= len(series.latencies_ms) <= 7  # 0.3 s of 50 ms requests, plus the one under way
     assert series.truncated
     assert series.truncated_reason == f"max_seconds (0.3 s) reached after {len(series.latencies_ms)} requests"
@@ -60,11 +62,13 @@ def test_min_requests_are_made_even_past_the_time_cap_but_never_more_than_reques
     from serveprof.measure.procedure import run_timed
 
     sent: list = []
-    series = run_timed(sleeper(0.1, sent), "r", requests=1000, max_seconds=0.01, min_requests=4,
-                       on_error=lambda error, what: error)
+    series = run_timed(
+        sleeper(0.1, sent), "r", requests=1000, max_seconds=0.01, min_requests=4, on_error=lambda error, what: error
+    )
     assert len(series.latencies_ms) == 4 and series.truncated and series.elapsed_s >= 0.4
-    series = run_timed(sleeper(0.0, []), "r", requests=2, max_seconds=0.01, min_requests=5,
-                       on_error=lambda error, what: error)
+    series = run_timed(
+        sleeper(0.0, []), "r", requests=2, max_seconds=0.01, min_requests=5, on_error=lambda error, what: error
+    )
     assert len(series.latencies_ms) == 2 and not series.truncated
 
 

@@ -144,7 +144,9 @@ def test_process_that_exits_mid_sampling_keeps_its_readings(processes):
 def test_unknown_pid_gives_null_figures():
     summary = sample(None, 0.3)
     assert summary["samples"] == 0
-    assert all(summary[key] is None for key in ("cpu_util_pct", "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb"))
+    assert all(
+        summary[key] is None for key in ("cpu_util_pct", "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb")
+    )
 
 
 def test_nvidia_smi_readings_are_parsed():

@@ -14,8 +14,13 @@ from serveprof.model_sheet import read_models
 
 REPO = Path(__file__).resolve().parents[1]
 INLINE = {
-    "mine": {"source": "keras", "type": "classification", "application": "MobileNetV2", "input_size": [96, 96],
-             "batch_sizes": [1, 4]},
+    "mine": {
+        "source": "keras",
+        "type": "classification",
+        "application": "MobileNetV2",
+        "input_size": [96, 96],
+        "batch_sizes": [1, 4],
+    },
     "zoo": {"source": "tf2_zoo", "type": "detection", "url": "http://h/zoo.tar.gz"},
 }
 TSV = (
@@ -42,7 +47,9 @@ def test_a_config_naming_a_sheet_is_read_from_the_working_directory(tmp_path, mo
 
 
 def test_sheet_values_are_checked_like_inline_ones(tmp_path, monkeypatch):
-    (tmp_path / "models.tsv").write_text(TSV.replace("96x96", "96xlarge").replace("keras\tclassification", "keras\tsorting"))
+    (tmp_path / "models.tsv").write_text(
+        TSV.replace("96x96", "96xlarge").replace("keras\tclassification", "keras\tsorting")
+    )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ServeprofError) as caught:
         settings.load({"models": "models.tsv", "batch_sizes": [1]})
@@ -51,14 +58,17 @@ def test_sheet_values_are_checked_like_inline_ones(tmp_path, monkeypatch):
     assert "models.mine.input_size[1]" in message
 
 
-@pytest.mark.parametrize("name, text, problem, fix", [
-    ("m.tsv", "source\ttype\nkeras\tclassification\n", "has no 'model' column", "header row"),
-    ("m.tsv", "model\tsource\nx\tkeras\nx\ttf2_zoo\n", "line 3: model 'x' is defined twice", "one row per model"),
-    ("m.tsv", "model\tsource\n\tkeras\n", "line 2: no model key", "'model' cell"),
-    ("m.csv", "model,source\nx,keras,extra\n", "line 2: more cells than header columns", "quote a cell"),
-    ("m.json", "{}", "neither YAML nor a TSV/CSV sheet", ".tsv/.csv"),
-    ("m.yaml", "- a\n- b\n", "holds a list, not a mapping", "<model key>:"),
-])
+@pytest.mark.parametrize(
+    "name, text, problem, fix",
+    [
+        ("m.tsv", "source\ttype\nkeras\tclassification\n", "has no 'model' column", "header row"),
+        ("m.tsv", "model\tsource\nx\tkeras\nx\ttf2_zoo\n", "line 3: model 'x' is defined twice", "one row per model"),
+        ("m.tsv", "model\tsource\n\tkeras\n", "line 2: no model key", "'model' cell"),
+        ("m.csv", "model,source\nx,keras,extra\n", "line 2: more cells than header columns", "quote a cell"),
+        ("m.json", "{}", "neither YAML nor a TSV/CSV sheet", ".tsv/.csv"),
+        ("m.yaml", "- a\n- b\n", "holds a list, not a mapping", "<model key>:"),
+    ],
+)
 def test_a_malformed_models_file_is_refused_with_the_fix(tmp_path, name, text, problem, fix):
     (tmp_path / name).write_text(text)
     with pytest.raises(ServeprofError) as caught:

@@ -19,8 +19,12 @@ CAPTIONS = sorted((REPO / "report").glob("*.rst"))
 
 def render(path: Path, figure: str = "latency") -> str:
     config = load_files([REPO / "config" / "config.yaml"]).config
-    snakemake = SimpleNamespace(config=config, wildcards=SimpleNamespace(model="nasnet", figure=figure), params=SimpleNamespace())
-    text = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text()).render(snakemake=snakemake)
+    snakemake = SimpleNamespace(
+        config=config, wildcards=SimpleNamespace(model="nasnet", figure=figure), params=SimpleNamespace()
+    )
+    text = (
+        jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text()).render(snakemake=snakemake)
+    )
     # halt_level 2: any RST warning (bad markup) fails the test instead of rendering silently.
     return publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})["body"]
 
@@ -48,4 +52,6 @@ def test_every_figure_kind_and_every_caption_the_rules_name_exists():
 
 def test_distribution_caption_names_the_model_and_latency_caption_follows_the_axes():
     assert "nasnet" in render(REPO / "report" / "distribution.rst")
-    assert "log (base 2)" in render(REPO / "report" / "overview.rst", figure="latency")  # config/config.yaml: log_x true
+    assert "log (base 2)" in render(
+        REPO / "report" / "overview.rst", figure="latency"
+    )  # config/config.yaml: log_x true

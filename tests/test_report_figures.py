@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -171,7 +172,9 @@ def test_gpu_panels_appear_when_gpu_was_measured(frames, looks):
     with_gpu["gpu_mem_mb"] = 1000.0
     fig = figures.build_resources_figure(with_gpu, looks, STYLE)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
-    np.testing.assert_allclose(artist(fig, "gpu_util_pct:inception").get_ydata(), 40.0 + summary("inception")["batch_size"])
+    np.testing.assert_allclose(
+        artist(fig, "gpu_util_pct:inception").get_ydata(), 40.0 + summary("inception")["batch_size"]
+    )
     assert fig.axes[3].get_ylabel() == "GPU memory (MiB)"
 
 
@@ -268,9 +271,15 @@ def test_latency_axis_reads_in_seconds_once_latencies_reach_ten_seconds(frames, 
     assert ax.get_ylabel() == "latency per request (s)"
     # The artists keep summary.csv's milliseconds; only the tick labels are in seconds.
     for model in DEFAULT_MODELS:
-        np.testing.assert_array_equal(artist(fig, f"mean_ms:{model}").get_ydata(), rows[rows["model"] == model]["mean_ms"])
+        np.testing.assert_array_equal(
+            artist(fig, f"mean_ms:{model}").get_ydata(), rows[rows["model"] == model]["mean_ms"]
+        )
     labels = tick_labels(ax.yaxis)
-    assert labels[10_000] == "10" and labels[100] == "0.1" and not any("e" in text or "×" in text for text in labels.values())
+    assert (
+        labels[10_000] == "10"
+        and labels[100] == "0.1"
+        and not any("e" in text or "×" in text for text in labels.values())
+    )
     # Sub-second data keeps milliseconds.
     small = drawn(figures.build_latency_figure(frames[0], looks, STYLE)).axes[0]
     assert small.get_ylabel() == "latency per request (ms)" and tick_labels(small.yaxis)[100] == "100"
@@ -279,7 +288,11 @@ def test_latency_axis_reads_in_seconds_once_latencies_reach_ten_seconds(frames, 
 def test_distribution_axis_reads_in_seconds_for_slow_models():
     latencies = {1: np.array([2900.0, 3100.0, 3300.0]), 8: np.array([24_000.0, 26_000.0])}
     rows = synthetic_summary(["slow"], batches=(1, 8))
-    fig = drawn(figures.build_distribution_figure("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", latencies, rows, STYLE))
+    fig = drawn(
+        figures.build_distribution_figure(
+            "faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", latencies, rows, STYLE
+        )
+    )
     ax = fig.axes[0]
     assert ax.get_xlabel() == "latency per request (s)"
     np.testing.assert_array_equal(artist(fig, "ecdf:8").get_xdata()[1:], [24_000.0, 26_000.0])
@@ -301,14 +314,25 @@ def test_coldstart_bars_use_the_width_the_names_took(looks):
         box = name.get_window_extent()
         assert name.get_text() == all_looks[model].label and box.x1 <= page.x1 and ax.bbox.y0 <= box.y0 <= ax.bbox.y1
         assert artist(fig, f"total:{model}").get_window_extent().x1 <= ax.bbox.x1
-    names = sorted((artist(fig, f"label:{model}").get_window_extent() for model in DEFAULT_MODELS), key=lambda box: box.y0)
-    assert all(lower.y1 <= upper.y0 for lower, upper in zip(names, names[1:], strict=False))  # no two names overlap
+    names = sorted(
+        (artist(fig, f"label:{model}").get_window_extent() for model in DEFAULT_MODELS), key=lambda box: box.y0
+    )
+    assert all(lower.y1 <= upper.y0 for lower, upper in itertools.pairwise(names))  # no two names overlap
 
 
 @pytest.mark.parametrize(
     ("value", "scale", "text"),
-    [(0.03, 1, "0.03"), (1.5, 1, "1.5"), (5.0, 1, "5"), (20, 1, "20"), (14_000, 1, "14,000"), (60_000, 1000, "60"),
-     (300, 1000, "0.3"), (0.30000000000000004, 1, "0.3"), (123_456, 1, "123,456")],  # fmt: skip
+    [
+        (0.03, 1, "0.03"),
+        (1.5, 1, "1.5"),
+        (5.0, 1, "5"),
+        (20, 1, "20"),
+        (14_000, 1, "14,000"),
+        (60_000, 1000, "60"),
+        (300, 1000, "0.3"),
+        (0.30000000000000004, 1, "0.3"),
+        (123_456, 1, "123,456"),
+    ],  # fmt: skip
 )
 def test_tick_labels_are_plain_short_numbers(value, scale, text):
     assert figures.tick_text(value, scale) == text
@@ -318,10 +342,16 @@ def test_titles_that_do_not_fit_break_onto_two_lines():
     assert figures.fitted("short", 500, 12) == "short"
     assert figures.fitted("Memory: peak (solid) and mean (dotted)", 100, 12) == "Memory\npeak (solid) and mean (dotted)"
     assert figures.fitted("batch size (items per request)", 100, 10) == "batch size\n(items per request)"
-    assert figures.fitted("Latency (line: mean; band: p50 to p99)", 100, 12) == "Latency\n(line: mean; band: p50 to p99)"
+    assert (
+        figures.fitted("Latency (line: mean; band: p50 to p99)", 100, 12) == "Latency\n(line: mean; band: p50 to p99)"
+    )
     assert figures.fitted("one two three four", 50, 12) == "one two\nthree four"
     narrow = parse_style({"width_in": 5, "font_size": 11})
-    fig = drawn(figures.build_resources_figure(synthetic_summary(DEFAULT_MODELS[:3]), model_looks(DEFAULT_MODELS, narrow), narrow))
+    fig = drawn(
+        figures.build_resources_figure(
+            synthetic_summary(DEFAULT_MODELS[:3]), model_looks(DEFAULT_MODELS, narrow), narrow
+        )
+    )
     boxes = [ax.title.get_window_extent() for ax in fig.axes[:2]]
     assert boxes[0].x1 <= boxes[1].x0 and boxes[1].x1 <= fig.bbox.x1  # the two panel titles do not collide
 
@@ -354,7 +384,9 @@ def test_save_writes_every_format_and_redraws_identically(frames, looks, tmp_pat
     first = figures.save_figure(fig, tmp_path / "a" / "coldstart", STYLE)
     assert [path.name for path in first] == ["coldstart.png", "coldstart.svg"]
     assert first[0].read_bytes().startswith(b"\x89PNG") and b"<svg" in first[1].read_bytes()[:500]
-    again = figures.save_figure(figures.build_coldstart_figure(frames[1], looks, STYLE), tmp_path / "b" / "coldstart", STYLE)
+    again = figures.save_figure(
+        figures.build_coldstart_figure(frames[1], looks, STYLE), tmp_path / "b" / "coldstart", STYLE
+    )
     assert [path.read_bytes() for path in first] == [path.read_bytes() for path in again]
 
 
@@ -379,17 +411,23 @@ def test_plot_cli_draws_one_kind_or_one_model_per_job(tmp_path):
     assert refused.returncode == 1 and "--model nasnet draws per-model figures" in refused.stderr
     unknown = run_plot(*base, "--models", "nasnet", "--only", "latency,violin")
     assert unknown.returncode == 1 and "'violin'" in unknown.stderr and "distribution" in unknown.stderr
-    palette = run_plot("--results", str(PROFILING), "--out", str(out), "--models", "nasnet", "--style", '{"palette": "jet"}')
+    palette = run_plot(
+        "--results", str(PROFILING), "--out", str(out), "--models", "nasnet", "--style", '{"palette": "jet"}'
+    )
     assert palette.returncode == 1 and "okabe_ito" in palette.stderr
 
 
 def test_plot_cli_draws_everything_by_default_and_names_a_missing_latency_file(tmp_path):
     import shutil
 
-    done = run_plot("--results", str(PROFILING), "--models", *PROFILED, "--out", str(tmp_path / "all"), "--style", '{"dpi": 60}')
+    done = run_plot(
+        "--results", str(PROFILING), "--models", *PROFILED, "--out", str(tmp_path / "all"), "--style", '{"dpi": 60}'
+    )
     assert done.returncode == 0, done.stderr
     names = sorted(path.relative_to(tmp_path / "all").as_posix() for path in (tmp_path / "all").rglob("*.png"))
-    assert names == sorted([f"{kind}.png" for kind in figures.OVERVIEW_KINDS] + [f"{m}/distribution.png" for m in PROFILED])
+    assert names == sorted(
+        [f"{kind}.png" for kind in figures.OVERVIEW_KINDS] + [f"{m}/distribution.png" for m in PROFILED]
+    )
 
     results = tmp_path / "profiling"
     shutil.copytree(PROFILING, results)
@@ -401,7 +439,10 @@ def test_plot_cli_draws_everything_by_default_and_names_a_missing_latency_file(t
 
 def test_plotting_never_imports_tensorflow():
     code = "import sys, serveprof.commands.plot, serveprof.commands.tables; print('tensorflow' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_plot_cli_with_the_config_draws_what_the_workflow_draws(tmp_path):
@@ -409,15 +450,33 @@ def test_plot_cli_with_the_config_draws_what_the_workflow_draws(tmp_path):
 
     config = tmp_path / "config.yaml"
     plots = {"formats": ["png"], "dpi": 60, "palette": "tol_bright"}
-    config.write_text(yaml.safe_dump({"models": {model: {"source": "keras", "type": "classification",
-                                                          "application": "X"} for model in ALL_MODELS},
-                                      "plots": plots}, sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    model: {"source": "keras", "type": "classification", "application": "X"} for model in ALL_MODELS
+                },
+                "plots": plots,
+            },
+            sort_keys=False,
+        )
+    )
     by_config, by_flags = tmp_path / "by_config", tmp_path / "by_flags"
     done = run_plot("--config", str(config), "--results", str(PROFILING), "--out", str(by_config))
     assert done.returncode == 0, done.stderr
     in_config_order = [model for model in ALL_MODELS if model in PROFILED]  # as the workflow passes them
-    done = run_plot("--results", str(PROFILING), "--models", *in_config_order, "--all-models", *ALL_MODELS,
-                    "--style", json.dumps(plots), "--out", str(by_flags))
+    done = run_plot(
+        "--results",
+        str(PROFILING),
+        "--models",
+        *in_config_order,
+        "--all-models",
+        *ALL_MODELS,
+        "--style",
+        json.dumps(plots),
+        "--out",
+        str(by_flags),
+    )
     assert done.returncode == 0, done.stderr
     # The same files, byte for byte: the profiled models (those with results), the colour
     # order of every configured model, and the config's style.

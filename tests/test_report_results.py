@@ -17,7 +17,10 @@ def test_percentile_lists_in_any_written_form(cell):
     assert parse_percentile_list(cell) == ("p90", "p99")
 
 
-@pytest.mark.parametrize(("cell", "flag"), [("true", True), ("True", True), (True, True), ("1", True), ("false", False), (float("nan"), False), ("", False)])
+@pytest.mark.parametrize(
+    ("cell", "flag"),
+    [("true", True), ("True", True), (True, True), ("1", True), ("false", False), (float("nan"), False), ("", False)],
+)
 def test_flags(cell, flag):
     assert parse_flag(cell) is flag
 
@@ -35,9 +38,24 @@ def test_run_lists_unavailable_models_without_reading_their_results():
     ("damage", "message"),
     [
         (lambda folder: (folder / "summary.csv").write_text("model,batch_size\nnasnet,1\n"), "lacks the column"),
-        (lambda folder: (folder / "summary.csv").write_text((folder / "summary.csv").read_text().replace("nasnet,1,", "inception,1,")), "not only for 'nasnet'"),
-        (lambda folder: (folder / "summary.csv").write_text((folder / "summary.csv").read_text().replace(",false,", ",maybe,", 1)), "truncated"),
-        (lambda folder: (folder / "summary.csv").write_text((folder / "summary.csv").read_text().replace(",700,", ",lots,", 1)), "non-numbers"),
+        (
+            lambda folder: (folder / "summary.csv").write_text(
+                (folder / "summary.csv").read_text().replace("nasnet,1,", "inception,1,")
+            ),
+            "not only for 'nasnet'",
+        ),
+        (
+            lambda folder: (folder / "summary.csv").write_text(
+                (folder / "summary.csv").read_text().replace(",false,", ",maybe,", 1)
+            ),
+            "truncated",
+        ),
+        (
+            lambda folder: (folder / "summary.csv").write_text(
+                (folder / "summary.csv").read_text().replace(",700,", ",lots,", 1)
+            ),
+            "non-numbers",
+        ),
     ],
 )
 def test_damaged_summaries_are_refused_with_the_file_named(tmp_path, damage, message):
@@ -51,7 +69,9 @@ def test_damaged_summaries_are_refused_with_the_file_named(tmp_path, damage, mes
 def test_latency_files_read_back_exactly_and_empty_ones_are_refused(tmp_path):
     latencies = load_latencies(PROFILING, "nasnet", [1, 8])
     assert latencies[8].size == 6
-    np.testing.assert_array_equal(latencies[1], [float(line) for line in (PROFILING / "nasnet" / "nasnet-b1.csv").read_text().split()])
+    np.testing.assert_array_equal(
+        latencies[1], [float(line) for line in (PROFILING / "nasnet" / "nasnet-b1.csv").read_text().split()]
+    )
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "m-b1.csv").write_text("")
     with pytest.raises(ServeprofError, match="m-b1.csv holds no latencies"):

@@ -65,7 +65,11 @@ def test_duration_table_follows_the_workload_layout_and_values(report):
             assert_printed(row["duration (ms)"], duration)
             assert_printed(row["throughput (items/s)"], want["throughput_per_s"])
     # The model name heads its group only, as in the workload's table.
-    lines = [line for line in section(report.text, "Duration and throughput per batch size").splitlines() if line.startswith("| ")]
+    lines = [
+        line
+        for line in section(report.text, "Duration and throughput per batch size").splitlines()
+        if line.startswith("| ")
+    ]
     assert sum(line.startswith("| nasnet |") for line in lines) == 1
 
 
@@ -108,7 +112,9 @@ def test_resource_table_matches_summary_and_omits_absent_gpu(report):
     rows = parse_table(text)
     assert "GPU (%)" not in rows[0]  # no GPU in the fixture: no empty columns
     for model in PROFILED:
-        for row, (_, want) in zip([row for row in rows if row["model"] == model], summary(model).iterrows(), strict=False):
+        for row, (_, want) in zip(
+            [row for row in rows if row["model"] == model], summary(model).iterrows(), strict=False
+        ):
             assert_printed(row["CPU (% of one core)"], want["cpu_util_pct"])
             assert_printed(row["RSS peak (MiB)"], want["rss_peak_mb"])
             assert_printed(row["RSS mean (MiB)"], want["rss_mean_mb"])
@@ -163,7 +169,9 @@ def test_random_weights_from_an_offline_fallback_show_the_reason_and_the_fix(tmp
     (row,) = parse_table(header[header.index("| model | why random weights") :])
     assert row["why random weights"] == f"offline fallback: {status['reason']}"
     assert row["to profile with ImageNet weights"].startswith(status["fix"])
-    assert row["to profile with ImageNet weights"].endswith("; then rerun the workflow, which acquires and measures the model again")
+    assert row["to profile with ImageNet weights"].endswith(
+        "; then rerun the workflow, which acquires and measures the model again"
+    )
     models = pd.read_csv(tmp_path / "out" / "tables" / "models.csv").set_index("model")
     assert models.at["nasnet", "reason"] == status["reason"] and models.at["nasnet", "fix"] == status["fix"]
 
@@ -235,8 +243,18 @@ def test_only_unavailable_models_still_gives_a_report(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(1544.23, "1,544"), (15.27, "15.3"), (0.51234, "0.512"), (9.996, "10.0"), (99.96, "100"), (0.0, "0"),
-     (float("nan"), "–"), (None, "–"), (123456.7, "123,457"), (-2.345, "-2.35")],  # fmt: skip
+    [
+        (1544.23, "1,544"),
+        (15.27, "15.3"),
+        (0.51234, "0.512"),
+        (9.996, "10.0"),
+        (99.96, "100"),
+        (0.0, "0"),
+        (float("nan"), "–"),
+        (None, "–"),
+        (123456.7, "123,457"),
+        (-2.345, "-2.35"),
+    ],  # fmt: skip
 )
 def test_significant_digits(value, text):
     assert significant(value) == text

@@ -98,7 +98,9 @@ def still_serving(request, embedded_server):
     yield
     assert embedded_server.process.poll() is None, embedded_server.log()[-2000:]
     body = {"instances": images(1).tolist()}
-    answer = requests.post(f"{embedded_server.rest_url}/v1/models/{TINY_MODEL_NAME}:predict", json=body, timeout=TIMEOUT_S)
+    answer = requests.post(
+        f"{embedded_server.rest_url}/v1/models/{TINY_MODEL_NAME}:predict", json=body, timeout=TIMEOUT_S
+    )
     assert answer.status_code == 200, answer.text
 
 
@@ -123,8 +125,12 @@ def test_grpc_predict_accepts_typed_float_val(stub, tiny_signature):
     tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=batch.ravel().tolist())
     tensor.tensor_shape.dim.extend([tensor.tensor_shape.Dim(size=size) for size in batch.shape])
     response = stub.Predict(predict_request({"images": tensor}), timeout=TIMEOUT_S)
-    np.testing.assert_allclose(to_array(response.outputs["probabilities"]),
-                               in_process(tiny_signature, images=batch)["probabilities"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        to_array(response.outputs["probabilities"]),
+        in_process(tiny_signature, images=batch)["probabilities"],
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_grpc_float_val_shorter_than_the_shape_repeats_its_last_value(stub, tiny_signature):
@@ -132,7 +138,9 @@ def test_grpc_float_val_shorter_than_the_shape_repeats_its_last_value(stub, tiny
     from tensorflow.core.framework import tensor_pb2, types_pb2
 
     tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[0.25])
-    tensor.tensor_shape.dim.extend([tensor.tensor_shape.Dim(size=size) for size in (3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3)])
+    tensor.tensor_shape.dim.extend(
+        [tensor.tensor_shape.Dim(size=size) for size in (3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3)]
+    )
     response = stub.Predict(predict_request({"images": tensor}), timeout=TIMEOUT_S)
     expected = in_process(tiny_signature, images=np.full((3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3), 0.25, np.float32))
     np.testing.assert_allclose(to_array(response.outputs["probabilities"]), expected["probabilities"], rtol=1e-6)
@@ -142,8 +150,12 @@ def test_grpc_large_batch_round_trips(stub, tiny_signature):
     """A 3 MB request (4096 images): the zero-copy path for tensor_content at a size that matters."""
     batch = images(4096, seed=3)
     response = stub.Predict(predict_request({"images": batch}), timeout=TIMEOUT_S)
-    np.testing.assert_allclose(to_array(response.outputs["probabilities"]),
-                               in_process(tiny_signature, images=batch)["probabilities"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        to_array(response.outputs["probabilities"]),
+        in_process(tiny_signature, images=batch)["probabilities"],
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_grpc_metadata_packs_a_signature_def_map(stub):
@@ -183,9 +195,15 @@ def test_concurrent_grpc_and_rest_requests_all_get_their_own_answers(embedded_se
             for _ in range(5):
                 try:
                     if index % 2:
-                        got = to_array(stub.Predict(predict_request({"images": batch}), timeout=TIMEOUT_S).outputs["probabilities"])
+                        got = to_array(
+                            stub.Predict(predict_request({"images": batch}), timeout=TIMEOUT_S).outputs["probabilities"]
+                        )
                     else:
-                        got = np.array(session.post(url, json={"instances": batch.tolist()}, timeout=TIMEOUT_S).json()["predictions"])
+                        got = np.array(
+                            session.post(url, json={"instances": batch.tolist()}, timeout=TIMEOUT_S).json()[
+                                "predictions"
+                            ]
+                        )
                     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
                 except Exception as error:  # collected, asserted in the main thread
                     failures.append(f"client {index}: {error!r}")
@@ -202,22 +220,45 @@ def test_concurrent_grpc_and_rest_requests_all_get_their_own_answers(embedded_se
 
 GRPC_ERRORS = {
     "unknown model": (dict(name="nope"), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
-    "unknown version": (dict(version=7), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(tiny, 7)"),
-    "unknown signature": (dict(signature="nope"), grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
-    "wrong dtype": (dict(inputs={"images": np.zeros((1, 8, 8, 3), np.int32)}), grpc.StatusCode.INVALID_ARGUMENT,
-                    "to be float but int32 is provided"),
+    "unknown version": (
+        dict(version=7),
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Specific(tiny, 7)",
+    ),
+    "unknown signature": (
+        dict(signature="nope"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        'Serving signature key "nope" not found.',
+    ),
+    "wrong dtype": (
+        dict(inputs={"images": np.zeros((1, 8, 8, 3), np.int32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "to be float but int32 is provided",
+    ),
     # No shape check of the server's own: the graph refuses, in TensorFlow's words, as in TF Serving.
-    "wrong shape": (dict(inputs={"images": np.zeros((1, 4, 4, 3), np.float32)}), grpc.StatusCode.INVALID_ARGUMENT,
-                    "Matrix size-incompatible: In[0]: [1,48], In[1]: [192,3]"),
-    "missing input": (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT,
-                      "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
-                      "Missing but required: {images}."),
-    "misnamed input": (dict(inputs={"pixels": np.zeros((1, 8, 8, 3), np.float32)}), grpc.StatusCode.INVALID_ARGUMENT,
-                       "Signature input alias: images(feed name: serving_default_images:0) not found in request and "
-                       "no default value provided. Inputs expected to be in the request {pixels}, or default input "
-                       "alias set: "),
-    "unknown output": (dict(output_filter=["logits"]), grpc.StatusCode.INVALID_ARGUMENT,
-                       "output tensor alias not found in signature: logits"),
+    "wrong shape": (
+        dict(inputs={"images": np.zeros((1, 4, 4, 3), np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Matrix size-incompatible: In[0]: [1,48], In[1]: [192,3]",
+    ),
+    "missing input": (
+        dict(inputs={}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input size does not match signature: 0!=1 len({}) != len({images}). Sent extra: {}. "
+        "Missing but required: {images}.",
+    ),
+    "misnamed input": (
+        dict(inputs={"pixels": np.zeros((1, 8, 8, 3), np.float32)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Signature input alias: images(feed name: serving_default_images:0) not found in request and "
+        "no default value provided. Inputs expected to be in the request {pixels}, or default input "
+        "alias set: ",
+    ),
+    "unknown output": (
+        dict(output_filter=["logits"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "output tensor alias not found in signature: logits",
+    ),
 }
 
 
@@ -255,7 +296,10 @@ def test_grpc_metadata_and_status_of_unknown_model_are_not_found(stub, model_stu
     metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     metadata.model_spec.name = "nope"
     error = grpc_error(stub.GetModelMetadata, metadata)
-    assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)")
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(nope)",
+    )
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = "nope"
     error = grpc_error(model_stub.GetModelStatus, status)
@@ -329,8 +373,12 @@ def test_rest_row_format_equals_the_signature_in_process(embedded_server, tiny_s
     answer = requests.post(rest(embedded_server, "tiny:predict"), json={"instances": batch.tolist()}, timeout=TIMEOUT_S)
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "application/json"
-    np.testing.assert_allclose(np.array(answer.json()["predictions"]),
-                               in_process(tiny_signature, images=batch)["probabilities"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.array(answer.json()["predictions"]),
+        in_process(tiny_signature, images=batch)["probabilities"],
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_rest_columnar_format_equals_the_signature_in_process(embedded_server, tiny_signature):
@@ -338,23 +386,32 @@ def test_rest_columnar_format_equals_the_signature_in_process(embedded_server, t
     body = {"signature_name": "serving_default", "inputs": {"images": batch.tolist()}}
     answer = requests.post(rest(embedded_server, "tiny/versions/1:predict"), json=body, timeout=TIMEOUT_S)
     assert answer.status_code == 200, answer.text
-    np.testing.assert_allclose(np.array(answer.json()["outputs"]),
-                               in_process(tiny_signature, images=batch)["probabilities"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.array(answer.json()["outputs"]),
+        in_process(tiny_signature, images=batch)["probabilities"],
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 def test_rest_accepts_nan_and_infinity_tokens(embedded_server):
     """TF Serving's parser takes NaN/Infinity; a NaN input gives NaN probabilities, written as NaN."""
     row = images(1).tolist()
     row[0][0][0][0] = float("nan")
-    answer = requests.post(rest(embedded_server, "tiny:predict"), data=json.dumps({"instances": row}), timeout=TIMEOUT_S)
+    answer = requests.post(
+        rest(embedded_server, "tiny:predict"), data=json.dumps({"instances": row}), timeout=TIMEOUT_S
+    )
     assert answer.status_code == 200, answer.text
     assert "NaN" in answer.text
     assert np.isnan(np.array(json.loads(answer.text)["predictions"])).all()
 
 
 def test_rest_status_is_shaped_like_tf_serving(embedded_server):
-    expected = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                          "status": {"error_code": "OK", "error_message": ""}}]}
+    expected = {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     for path in ("tiny", "tiny/versions/1"):
         answer = requests.get(rest(embedded_server, path), timeout=TIMEOUT_S)
         assert answer.status_code == 200 and answer.json() == expected, answer.text
@@ -373,30 +430,82 @@ def test_rest_metadata_is_shaped_like_tf_serving(embedded_server):
 # ------------------------------------------------------------------------- REST: errors
 
 REST_ERRORS = {
-    "unknown model": ("POST", "nope:predict", {"instances": [[[[0.0] * 3] * 8] * 8]}, 404,
-                      "Servable not found for request: Latest(nope)"),
-    "unknown version": ("POST", "tiny/versions/2:predict", {"instances": [[[[0.0] * 3] * 8] * 8]}, 404,
-                        "Servable not found for request: Specific(tiny, 2)"),
-    "unknown signature": ("POST", "tiny:predict", {"signature_name": "nope", "instances": [[[[0.0] * 3] * 8] * 8]}, 400,
-                          'Serving signature name: "nope" not found in signature def'),
-    "wrong dtype": ("POST", "tiny:predict", {"instances": [[[["a"] * 3] * 8] * 8]}, 400,
-                    'JSON Value: "a" Type: String is not of expected type: float'),
-    "wrong shape": ("POST", "tiny:predict", {"instances": [[[[0.0] * 3] * 4] * 4]}, 400,
-                    "Matrix size-incompatible: In[0]: [1,48], In[1]: [192,3]"),
-    "ragged list": ("POST", "tiny:predict", {"instances": [[[[0.0] * 3] * 8] * 7 + [[[0.0] * 2] * 8]]}, 400,
-                    "do not form a dense tensor"),
-    "missing input": ("POST", "tiny:predict", {"inputs": {"pixels": [[[[0.0] * 3] * 8] * 8]}}, 400,
-                      "Missing named input: images in 'inputs' object."),
+    "unknown model": (
+        "POST",
+        "nope:predict",
+        {"instances": [[[[0.0] * 3] * 8] * 8]},
+        404,
+        "Servable not found for request: Latest(nope)",
+    ),
+    "unknown version": (
+        "POST",
+        "tiny/versions/2:predict",
+        {"instances": [[[[0.0] * 3] * 8] * 8]},
+        404,
+        "Servable not found for request: Specific(tiny, 2)",
+    ),
+    "unknown signature": (
+        "POST",
+        "tiny:predict",
+        {"signature_name": "nope", "instances": [[[[0.0] * 3] * 8] * 8]},
+        400,
+        'Serving signature name: "nope" not found in signature def',
+    ),
+    "wrong dtype": (
+        "POST",
+        "tiny:predict",
+        {"instances": [[[["a"] * 3] * 8] * 8]},
+        400,
+        'JSON Value: "a" Type: String is not of expected type: float',
+    ),
+    "wrong shape": (
+        "POST",
+        "tiny:predict",
+        {"instances": [[[[0.0] * 3] * 4] * 4]},
+        400,
+        "Matrix size-incompatible: In[0]: [1,48], In[1]: [192,3]",
+    ),
+    "ragged list": (
+        "POST",
+        "tiny:predict",
+        {"instances": [[[[0.0] * 3] * 8] * 7 + [[[0.0] * 2] * 8]]},
+        400,
+        "do not form a dense tensor",
+    ),
+    "missing input": (
+        "POST",
+        "tiny:predict",
+        {"inputs": {"pixels": [[[[0.0] * 3] * 8] * 8]}},
+        400,
+        "Missing named input: images in 'inputs' object.",
+    ),
     "both formats": ("POST", "tiny:predict", {"inputs": [1], "instances": [1]}, 400, "expecting only one of"),
-    "no tensors": ("POST", "tiny:predict", {"signature_name": "serving_default"}, 400, "Missing 'inputs' or 'instances' key"),
+    "no tensors": (
+        "POST",
+        "tiny:predict",
+        {"signature_name": "serving_default"},
+        400,
+        "Missing 'inputs' or 'instances' key",
+    ),
     "empty instances": ("POST", "tiny:predict", {"instances": []}, 400, "No values in 'instances' array"),
     "unknown model status": ("GET", "nope", None, 404, "Could not find any versions of model nope"),
     "unknown version status": ("GET", "tiny/versions/3", None, 404, "Could not find version 3 of model tiny"),
     "unknown model metadata": ("GET", "nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
     "classify without examples": ("POST", "tiny:classify", {"examples": []}, 400, "'examples' value is an empty array"),
-    "regress on a predict signature": ("POST", "tiny:regress", {"examples": [{"x": 1.0}]}, 400,
-                                       "No regression inputs found in SignatureDef"),
-    "verb in capitals": ("POST", "tiny:PREDICT", {"instances": [1]}, 400, "Malformed request: POST /v1/models/tiny:PREDICT"),
+    "regress on a predict signature": (
+        "POST",
+        "tiny:regress",
+        {"examples": [{"x": 1.0}]},
+        400,
+        "No regression inputs found in SignatureDef",
+    ),
+    "verb in capitals": (
+        "POST",
+        "tiny:PREDICT",
+        {"instances": [1]},
+        400,
+        "Malformed request: POST /v1/models/tiny:PREDICT",
+    ),
 }
 
 
@@ -430,8 +539,10 @@ def test_rest_paths_outside_the_api_are_404_json(embedded_server):
 def test_rest_oversized_body_is_refused_from_its_content_length(embedded_server):
     """Declared far beyond --max_request_bytes (default 256 MiB) and never sent: answered at once with 413."""
     declared = 300 << 20
-    head = (f"POST /v1/models/{TINY_MODEL_NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {declared}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/models/{TINY_MODEL_NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", embedded_server.rest_port), timeout=TIMEOUT_S) as sock:
         sock.sendall(head + b'{"instances": [')
         reply = sock.makefile("rb").read()
@@ -449,8 +560,12 @@ def export_echo_model(path) -> None:
     import tensorflow as tf
 
     class Echo(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
-                                      tf.TensorSpec([None, 2], tf.float32, name="x-values")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="text"),
+                tf.TensorSpec([None, 2], tf.float32, name="x-values"),
+            ]
+        )
         def serve(self, text, x_values):
             return {"text_bytes": text, "length": tf.strings.length(text), "doubled": x_values * 2.0}
 
@@ -493,8 +608,10 @@ def test_grpc_string_input_and_two_inputs(echo_server):
         assert to_array(response.outputs["text_bytes"]).tolist() == TEXTS
         for name in ("length", "doubled"):
             np.testing.assert_array_equal(to_array(response.outputs[name]), expected[name])
-        filtered = stub.Predict(predict_request({"text": np.array(TEXTS, object), "x-values": XS}, name="echo",
-                                                output_filter=["length"]), timeout=TIMEOUT_S)
+        filtered = stub.Predict(
+            predict_request({"text": np.array(TEXTS, object), "x-values": XS}, name="echo", output_filter=["length"]),
+            timeout=TIMEOUT_S,
+        )
         assert list(filtered.outputs) == ["length"]
         negated = stub.Predict(predict_request({"x": XS}, name="echo", signature="negate"), timeout=TIMEOUT_S)
         np.testing.assert_array_equal(to_array(negated.outputs["negated"]), -XS)
@@ -504,11 +621,18 @@ def test_grpc_string_input_and_two_inputs(echo_server):
 def test_rest_b64_row_format_with_two_inputs(echo_server):
     server, signatures = echo_server
     expected = in_process(signatures["serving_default"], text=np.array(TEXTS, object), x_values=XS)
-    instances = [{"text": {"b64": base64.b64encode(text).decode()}, "x-values": x.tolist()} for text, x in zip(TEXTS, XS)]
-    answer = requests.post(f"{server.rest_url}/v1/models/echo:predict", json={"instances": instances}, timeout=TIMEOUT_S)
+    instances = [
+        {"text": {"b64": base64.b64encode(text).decode()}, "x-values": x.tolist()}
+        for text, x in zip(TEXTS, XS, strict=True)
+    ]
+    answer = requests.post(
+        f"{server.rest_url}/v1/models/echo:predict", json={"instances": instances}, timeout=TIMEOUT_S
+    )
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
-    assert [base64.b64decode(row["text_bytes"]["b64"]) for row in predictions] == TEXTS  # "_bytes" outputs go out as b64
+    assert [
+        base64.b64decode(row["text_bytes"]["b64"]) for row in predictions
+    ] == TEXTS  # "_bytes" outputs go out as b64
     assert [row["length"] for row in predictions] == expected["length"].tolist()
     np.testing.assert_array_equal(np.array([row["doubled"] for row in predictions]), expected["doubled"])
 
@@ -521,21 +645,29 @@ def test_rest_columnar_plain_strings_and_second_signature(echo_server):
     outputs = answer.json()["outputs"]
     assert outputs["length"] == [3, 2]
     assert [base64.b64decode(item["b64"]) for item in outputs["text_bytes"]] == [b"abc", b"de"]
-    negated = requests.post(f"{server.rest_url}/v1/models/echo:predict",
-                            json={"signature_name": "negate", "instances": XS.tolist()}, timeout=TIMEOUT_S)
+    negated = requests.post(
+        f"{server.rest_url}/v1/models/echo:predict",
+        json={"signature_name": "negate", "instances": XS.tolist()},
+        timeout=TIMEOUT_S,
+    )
     assert negated.status_code == 200, negated.text
     np.testing.assert_array_equal(np.array(negated.json()["predictions"]), -XS)
 
 
-@pytest.mark.parametrize("instances, message", [
-    ([{"text": {"b64": "!!!"}, "x-values": [1.0, 2.0]}], "Unable to base64 decode"),
-    ([{"text": 5, "x-values": [1.0, 2.0]}], "is not of expected type: string"),
-    ([{"text": "a"}], "keys must be equal to: text,x-values"),
-    (["a", "b"], "instances is a plain list, but expecting list of objects"),
-])
+@pytest.mark.parametrize(
+    "instances, message",
+    [
+        ([{"text": {"b64": "!!!"}, "x-values": [1.0, 2.0]}], "Unable to base64 decode"),
+        ([{"text": 5, "x-values": [1.0, 2.0]}], "is not of expected type: string"),
+        ([{"text": "a"}], "keys must be equal to: text,x-values"),
+        (["a", "b"], "instances is a plain list, but expecting list of objects"),
+    ],
+)
 def test_rest_bad_string_inputs_are_400(echo_server, instances, message):
     server, _ = echo_server
-    answer = requests.post(f"{server.rest_url}/v1/models/echo:predict", json={"instances": instances}, timeout=TIMEOUT_S)
+    answer = requests.post(
+        f"{server.rest_url}/v1/models/echo:predict", json={"instances": instances}, timeout=TIMEOUT_S
+    )
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["error"]
 
@@ -550,7 +682,11 @@ def test_grpc_repeated_input_key_takes_the_last_entry_as_protobuf_does(channel, 
     second = predict_request({"images": good})
     raw = first + predict_pb2.PredictRequest(inputs=second.inputs).SerializeToString()
     assert predict_pb2.PredictRequest.FromString(raw).inputs["images"].tensor_shape.dim[0].size == 1
-    answer = predict_pb2.PredictResponse.FromString(channel.unary_unary(
-        "/tensorflow.serving.PredictionService/Predict")(raw, timeout=TIMEOUT_S))
-    np.testing.assert_allclose(tf.make_ndarray(answer.outputs["probabilities"]),
-                               in_process(tiny_signature, images=good)["probabilities"], rtol=1e-5)
+    answer = predict_pb2.PredictResponse.FromString(
+        channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(raw, timeout=TIMEOUT_S)
+    )
+    np.testing.assert_allclose(
+        tf.make_ndarray(answer.outputs["probabilities"]),
+        in_process(tiny_signature, images=good)["probabilities"],
+        rtol=1e-5,
+    )

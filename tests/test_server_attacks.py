@@ -53,19 +53,32 @@ MiB = 1 << 20
 RSS_BOUND = 40 * MiB
 THREADS_BOUND = 2
 RECOVERY_S = 2.0
-FLAGS = ("--max_request_bytes=67108864", "--max_buffered_bytes=67108864", "--handshake_timeout_ms=1000",
-         "--grpc_request_timeout_ms=2000", "--rest_api_timeout_in_ms=2000", "--max_connections=300",
-         "--grpc_max_threads=4", "--rest_api_num_threads=4")
+FLAGS = (
+    "--max_request_bytes=67108864",
+    "--max_buffered_bytes=67108864",
+    "--handshake_timeout_ms=1000",
+    "--grpc_request_timeout_ms=2000",
+    "--rest_api_timeout_in_ms=2000",
+    "--max_connections=300",
+    "--grpc_max_threads=4",
+    "--rest_api_num_threads=4",
+)
 
 
 @pytest.fixture(scope="module")
 def target(tiny_classifier_base, tmp_path_factory):
     with running_server(tiny_classifier_base, *FLAGS, log_dir=tmp_path_factory.mktemp("attacks")) as server:
         image = [[[0.5] * 3] * TINY_IMAGE_SIZE] * TINY_IMAGE_SIZE
-        made = Target(server.grpc_port, server.rest_port, server.pid, TINY_MODEL_NAME,
-                      predict_request(TINY_MODEL_NAME, [1, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3],
-                                      content=b"\0" * (4 * 3 * TINY_IMAGE_SIZE ** 2)),
-                      json.dumps({"instances": [image]}).encode())
+        made = Target(
+            server.grpc_port,
+            server.rest_port,
+            server.pid,
+            TINY_MODEL_NAME,
+            predict_request(
+                TINY_MODEL_NAME, [1, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, 3], content=b"\0" * (4 * 3 * TINY_IMAGE_SIZE**2)
+            ),
+            json.dumps({"instances": [image]}).encode(),
+        )
         made.server = server
         assert made.served_within(30) is not None  # warm: TensorFlow's first run is slow
         yield made
@@ -126,8 +139,11 @@ def test_a_zero_window_holds_no_worker_and_answers_are_dropped_in_time(target, b
     sock.sendall(b"".join(call_frames(stream, target.request) for stream in range(1, 33, 2)))
     time.sleep(0.3)
     assert target.served_within(RECOVERY_S) is not None  # with 16 answers waiting for window
-    dribble = Background(lambda: [send_quietly(sock, frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1)))
-                                  or time.sleep(0.4) for _ in range(8)])
+    dribble = Background(
+        lambda: [
+            send_quietly(sock, frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1))) or time.sleep(0.4) for _ in range(8)
+        ]
+    )
     frames = read_frames(sock, 4.0, stop=lambda got: sum(kind == RST_STREAM for kind, *_ in got) >= 16)
     dribble.join()
     resets = [payload for kind, _, _, payload in frames if kind == RST_STREAM]
@@ -154,11 +170,14 @@ def test_unfinished_bodies_hold_at_most_the_budget_and_time_out(target, before):
     declared, sent = 16 * MiB, 4 * MiB
     sock = h2_connection(target.grpc_port)
     for stream in range(1, 17, 2):  # 8 streams of 16 MiB each; large requests may take 56 of the 64 MiB budget
-        sock.sendall(frame(HEADERS, END_HEADERS, stream, request_headers())
-                     + frame(DATA, 0, stream, b"\0" + struct.pack(">I", declared) + b"\0" * sent))
+        sock.sendall(
+            frame(HEADERS, END_HEADERS, stream, request_headers())
+            + frame(DATA, 0, stream, b"\0" + struct.pack(">I", declared) + b"\0" * sent)
+        )
     assert target.served_within(RECOVERY_S) is not None  # an eighth of the budget is kept for small requests
-    frames = read_frames(sock, 4.0, stop=lambda got: sum(kind == HEADERS and flags & END_STREAM
-                                                         for kind, flags, *_ in got) >= 8)
+    frames = read_frames(
+        sock, 4.0, stop=lambda got: sum(kind == HEADERS and flags & END_STREAM for kind, flags, *_ in got) >= 8
+    )
     trailers = [payload for kind, flags, _, payload in frames if kind == HEADERS and flags & END_STREAM]
     assert len(trailers) == 8
     assert sum(b"grpc-status\x018" in block for block in trailers) == 5  # RESOURCE_EXHAUSTED: over the budget
@@ -171,8 +190,15 @@ def test_many_connections_with_large_header_blocks_keep_little_hpack_state(targe
     conns = []
     for index in range(100):
         sock = h2_connection(target.grpc_port)
-        blocks = b"".join(frame(HEADERS, END_HEADERS | END_STREAM, stream, request_headers(
-            "/t.S/Nope", ((b"x-pad", b"%d-%d-" % (index, stream) + b"p" * 14_000),))) for stream in range(1, 65, 2))
+        blocks = b"".join(
+            frame(
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                stream,
+                request_headers("/t.S/Nope", ((b"x-pad", b"%d-%d-" % (index, stream) + b"p" * 14_000),)),
+            )
+            for stream in range(1, 65, 2)
+        )
         sock.sendall(blocks)
         conns.append(sock)
     time.sleep(1.0)
@@ -181,11 +207,15 @@ def test_many_connections_with_large_header_blocks_keep_little_hpack_state(targe
         sock.close()
 
 
-@pytest.mark.parametrize("flood, words", [
-    (frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65_535) * 10_922), b"SETTINGS frame with"),  # one 64 KiB frame
-    (frame(SETTINGS, 0, 0) * 5_000, b"too many SETTINGS"),
-    (frame(PING, 0, 0, b"12345678") * 100_000, b"too_many_pings"),
-], ids=["large SETTINGS", "SETTINGS flood", "PING flood"])
+@pytest.mark.parametrize(
+    "flood, words",
+    [
+        (frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65_535) * 10_922), b"SETTINGS frame with"),  # one 64 KiB frame
+        (frame(SETTINGS, 0, 0) * 5_000, b"too many SETTINGS"),
+        (frame(PING, 0, 0, b"12345678") * 100_000, b"too_many_pings"),
+    ],
+    ids=["large SETTINGS", "SETTINGS flood", "PING flood"],
+)
 def test_control_frame_floods_get_enhance_your_calm(target, before, flood, words):
     sock = h2_connection(target.grpc_port)
     send_quietly(sock, flood)
@@ -209,10 +239,20 @@ def test_a_45_byte_request_for_a_64_mib_tensor_is_refused_before_allocation(targ
     assert target.usage().rss < before.rss + RSS_BOUND
 
 
-@pytest.mark.parametrize("dims, dtype", [
-    ([0, 1 << 40, 1 << 40], 1), ([1] * 65, 1), ([1] * 300, 1), ([1 << 62, 1 << 62], 1),
-    ([1, 8, 8, 3], 0), ([1, 8, 8, 3], 20), ([1, 8, 8, 3], 21), ([1, 8, 8, 3], 99),
-], ids=["0x2^40x2^40", "rank 65", "rank 300", "2^62x2^62", "DT_INVALID", "DT_RESOURCE", "DT_VARIANT", "dtype 99"])
+@pytest.mark.parametrize(
+    "dims, dtype",
+    [
+        ([0, 1 << 40, 1 << 40], 1),
+        ([1] * 65, 1),
+        ([1] * 300, 1),
+        ([1 << 62, 1 << 62], 1),
+        ([1, 8, 8, 3], 0),
+        ([1, 8, 8, 3], 20),
+        ([1, 8, 8, 3], 21),
+        ([1, 8, 8, 3], 99),
+    ],
+    ids=["0x2^40x2^40", "rank 65", "rank 300", "2^62x2^62", "DT_INVALID", "DT_RESOURCE", "DT_VARIANT", "dtype 99"],
+)
 def test_bad_shapes_and_dtypes_are_invalid_argument_without_a_traceback(target, before, dims, dtype):
     import grpc
 
@@ -226,15 +266,19 @@ def test_bad_shapes_and_dtypes_are_invalid_argument_without_a_traceback(target, 
 SMUGGLED = b"GET /v1/models/tiny HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@pytest.mark.parametrize("head, status", [
-    (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", 400),
-    (b"Content-Length: 4\r\nContent-Length: 40\r\n", 400),
-    (b"Content-Length: 4, 40\r\n", 400),
-    (b"Transfer-Encoding: gzip, chunked\r\n", 501),
-    (b"Transfer-Encoding: xchunkedx\r\n", 400),
-    (b"Transfer-Encoding: chunked, gzip\r\n", 400),
-    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
-], ids=["CL+TE", "two CLs", "CL list", "TE gzip", "xchunkedx", "chunked not last", "chunked twice"])
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", 400),
+        (b"Content-Length: 4\r\nContent-Length: 40\r\n", 400),
+        (b"Content-Length: 4, 40\r\n", 400),
+        (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+        (b"Transfer-Encoding: xchunkedx\r\n", 400),
+        (b"Transfer-Encoding: chunked, gzip\r\n", 400),
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
+    ],
+    ids=["CL+TE", "two CLs", "CL list", "TE gzip", "xchunkedx", "chunked not last", "chunked twice"],
+)
 def test_rest_framing_that_could_smuggle_a_request_is_refused_and_closed(target, before, head, status):
     with socket.create_connection(("127.0.0.1", target.rest_port), timeout=5) as sock:
         sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n0\r\n\r\n" + SMUGGLED)
@@ -276,8 +320,10 @@ def test_rest_pipelined_requests_get_their_answers_in_order(target, before):
 def test_rest_expect_100_continue_is_answered_before_the_body(target, before):
     body = target.rest_body
     with socket.create_connection(("127.0.0.1", target.rest_port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")

@@ -35,10 +35,18 @@ allowed_batch_sizes: 4
 
 
 def write_warmup(version_dir, *batch_sizes: int) -> None:
-    code = ("import sys; from serveprof.models.warmup_records import write_warmup_records; "
-            "write_warmup_records(sys.argv[1], [int(size) for size in sys.argv[2:]])")
-    subprocess.run([sys.executable, "-c", code, str(version_dir), *map(str, batch_sizes)], check=True, cwd=REPO,
-                   env=server_env(), timeout=300, capture_output=True)
+    code = (
+        "import sys; from serveprof.models.warmup_records import write_warmup_records; "
+        "write_warmup_records(sys.argv[1], [int(size) for size in sys.argv[2:]])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(version_dir), *map(str, batch_sizes)],
+        check=True,
+        cwd=REPO,
+        env=server_env(),
+        timeout=300,
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +57,13 @@ def batching_server(tiny_classifier_base, tmp_path_factory):
     write_warmup(base / "1", 1, 4)
     (scratch / "batching.txt").write_text(BATCHING)
     (scratch / "monitoring.txt").write_text('prometheus_config { enable: true path: "/metrics" }\n')
-    with running_server(base, "--enable_batching", f"--batching_parameters_file={scratch / 'batching.txt'}",
-                        f"--monitoring_config_file={scratch / 'monitoring.txt'}", log_dir=scratch) as server:
+    with running_server(
+        base,
+        "--enable_batching",
+        f"--batching_parameters_file={scratch / 'batching.txt'}",
+        f"--monitoring_config_file={scratch / 'monitoring.txt'}",
+        log_dir=scratch,
+    ) as server:
         yield server
 
 
@@ -79,8 +92,11 @@ def predict(target: str, batch: np.ndarray, timeout: float = TIMEOUT_S):
     request.model_spec.name = "tiny"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(batch))
     with grpc.insecure_channel(target) as channel:
-        return tf.make_ndarray(prediction_service_pb2_grpc.PredictionServiceStub(channel)
-                               .Predict(request, timeout=timeout).outputs["probabilities"])
+        return tf.make_ndarray(
+            prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            .Predict(request, timeout=timeout)
+            .outputs["probabilities"]
+        )
 
 
 def page(server):
@@ -93,8 +109,10 @@ def counter(snapshot, family: str, **labels) -> float:
 
 def processed(snapshot) -> dict[str, float]:
     """Executions per batch size (the padding histogram is labelled by the size executed)."""
-    return {labels["execution_batch_size"]: value for labels, value in
-            snapshot.samples(":tensorflow:serving:batching_session:padding_size", "_count")}
+    return {
+        labels["execution_batch_size"]: value
+        for labels, value in snapshot.samples(":tensorflow:serving:batching_session:padding_size", "_count")
+    }
 
 
 def test_warmup_is_replayed_before_the_model_is_available(batching_server):
@@ -155,8 +173,10 @@ def test_a_full_queue_answers_unavailable_and_an_oversized_task_invalid_argument
         predict(batching_server.grpc_target, images(2, seed=2))  # 3 + 2 > 4, and one batch may wait
     waiting.join(TIMEOUT_S)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert caught.value.details() == ("The batch scheduling queue to which this task was submitted is full; "
-                                      "currently 1 batches enqueued and max_enqueued_batches is 1")
+    assert caught.value.details() == (
+        "The batch scheduling queue to which this task was submitted is full; "
+        "currently 1 batches enqueued and max_enqueued_batches is 1"
+    )
     with pytest.raises(grpc.RpcError) as caught:
         predict(batching_server.grpc_target, images(5, seed=3))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -170,13 +190,19 @@ def test_a_full_queue_answers_unavailable_and_an_oversized_task_invalid_argument
 def test_rest_requests_join_the_same_batches(batching_server, reference):
     batch = images(2, seed=11)
     started = time.monotonic()
-    answer = requests.post(f"{batching_server.rest_url}/v1/models/tiny:predict", json={"instances": batch.tolist()},
-                           timeout=TIMEOUT_S)
+    answer = requests.post(
+        f"{batching_server.rest_url}/v1/models/tiny:predict", json={"instances": batch.tolist()}, timeout=TIMEOUT_S
+    )
     assert answer.status_code == 200, answer.text
     assert time.monotonic() - started >= 0.9  # waited for the timeout in the batch queue
     np.testing.assert_allclose(np.array(answer.json()["predictions"]), reference(batch), rtol=1e-5, atol=1e-6)
-    latency = histogram(page(batching_server), ":tensorflow:serving:request_latency", model_name="tiny",
-                        API="predict", entrypoint="REST")
+    latency = histogram(
+        page(batching_server),
+        ":tensorflow:serving:request_latency",
+        model_name="tiny",
+        API="predict",
+        entrypoint="REST",
+    )
     assert latency.count >= 1 and latency.total >= 0.9e6
 
 

@@ -42,39 +42,87 @@ def run_serve(*args: str, timeout: float = QUICK_TIMEOUT_S) -> subprocess.Comple
 
 
 def test_both_flag_spellings_parse_to_the_same_settings():
-    spaced = parse_flags(["--port", "9000", "--rest_api_port", "9001", "--model_name", "m", "--model_base_path", "/x",
-                          "--tensorflow_intra_op_parallelism", "2", "--file_system_poll_wait_seconds", "0"])
-    joined = parse_flags(["--port=9000", "--rest_api_port=9001", "--model_name=m", "--model_base_path=/x",
-                          "--tensorflow_intra_op_parallelism=2", "--file_system_poll_wait_seconds=0"])
+    spaced = parse_flags(
+        [
+            "--port",
+            "9000",
+            "--rest_api_port",
+            "9001",
+            "--model_name",
+            "m",
+            "--model_base_path",
+            "/x",
+            "--tensorflow_intra_op_parallelism",
+            "2",
+            "--file_system_poll_wait_seconds",
+            "0",
+        ]
+    )
+    joined = parse_flags(
+        [
+            "--port=9000",
+            "--rest_api_port=9001",
+            "--model_name=m",
+            "--model_base_path=/x",
+            "--tensorflow_intra_op_parallelism=2",
+            "--file_system_poll_wait_seconds=0",
+        ]
+    )
     assert spaced == joined
-    assert (joined.port, joined.rest_api_port, joined.model_name, joined.tensorflow_intra_op_parallelism) == (9000, 9001, "m", 2)
+    assert (joined.port, joined.rest_api_port, joined.model_name, joined.tensorflow_intra_op_parallelism) == (
+        9000,
+        9001,
+        "m",
+        2,
+    )
 
 
 def test_defaults_are_tensorflow_model_servers():
     flags = parse_flags(["--model_base_path=/x"])
-    assert (flags.port, flags.rest_api_port, flags.model_name, flags.rest_api_timeout_in_ms) == (8500, 0, "default", 30000)
+    assert (flags.port, flags.rest_api_port, flags.model_name, flags.rest_api_timeout_in_ms) == (
+        8500,
+        0,
+        "default",
+        30000,
+    )
     assert (flags.host, flags.max_request_bytes) == ("127.0.0.1", 256 << 20)
-    assert (flags.enable_model_warmup, flags.enable_batching, flags.enable_serialization_as_tensor_content) == (True, False, False)
+    assert (flags.enable_model_warmup, flags.enable_batching, flags.enable_serialization_as_tensor_content) == (
+        True,
+        False,
+        False,
+    )
     assert flags.saved_model_tags == "serve"
     assert flags == ServerFlags(model_base_path="/x")
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--model_base_path=/x", "--no_such_flag=1"], "unknown flag --no_such_flag"),
-    (["--model_base_path=/x", "--model_config_file=c.txt"], "--model_config_file is a tensorflow_model_server flag"),
-    (["--model_base_path=/x", "--port=eighty"], "--port='eighty' is not an integer"),
-    (["--model_base_path=/x", "--port"], "flag --port needs a value"),
-    (["--model_base_path=/x", "--port=0"], "--port=0"),
-    (["--model_base_path=/x", "--port=8500", "--rest_api_port=8500"], "--rest_api_port and --port are both 8500"),
-    (["--model_base_path=/x", "--enable_batching=true", "--batching_parameters_file=b.txt"], "--batching_parameters_file=b.txt: no such file"),
-    (["--model_base_path=/x", "--batching_parameters_file=b.txt"], "batching_parameters_file is set without setting server_options.enable_batching to true"),
-    (["--model_base_path=/x", "--monitoring_config_file=m.txt"], "--monitoring_config_file=m.txt: no such file"),
-    (["--model_base_path=/x", "--saved_model_tags=,"], "--saved_model_tags is empty"),
-    (["--model_base_path=/x", "--num_request_iterations_for_warmup=-1"], "is negative"),
-    (["--model_base_path=/x", "--max_request_bytes=10"], "--max_request_bytes=10 is out of range"),
-    (["--model_name=m"], "--model_base_path is required"),
-    (["models/m"], "takes only flags"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--model_base_path=/x", "--no_such_flag=1"], "unknown flag --no_such_flag"),
+        (
+            ["--model_base_path=/x", "--model_config_file=c.txt"],
+            "--model_config_file is a tensorflow_model_server flag",
+        ),
+        (["--model_base_path=/x", "--port=eighty"], "--port='eighty' is not an integer"),
+        (["--model_base_path=/x", "--port"], "flag --port needs a value"),
+        (["--model_base_path=/x", "--port=0"], "--port=0"),
+        (["--model_base_path=/x", "--port=8500", "--rest_api_port=8500"], "--rest_api_port and --port are both 8500"),
+        (
+            ["--model_base_path=/x", "--enable_batching=true", "--batching_parameters_file=b.txt"],
+            "--batching_parameters_file=b.txt: no such file",
+        ),
+        (
+            ["--model_base_path=/x", "--batching_parameters_file=b.txt"],
+            "batching_parameters_file is set without setting server_options.enable_batching to true",
+        ),
+        (["--model_base_path=/x", "--monitoring_config_file=m.txt"], "--monitoring_config_file=m.txt: no such file"),
+        (["--model_base_path=/x", "--saved_model_tags=,"], "--saved_model_tags is empty"),
+        (["--model_base_path=/x", "--num_request_iterations_for_warmup=-1"], "is negative"),
+        (["--model_base_path=/x", "--max_request_bytes=10"], "--max_request_bytes=10 is out of range"),
+        (["--model_name=m"], "--model_base_path is required"),
+        (["models/m"], "takes only flags"),
+    ],
+)
 def test_bad_flags_are_refused_by_name(argv, words):
     with pytest.raises(ServeprofError) as caught:
         parse_flags(argv)
@@ -92,13 +140,23 @@ def test_unknown_flag_exits_non_zero_naming_it():
     assert "unknown flag --frobnicate" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flag, text, words", [
-    ("--batching_parameters_file", "max_batch_size { valu: 3 }", "Invalid protobuf file"),
-    ("--batching_parameters_file", "max_batch_size { value: 8 }\nallowed_batch_sizes: 4",
-     "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; expected 8"),
-    ("--batching_parameters_file", "num_batch_threads { value: 0 }", "num_batch_threads must be positive; was 0"),
-    ("--monitoring_config_file", "prometheus_config { enabled: true }", "Error parsing text-format tensorflow.serving.MonitoringConfig"),
-])
+@pytest.mark.parametrize(
+    "flag, text, words",
+    [
+        ("--batching_parameters_file", "max_batch_size { valu: 3 }", "Invalid protobuf file"),
+        (
+            "--batching_parameters_file",
+            "max_batch_size { value: 8 }\nallowed_batch_sizes: 4",
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; expected 8",
+        ),
+        ("--batching_parameters_file", "num_batch_threads { value: 0 }", "num_batch_threads must be positive; was 0"),
+        (
+            "--monitoring_config_file",
+            "prometheus_config { enabled: true }",
+            "Error parsing text-format tensorflow.serving.MonitoringConfig",
+        ),
+    ],
+)
 def test_bad_option_files_fail_before_tensorflow_loads(tmp_path, flag, text, words):
     """The files are read first, as server.cc reads them, so a typo fails in well under TensorFlow's import time."""
     option_file = tmp_path / "options.txt"
@@ -150,11 +208,16 @@ def test_port_in_use_fails_clearly(tiny_classifier_base, which):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        ports = {"--port": busy, "--rest_api_port": free_port()} if which == "--port" else \
-            {"--port": free_port(), "--rest_api_port": busy}
+        ports = (
+            {"--port": busy, "--rest_api_port": free_port()}
+            if which == "--port"
+            else {"--port": free_port(), "--rest_api_port": busy}
+        )
         started = time.monotonic()
-        result = run_serve(*serve_command(tiny_classifier_base, grpc_port=ports["--port"], rest_port=ports["--rest_api_port"]),
-                           timeout=SLOW_TIMEOUT_S)
+        result = run_serve(
+            *serve_command(tiny_classifier_base, grpc_port=ports["--port"], rest_port=ports["--rest_api_port"]),
+            timeout=SLOW_TIMEOUT_S,
+        )
     assert result.returncode == 1, result.stderr[-2000:]
     assert f"port {busy} is already in use; choose another {which}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -167,8 +230,13 @@ def test_ports_open_only_once_the_model_is_available(tiny_classifier_base, tmp_p
     grpc_port, rest_port = free_port(), free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(serve_command(tiny_classifier_base, grpc_port=grpc_port, rest_port=rest_port),
-                                   cwd=REPO, env=server_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            serve_command(tiny_classifier_base, grpc_port=grpc_port, rest_port=rest_port),
+            cwd=REPO,
+            env=server_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         refused = 0
         deadline = time.monotonic() + SLOW_TIMEOUT_S
@@ -242,8 +310,14 @@ def test_signal_stops_the_server_within_two_seconds(tiny_classifier_base, start_
 @pytest.fixture(scope="module")
 def spinner_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("spinner") / "spinner"
-    subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "spinner", str(base / "1")], check=True,
-                   cwd=REPO, env=server_env(), timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "tests.fixtures.tiny_models", "spinner", str(base / "1")],
+        check=True,
+        cwd=REPO,
+        env=server_env(),
+        timeout=300,
+        capture_output=True,
+    )
     return base
 
 
@@ -303,8 +377,11 @@ def test_rest_api_port_zero_turns_rest_off(tiny_classifier_base, start_embedded_
     assert grpc_predict(server.grpc_target, batch).outputs["probabilities"].tensor_shape.dim[1].size == 3
     import psutil
 
-    listening = {conn.laddr.port for conn in psutil.Process(server.pid).net_connections(kind="inet")
-                 if conn.status == psutil.CONN_LISTEN}
+    listening = {
+        conn.laddr.port
+        for conn in psutil.Process(server.pid).net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
     assert listening == {server.grpc_port}
     assert "REST API off" in server.log()
 

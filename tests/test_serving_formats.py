@@ -20,11 +20,21 @@ from serveprof.wire.status import ServingError
 from serveprof.wire.tensor_codec import tensor_bytes, to_ndarray, varints
 
 ARRAYS = [
-    np.arange(12, dtype=np.float32).reshape(3, 4) / 7, np.linspace(-1, 1, 5), np.array([-1, 0, 1, 2**31 - 1, -2**31], np.int32),
-    np.array([2**63 - 1, -2**63, 0, 127, 128, 300], np.int64), np.array([True, False, True]), np.array([0, 255, 7], np.uint8),
-    np.array([-128, 5], np.int8), np.array([1.5, -2.25], np.float16), np.array([1.5, 3], ml_dtypes.bfloat16),
-    np.array([1 + 2j], np.complex64), np.array([2**32 - 1], np.uint32), np.array([2**64 - 1, 2**53 + 1], np.uint64),
-    np.array([[b"ab", b""], [b"xyz", b"\x00\xff"]], object), np.zeros((0, 3), np.float32), np.float32(3.5),
+    np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+    np.linspace(-1, 1, 5),
+    np.array([-1, 0, 1, 2**31 - 1, -(2**31)], np.int32),
+    np.array([2**63 - 1, -(2**63), 0, 127, 128, 300], np.int64),
+    np.array([True, False, True]),
+    np.array([0, 255, 7], np.uint8),
+    np.array([-128, 5], np.int8),
+    np.array([1.5, -2.25], np.float16),
+    np.array([1.5, 3], ml_dtypes.bfloat16),
+    np.array([1 + 2j], np.complex64),
+    np.array([2**32 - 1], np.uint32),
+    np.array([2**64 - 1, 2**53 + 1], np.uint64),
+    np.array([[b"ab", b""], [b"xyz", b"\x00\xff"]], object),
+    np.zeros((0, 3), np.float32),
+    np.float32(3.5),
 ]
 
 
@@ -47,7 +57,7 @@ def test_tensor_bytes_are_what_tensorflow_reads(array, tensor_content):
 def test_varints_match_protobufs_encoding():
     from google.protobuf.internal import encoder
 
-    values = np.array([0, 1, 127, 128, 300, 2**31 - 1, -1, -2**63, 2**62], np.int64)
+    values = np.array([0, 1, 127, 128, 300, 2**31 - 1, -1, -(2**63), 2**62], np.int64)
     expected = b"".join(encoder._VarintBytes(int(value) & (2**64 - 1)) for value in values)
     assert varints(values) == expected
 
@@ -73,8 +83,10 @@ def classification_request(body: bytes):
 
 
 def test_examples_are_typed_as_json_tensor_cc_types_them():
-    request = classification_request(b'{"signature_name": "s", "context": {"c": [1, 2]}, "examples": '
-                                     b'[{"f": 2.0, "i": 3, "b": true, "s": "txt", "raw": {"b64": "AAE="}, "l": [1.5, 2.5]}]}')
+    request = classification_request(
+        b'{"signature_name": "s", "context": {"c": [1, 2]}, "examples": '
+        b'[{"f": 2.0, "i": 3, "b": true, "s": "txt", "raw": {"b64": "AAE="}, "l": [1.5, 2.5]}]}'
+    )
     assert request.model_spec.signature_name == "s"
     assert request.input.WhichOneof("kind") == "example_list_with_context"
     assert list(request.input.example_list_with_context.context.features.feature["c"].int64_list.value) == [1, 2]
@@ -85,19 +97,25 @@ def test_examples_are_typed_as_json_tensor_cc_types_them():
     assert list(feature["l"].float_list.value) == [1.5, 2.5]
 
 
-@pytest.mark.parametrize("body, message", [
-    (b'{"examples": []}', "'examples' value is an empty array"),
-    (b'{"signature_name": 1, "examples": [{}]}', "'signature_name' key must be a string value."),
-    (b'{"instances": [1]}', "When method is classify, key 'examples' is expected and was not found"),
-    (b'{"examples": {"x": 1}}', "Expecting 'examples' value to be an list/array"),
-    (b'{"examples": [1]}', "Example must be JSON object but got JSON Number"),
-    (b'{"examples": [{"x": [1.0, "a"]}]}', "Unexpected element type in feature: x expecting type: float"),
-    (b'{"examples": [{"x": [1.5, 2]}]}', "Unexpected element type in feature: x expecting type: float"),  # 2 is int64
-    (b'{"examples": [{"x": null}]}', "Feature: x has element with unexpected JSON type: Null"),
-    (b'{"examples": [{"x": [[1]]}]}', "Feature: x has element with unexpected JSON type: Array"),
-    (b'{"examples": [{"x": 18446744073709551615}]}', "Feature: x has uint64_t element. Only int64_t is supported."),
-    (b'{"examples": [{"x": {"b64": "!!"}}]}', "Unable to base64 decode"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"examples": []}', "'examples' value is an empty array"),
+        (b'{"signature_name": 1, "examples": [{}]}', "'signature_name' key must be a string value."),
+        (b'{"instances": [1]}', "When method is classify, key 'examples' is expected and was not found"),
+        (b'{"examples": {"x": 1}}', "Expecting 'examples' value to be an list/array"),
+        (b'{"examples": [1]}', "Example must be JSON object but got JSON Number"),
+        (b'{"examples": [{"x": [1.0, "a"]}]}', "Unexpected element type in feature: x expecting type: float"),
+        (
+            b'{"examples": [{"x": [1.5, 2]}]}',
+            "Unexpected element type in feature: x expecting type: float",
+        ),  # 2 is int64
+        (b'{"examples": [{"x": null}]}', "Feature: x has element with unexpected JSON type: Null"),
+        (b'{"examples": [{"x": [[1]]}]}', "Feature: x has element with unexpected JSON type: Array"),
+        (b'{"examples": [{"x": 18446744073709551615}]}', "Feature: x has uint64_t element. Only int64_t is supported."),
+        (b'{"examples": [{"x": {"b64": "!!"}}]}', "Unable to base64 decode"),
+    ],
+)
 def test_bad_examples_get_json_tensor_cc_messages(body, message):
     with pytest.raises(ServingError) as caught:
         classification_request(body)
@@ -125,11 +143,23 @@ def test_classification_and_regression_results_as_json():
 def test_batching_parameters_text_round_trips_and_is_checked():
     from google.protobuf import text_format
 
-    text = batching_parameters_text({"max_batch_size": 32, "batch_timeout_micros": 5000, "num_batch_threads": 2,
-                                     "allowed_batch_sizes": [8, 16, 32], "pad_variable_length_inputs": True})
+    text = batching_parameters_text(
+        {
+            "max_batch_size": 32,
+            "batch_timeout_micros": 5000,
+            "num_batch_threads": 2,
+            "allowed_batch_sizes": [8, 16, 32],
+            "pad_variable_length_inputs": True,
+        }
+    )
     options = batching_options(text_format.Parse(text, message_class("BatchingParameters")()))
-    assert options == BatchingOptions(max_batch_size=32, batch_timeout_micros=5000, num_batch_threads=2,
-                                      allowed_batch_sizes=(8, 16, 32), pad_variable_length_inputs=True)
+    assert options == BatchingOptions(
+        max_batch_size=32,
+        batch_timeout_micros=5000,
+        num_batch_threads=2,
+        allowed_batch_sizes=(8, 16, 32),
+        pad_variable_length_inputs=True,
+    )
     with pytest.raises(ServeprofError, match="Last entry in allowed_batch_sizes must match max_batch_size"):
         batching_parameters_text({"max_batch_size": 32, "allowed_batch_sizes": [8, 16]})
     with pytest.raises(ServeprofError, match="'max_batchsize' is not a BatchingParameters field"):
@@ -160,12 +190,16 @@ def test_session_config_follows_server_cc(tmp_path):
         session_config(0, 0, 0, str(config_file))
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], "typed_fields"), (["--enable_serialization_as_tensor_content"], "tensor_content"),
-    (["--enable_serialization_as_tensor_content=true"], "tensor_content"),
-    (["--enable_serialization_as_tensor_content", "false"], "typed_fields"),
-    (["--enable_serialization_as_tensor_content=0", "--port=1"], "typed_fields"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], "typed_fields"),
+        (["--enable_serialization_as_tensor_content"], "tensor_content"),
+        (["--enable_serialization_as_tensor_content=true"], "tensor_content"),
+        (["--enable_serialization_as_tensor_content", "false"], "typed_fields"),
+        (["--enable_serialization_as_tensor_content=0", "--port=1"], "typed_fields"),
+    ],
+)
 def test_response_serialization_is_read_from_the_flags(argv, expected):
     assert response_serialization(argv) == expected
 
@@ -181,10 +215,12 @@ def half_plus_two_signatures():
     from tests.fixtures.embedded_server import TFSERVING_TESTDATA
 
     saved_model = saved_model_pb2.SavedModel.FromString(
-        (TFSERVING_TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "saved_model.pb").read_bytes())
+        (TFSERVING_TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "saved_model.pb").read_bytes()
+    )
     signature_defs = saved_model.meta_graphs[0].signature_def
-    return lambda check: {key: SignatureRunner(key, value, runner=None, check_method_name=check)
-                          for key, value in signature_defs.items()}
+    return lambda check: {
+        key: SignatureRunner(key, value, runner=None, check_method_name=check) for key, value in signature_defs.items()
+    }
 
 
 def test_method_name_check_refuses_a_regress_signature_for_classify(half_plus_two_signatures):
@@ -195,8 +231,10 @@ def test_method_name_check_refuses_a_regress_signature_for_classify(half_plus_tw
     spec = model_pb2.ModelSpec(name="default", signature_name="regress_x_to_y")
     with pytest.raises(ServingError) as caught:
         lookup(half_plus_two_signatures(True), spec, CLASSIFY_METHOD, check_method_name=True)
-    assert caught.value.message == ("Expected classification signature method_name to be tensorflow/serving/classify. "
-                                    "Was: tensorflow/serving/regress")
+    assert caught.value.message == (
+        "Expected classification signature method_name to be tensorflow/serving/classify. "
+        "Was: tensorflow/serving/regress"
+    )
     # Without the check (TF Serving's default) the signature's tensors decide: its one output is named
     # 'outputs', not 'classes' or 'scores', so it is still refused, with that reason.
     with pytest.raises(ServingError, match='at least one of "classes" or "scores"'):

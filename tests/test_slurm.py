@@ -224,7 +224,9 @@ def run_on_cluster(cluster: Cluster, workdir: Path) -> Run:
         "--slurm-init-seconds-before-status-checks", "2",
         "--", "workload/profiling/all",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL
+    )
     output = result.stdout + result.stderr
     return Run(result.returncode, output, parse_jobs(output))
 
@@ -277,7 +279,9 @@ def declared_resources(output: str) -> dict[str, dict[str, str]]:
 def test_the_rules_resources_reach_sbatch(runs):
     """What a rule declares (rules/*.smk) is what SLURM was asked for; the profile repeats none of it."""
     profile = yaml.safe_load(PROFILE.read_text())
-    assert all(set(wanted) <= {"slurm_extra", "gpu_model", "slurm_partition"} for wanted in profile["set-resources"].values())
+    assert all(
+        set(wanted) <= {"slurm_extra", "gpu_model", "slurm_partition"} for wanted in profile["set-resources"].values()
+    )
     _, slurm = runs["slurm"]
     declared = declared_resources(slurm.output)
     for job in runs["jobs"].values():
@@ -328,7 +332,10 @@ def test_serving_jobs_never_shared_the_node(runs):
     node = runs["node"]
     for job in serving_jobs(runs).values():
         assert 2 * int(job["CPUs/Task"]) <= int(node["CPUTot"]), (job["CPUs/Task"], node["CPUTot"])
-        assert 2 * int(job["MinMemoryNode"].removesuffix("M")) <= int(node["RealMemory"]), (job["MinMemoryNode"], node["RealMemory"])
+        assert 2 * int(job["MinMemoryNode"].removesuffix("M")) <= int(node["RealMemory"]), (
+            job["MinMemoryNode"],
+            node["RealMemory"],
+        )
     for job_id, job in jobs.items():
         if rule_of(job) not in EXCLUSIVE_RULES:
             continue

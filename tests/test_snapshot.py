@@ -33,7 +33,12 @@ def test_snapshot_copies_every_result_and_records_where_from(tmp_path):
     source = project(tmp_path / "project")
     (source / "workload" / "profiling" / "nasnet" / ".summary.csv.1a2b3c4d.tmp").write_text("half-written")
     runs = tmp_path / "runs"
-    assert serveprof(["snapshot", "baseline", "--from", str(source), "--runs-dir", str(runs), "--note", "before the upgrade"]) == 0
+    assert (
+        serveprof(
+            ["snapshot", "baseline", "--from", str(source), "--runs-dir", str(runs), "--note", "before the upgrade"]
+        )
+        == 0
+    )
     kept = runs / "baseline"
     expected = {name: data for name, data in files(source).items() if not name.endswith(".tmp")}
     got = files(kept)
@@ -99,4 +104,6 @@ def test_compare_takes_two_kept_run_names(tmp_path, monkeypatch):
     snapshot("before", project(tmp_path / "a", seed=1))
     snapshot("after", project(tmp_path / "b", seed=2, scale=1.25))
     assert serveprof(["compare", "before", "after", "--resamples", "200"]) == 3
-    assert (tmp_path / "reports" / "compare" / "compare.md").read_text().count("**regression**") == 4  # p50, p99 × 2 batches
+    assert (tmp_path / "reports" / "compare" / "compare.md").read_text().count(
+        "**regression**"
+    ) == 4  # p50, p99 × 2 batches

@@ -27,10 +27,26 @@ RSS_GROWTH_BOUND_MIB = 50
 
 def test_a_minute_of_32_mixed_clients_without_an_error_or_a_leak(tmp_path):
     out = tmp_path / "soak.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "soak_server.py"), "--clients", str(CLIENTS),
-               "--seconds", str(SECONDS), "--warmup", str(WARMUP_S), "--json", str(out)]
-    run = subprocess.run(command, cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-                         capture_output=True, text=True, timeout=SECONDS + 360)
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "soak_server.py"),
+        "--clients",
+        str(CLIENTS),
+        "--seconds",
+        str(SECONDS),
+        "--warmup",
+        str(WARMUP_S),
+        "--json",
+        str(out),
+    ]
+    run = subprocess.run(
+        command,
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 360,
+    )
     assert out.is_file(), run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())
     print("\nsoak:", json.dumps(result))

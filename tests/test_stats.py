@@ -58,7 +58,14 @@ def test_one_latency():
 
 @pytest.mark.parametrize(
     "count, flagged",
-    [(63, ["p90", "p95", "p99"]), (64, ["p95", "p99"]), (129, ["p95", "p99"]), (130, ["p99"]), (661, ["p99"]), (662, [])],
+    [
+        (63, ["p90", "p95", "p99"]),
+        (64, ["p95", "p99"]),
+        (129, ["p95", "p99"]),
+        (130, ["p99"]),
+        (661, ["p99"]),
+        (662, []),
+    ],
 )
 def test_low_sample_percentiles_follow_the_mlperf_minimums(count, flagged):
     assert latency_stats([1.0] * count, batch_size=1)["low_sample_percentiles"] == flagged

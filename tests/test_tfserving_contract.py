@@ -31,16 +31,24 @@ COUNTER = TFSERVING_TESTDATA / "saved_model_counter"
 @pytest.fixture(scope="module")
 def tf1(tmp_path_factory):
     """half_plus_two (TF1) as 'default', with TF Serving's monitoring config, as RunServer starts it."""
-    with running_server(HALF_PLUS_TWO, f"--monitoring_config_file={TFSERVING_TESTDATA / 'monitoring_config.txt'}",
-                        model_name="default", log_dir=tmp_path_factory.mktemp("tf1")) as server:
+    with running_server(
+        HALF_PLUS_TWO,
+        f"--monitoring_config_file={TFSERVING_TESTDATA / 'monitoring_config.txt'}",
+        model_name="default",
+        log_dir=tmp_path_factory.mktemp("tf1"),
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def tf2(tmp_path_factory):
     """half_plus_two saved by TF2, answering Predict in tensor_content (the flag's effect is tested on it)."""
-    with running_server(HALF_PLUS_TWO_TF2, "--enable_serialization_as_tensor_content", model_name="default",
-                        log_dir=tmp_path_factory.mktemp("tf2")) as server:
+    with running_server(
+        HALF_PLUS_TWO_TF2,
+        "--enable_serialization_as_tensor_content",
+        model_name="default",
+        log_dir=tmp_path_factory.mktemp("tf2"),
+    ) as server:
         yield server
 
 
@@ -52,8 +60,11 @@ def stubs():
 
     def stub(server, model_service=False):
         channel = channels.setdefault(server.grpc_target, grpc.insecure_channel(server.grpc_target))
-        return (model_service_pb2_grpc.ModelServiceStub if model_service
-                else prediction_service_pb2_grpc.PredictionServiceStub)(channel)
+        return (
+            model_service_pb2_grpc.ModelServiceStub
+            if model_service
+            else prediction_service_pb2_grpc.PredictionServiceStub
+        )(channel)
 
     yield stub
     for channel in channels.values():
@@ -80,8 +91,15 @@ def verify_model_spec(model_spec, name, signature_name, version):
     assert (model_spec.name, model_spec.signature_name, model_spec.version.value) == (name, signature_name, version)
 
 
-def verify_predict_request(stub, expected_output, expected_version, model_name="default", specify_output=True,
-                           batch_input=False, signature_name="serving_default"):
+def verify_predict_request(
+    stub,
+    expected_output,
+    expected_version,
+    model_name="default",
+    specify_output=True,
+    batch_input=False,
+    signature_name="serving_default",
+):
     """VerifyPredictRequest of the test base, line for line."""
     from tensorflow.core.framework import types_pb2
     from tensorflow_serving.apis import predict_pb2
@@ -181,7 +199,9 @@ def test_multi_inference(model, stubs, request):
     assert result.results[0].regression_result.regressions[0].value == 3.0
     assert result.results[1].classification_result.classifications[0].classes[0].score == 3.0
     for index in range(2):
-        verify_model_spec(result.results[index].model_spec, "default", multi.tasks[index].model_spec.signature_name, 123)
+        verify_model_spec(
+            result.results[index].model_spec, "default", multi.tasks[index].model_spec.signature_name, 123
+        )
 
 
 def test_predict_saved_model(tf1, stubs):
@@ -197,7 +217,9 @@ def test_predict_older_tf1_export_that_tf_saved_model_load_cannot_load(tmp_path,
         verify_predict_request(stubs(server), expected_output=4.0, expected_version=123, specify_output=False)
         # The REST doc's calls on this model (g3doc/api_rest.md, "Make REST API calls to ModelServer").
         url = f"{server.rest_url}/v1/models/default"
-        assert json.loads(call_rest(f"{url}:predict", {"instances": [1.0, 2.0, 5.0]})) == {"predictions": [3.5, 4.0, 5.5]}
+        assert json.loads(call_rest(f"{url}:predict", {"instances": [1.0, 2.0, 5.0]})) == {
+            "predictions": [3.5, 4.0, 5.5]
+        }
         regress = {"signature_name": "tensorflow/serving/regress", "examples": [{"x": 1.0}, {"x": 2.0}]}
         assert json.loads(call_rest(f"{url}:regress", regress)) == {"results": [3.5, 4.0]}
         with pytest.raises(urllib.error.HTTPError) as caught:
@@ -239,8 +261,10 @@ def test_classify_and_regress_rest(tf1):
 
 def test_get_status_rest(tf1):
     assert json.loads(call_rest(f"{tf1.rest_url}/v1/models/default")) == {
-        "model_version_status": [{"version": "123", "state": "AVAILABLE",
-                                  "status": {"error_code": "OK", "error_message": ""}}]}
+        "model_version_status": [
+            {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
 
 
 def test_get_model_metadata_rest(tf1):
@@ -256,62 +280,90 @@ def test_prometheus_endpoint(tf1):
 
 def test_tf_saved_model_save_multiple_signatures(tmp_path, stubs):
     """test_tf_saved_model_save_multiple_signatures: a tf.train.Checkpoint root, unknown-rank inputs."""
-    export = ("import sys, tensorflow as tf\n"
-              "root = tf.train.Checkpoint()\n"
-              "root.f = tf.function(lambda x: {'y': 1.}, input_signature=[tf.TensorSpec(None, tf.float32)])\n"
-              "root.g = tf.function(lambda x: {'y': 2.}, input_signature=[tf.TensorSpec(None, tf.float32)])\n"
-              "tf.saved_model.save(root, sys.argv[1], signatures={'serving_default': root.f, "
-              "'custom_signature_key': root.g})\n")
-    subprocess.run([sys.executable, "-c", export, str(tmp_path / "m" / "00000123")], check=True, cwd=REPO,
-                   env=server_env(), timeout=300, capture_output=True)
+    export = (
+        "import sys, tensorflow as tf\n"
+        "root = tf.train.Checkpoint()\n"
+        "root.f = tf.function(lambda x: {'y': 1.}, input_signature=[tf.TensorSpec(None, tf.float32)])\n"
+        "root.g = tf.function(lambda x: {'y': 2.}, input_signature=[tf.TensorSpec(None, tf.float32)])\n"
+        "tf.saved_model.save(root, sys.argv[1], signatures={'serving_default': root.f, "
+        "'custom_signature_key': root.g})\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", export, str(tmp_path / "m" / "00000123")],
+        check=True,
+        cwd=REPO,
+        env=server_env(),
+        timeout=300,
+        capture_output=True,
+    )
     with running_server(tmp_path / "m", model_name="default", log_dir=tmp_path) as server:
-        verify_predict_request(stubs(server), expected_output=2.0, expected_version=123,
-                               signature_name="custom_signature_key")
+        verify_predict_request(
+            stubs(server), expected_output=2.0, expected_version=123, signature_name="custom_signature_key"
+        )
         verify_predict_request(stubs(server), expected_output=1.0, expected_version=123)
 
 
 # ------------------------------------------------------------ http_rest_api_handler_test.cc
 
 
-@pytest.mark.parametrize("body, expected", [
-    ({"instances": [[1.0, 2.0], [3.0, 4.0]]}, {"predictions": [[2.5, 3.0], [3.5, 4.0]]}),  # the graph takes [2,2]
-    ({"instances": [1.0, 2.0]}, {"predictions": [2.5, 3.0]}),
-    ({"signature_name": "serving_default", "instances": [3.0, 4.0]}, {"predictions": [3.5, 4.0]}),
-    ({"signature_name": "serving_default", "inputs": [3.0, 4.0]}, {"outputs": [3.5, 4.0]}),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"instances": [[1.0, 2.0], [3.0, 4.0]]}, {"predictions": [[2.5, 3.0], [3.5, 4.0]]}),  # the graph takes [2,2]
+        ({"instances": [1.0, 2.0]}, {"predictions": [2.5, 3.0]}),
+        ({"signature_name": "serving_default", "instances": [3.0, 4.0]}, {"predictions": [3.5, 4.0]}),
+        ({"signature_name": "serving_default", "inputs": [3.0, 4.0]}, {"outputs": [3.5, 4.0]}),
+    ],
+)
 def test_rest_handler_predict(tf1, body, expected):
     assert json.loads(call_rest(f"{tf1.rest_url}/v1/models/default/versions/123:predict", body)) == expected
 
 
-@pytest.mark.parametrize("verb, body, expected", [
-    ("regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}, {"results": [42]}),
-    ("classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]}, {"results": [[["", 12]]]}),
-    ("classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 10.0}]}, {"results": [[["", 7]]]}),
-])
+@pytest.mark.parametrize(
+    "verb, body, expected",
+    [
+        ("regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 80.0}]}, {"results": [42]}),
+        ("classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 20.0}]}, {"results": [[["", 12]]]}),
+        ("classify", {"signature_name": "classify_x_to_y", "examples": [{"x": 10.0}]}, {"results": [[["", 7]]]}),
+    ],
+)
 def test_rest_handler_classify_and_regress(tf1, verb, body, expected):
     assert json.loads(call_rest(f"{tf1.rest_url}/v1/models/default:{verb}", body)) == expected
 
 
-@pytest.mark.parametrize("method, path, body, status, words", [
-    ("GET", "/v1/foo", None, 400, "Malformed request"),
-    ("POST", "/v1/foo", b"", 400, "Malformed request"),
-    ("GET", "/v1/models", None, 400, "Missing model name"),
-    ("GET", "/v1/models/debug/model_name", None, 400, "Malformed request"),
-    ("POST", "/v1/models", b"", 400, "Malformed request"),
-    ("GET", "/v1/models/foo:predict", None, 400, "Malformed request"),
-    ("POST", "/v1/models/foo/version/50:regress", b"", 400, "Malformed request"),
-    ("POST", "/v1/models/foo/versions/HELLO:regress", b"", 400, "Malformed request"),
-    ("POST", f"/v1/models/foo/versions/{(1 << 64) - 1}:regress", b"", 400, "Failed to convert version"),
-    ("POST", "/v1/models/foo/metadata", b"", 400, "Malformed request"),
-    ("POST", "/v1/models/foo:predict", b'{ "instances": [1] }', 404, "Servable not found"),
-    ("POST", "/v1/models/foo/versions/50:predict", b'{ "instances": [1] }', 404, "Servable not found"),
-    ("POST", "/v1/models/default:predict", b"", 400, "JSON Parse error: The document is empty"),
-    ("POST", "/v1/models/default:predict", b'{ "instances": ["x", "y"] }', 400, "not of expected type: float"),
-    ("POST", "/v1/models/default/labels/nonexistent:predict", b'{ "instances": ["x", "y"] }', 400,
-     "Unrecognized servable version label"),
-    ("POST", "/v1/models/default:predict", b'{ "signature_name": 100 }', 400,
-     "'signature_name' key must be a string value."),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status, words",
+    [
+        ("GET", "/v1/foo", None, 400, "Malformed request"),
+        ("POST", "/v1/foo", b"", 400, "Malformed request"),
+        ("GET", "/v1/models", None, 400, "Missing model name"),
+        ("GET", "/v1/models/debug/model_name", None, 400, "Malformed request"),
+        ("POST", "/v1/models", b"", 400, "Malformed request"),
+        ("GET", "/v1/models/foo:predict", None, 400, "Malformed request"),
+        ("POST", "/v1/models/foo/version/50:regress", b"", 400, "Malformed request"),
+        ("POST", "/v1/models/foo/versions/HELLO:regress", b"", 400, "Malformed request"),
+        ("POST", f"/v1/models/foo/versions/{(1 << 64) - 1}:regress", b"", 400, "Failed to convert version"),
+        ("POST", "/v1/models/foo/metadata", b"", 400, "Malformed request"),
+        ("POST", "/v1/models/foo:predict", b'{ "instances": [1] }', 404, "Servable not found"),
+        ("POST", "/v1/models/foo/versions/50:predict", b'{ "instances": [1] }', 404, "Servable not found"),
+        ("POST", "/v1/models/default:predict", b"", 400, "JSON Parse error: The document is empty"),
+        ("POST", "/v1/models/default:predict", b'{ "instances": ["x", "y"] }', 400, "not of expected type: float"),
+        (
+            "POST",
+            "/v1/models/default/labels/nonexistent:predict",
+            b'{ "instances": ["x", "y"] }',
+            400,
+            "Unrecognized servable version label",
+        ),
+        (
+            "POST",
+            "/v1/models/default:predict",
+            b'{ "signature_name": 100 }',
+            400,
+            "'signature_name' key must be a string value.",
+        ),
+    ],
+)
 def test_rest_handler_errors(tf1, method, path, body, status, words):
     request = urllib.request.Request(f"{tf1.rest_url}{path}", data=body, method=method)
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -356,6 +408,7 @@ def test_counter_model_stateful_signatures_without_inputs(tmp_path, stubs):
     from tensorflow_serving.apis import predict_pb2
 
     with running_server(COUNTER, model_name="counter", log_dir=tmp_path) as server:
+
         def call(signature_name, **inputs):
             request = predict_pb2.PredictRequest()
             request.model_spec.name = "counter"
@@ -364,11 +417,18 @@ def test_counter_model_stateful_signatures_without_inputs(tmp_path, stubs):
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
             return float(tf.make_ndarray(stubs(server).Predict(request, RPC_TIMEOUT).outputs["output"]))
 
-        assert [call("get_counter"), call("incr_counter"), call("incr_counter"),
-                call("incr_counter_by", delta=np.float32(3)), call("reset_counter"), call("get_counter")] == \
-            [0.0, 1.0, 2.0, 5.0, 0.0, 0.0]
+        assert [
+            call("get_counter"),
+            call("incr_counter"),
+            call("incr_counter"),
+            call("incr_counter_by", delta=np.float32(3)),
+            call("reset_counter"),
+            call("get_counter"),
+        ] == [0.0, 1.0, 2.0, 5.0, 0.0, 0.0]
         with pytest.raises(grpc.RpcError) as caught:
             call("incr_counter_by")
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert caught.value.details() == ("input size does not match signature: 0!=1 len({}) != len({delta}). "
-                                          "Sent extra: {}. Missing but required: {delta}.")
+        assert caught.value.details() == (
+            "input size does not match signature: 0!=1 len({}) != len({delta}). "
+            "Sent extra: {}. Missing but required: {delta}."
+        )

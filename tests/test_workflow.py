@@ -62,7 +62,15 @@ TABLES = ("coldstart", "durations", "compact", "percentiles", "resources", "not_
 def served(tmp_path_factory):
     directory = tmp_path_factory.mktemp("served")
     subprocess.run(
-        [sys.executable, "-m", "tests.fixtures.tiny_models", "zoo-tarball", str(directory / "tiny_zoo.tar.gz"), "--name", "tiny_zoo"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fixtures.tiny_models",
+            "zoo-tarball",
+            str(directory / "tiny_zoo.tar.gz"),
+            "--name",
+            "tiny_zoo",
+        ],
         check=True,
         cwd=REPO,
     )
@@ -151,7 +159,8 @@ def test_unobtainable_model_is_listed_not_profiled(baseline):
     assert sorted(manifest["profiled"]) == sorted(PROFILED)
     assert "tiny_offline" in manifest["not_profiled"]
     assert manifest["not_profiled"]["tiny_offline"]["fix"].endswith(
-        "then delete data/model/acquired/tiny_offline.json, and the next run acquires tiny_offline again")
+        "then delete data/model/acquired/tiny_offline.json, and the next run acquires tiny_offline again"
+    )
     assert not (baseline / "workload" / "profiling" / "tiny_offline").exists()
     report = (baseline / "reports" / "report.md").read_text()
     assert "tiny_offline" in report.split("Not profiled", 1)[1]
@@ -276,7 +285,8 @@ def test_staged_and_resumed_models_are_profiled_then_nothing_is_left_to_do(workd
 def test_a_model_built_with_random_weights_is_acquired_again_when_that_can_change(workdir):
     status = workdir / "data" / "model" / "acquired" / "tiny_keras.json"
     assert status_of(workdir, "tiny_keras")["fix"].endswith(
-        "then delete data/model/acquired/tiny_keras.json, and the next run acquires tiny_keras again")
+        "then delete data/model/acquired/tiny_keras.json, and the next run acquires tiny_keras again"
+    )
     cached = workdir / status_of(workdir, "tiny_keras")["missing_file"]
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"weights staged by hand")
@@ -313,8 +323,12 @@ def test_deleting_one_latency_file_recomputes_it_and_what_derives_from_it(workdi
     assert not run.rules() & {"acquire_model", "export_model", "cold_start"}
     assert (workdir / "workload" / "profiling" / "tiny_keras" / "tiny_keras-b2.csv").is_file()
     redrawn = snapshot(workdir, "reports")
-    for path in ("reports/report.md", "reports/tables/durations.csv", "reports/figures/latency.png",
-                 "reports/figures/tiny_keras/distribution.png"):
+    for path in (
+        "reports/report.md",
+        "reports/tables/durations.csv",
+        "reports/figures/latency.png",
+        "reports/figures/tiny_keras/distribution.png",
+    ):
         assert redrawn[path][0] > derived[path][0], path
     assert redrawn["reports/figures/tiny_zoo/distribution.png"] == derived["reports/figures/tiny_zoo/distribution.png"]
     again = run_workflow(workdir, "-n", target=target)
@@ -346,10 +360,22 @@ def test_changing_a_plot_setting_reruns_only_the_plots(workdir):
 
 
 def test_the_documented_redraw_command_redraws_every_figure_and_measures_nothing(workdir):
-    documented = next(line for line in documented_commands(REPO / "README.md") if "--forcerun plot_overview plot_model" in line)
+    documented = next(
+        line for line in documented_commands(REPO / "README.md") if "--forcerun plot_overview plot_model" in line
+    )
     tokens = shlex.split(documented)
-    run = run_command([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                       "--configfile", str(workdir / "config.yaml"), *tokens[1:]])
+    run = run_command(
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            *tokens[1:],
+        ]
+    )
     assert run.returncode == 0, run.output[-4000:]
     assert run.rules() == {"plot_overview", "plot_model", "manifest"}, run.jobs
     assert sorted(job["figure"] for job in run.jobs_of("plot_overview")) == sorted(FIGURES)
@@ -381,7 +407,9 @@ def test_a_per_model_batch_sizes_override_adds_only_the_new_measurement(workdir)
 
 def test_adding_a_model_adds_only_its_jobs(workdir, tmp_path):
     source = tmp_path / "my_saved_model"
-    subprocess.run([sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(source)], check=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(source)], check=True, cwd=REPO
+    )
     config = read_config(workdir)
     config["models"]["tiny_saved"] = {"source": "saved_model", "type": "classification", "path": str(source)}
     write_config(workdir, config)
@@ -416,8 +444,10 @@ def documented_commands(path: Path) -> list[str]:
     return [command.split("  #", 1)[0].strip() for command in lines + spans]
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/models.md", "docs/hpc.md", "config/config.yaml", ".test/config.yaml",
-                                      ".test/sheet.yaml"])
+@pytest.mark.parametrize(
+    "document",
+    ["README.md", "docs/models.md", "docs/hpc.md", "config/config.yaml", ".test/config.yaml", ".test/sheet.yaml"],
+)
 def test_documented_commands_keep_their_targets(document):
     """An option taking several values (--configfile, --sdm) must not swallow the target."""
     commands = documented_commands(REPO / document)
@@ -444,7 +474,9 @@ def test_default_config_and_the_documented_configfile_command(tmp_path):
     assert sorted(job["model"] for job in default.jobs_of("acquire_model")) == sorted(reference)
 
     tokens = shlex.split(documented)
-    mine = run_command([str(BIN / "snakemake"), *[str(tmp_path / t) if t == "my-models.yaml" else t for t in tokens[1:]], *snakefile])
+    mine = run_command(
+        [str(BIN / "snakemake"), *[str(tmp_path / t) if t == "my-models.yaml" else t for t in tokens[1:]], *snakefile]
+    )
     assert mine.returncode == 0, mine.output[-4000:]
     assert [job["model"] for job in mine.jobs_of("acquire_model")] == ["mine"], mine.jobs
 
@@ -475,8 +507,10 @@ def test_conda_environment_lists_the_package_dependencies():
     assert pip == project["dependencies"]
     # Snakemake runs the workflow (the `workflow` extra); a job's environment does not need it.
     assert not [dependency for dependency in pip if dependency.startswith("snakemake")]
-    assert all(not dependency.startswith("snakemake") or "==" not in dependency
-               for dependency in project["optional-dependencies"]["workflow"])
+    assert all(
+        not dependency.startswith("snakemake") or "==" not in dependency
+        for dependency in project["optional-dependencies"]["workflow"]
+    )
 
 
 def run_post_deploy(tmp_path: Path, source: str) -> subprocess.CompletedProcess:

@@ -56,24 +56,43 @@ def workflow_env() -> dict[str, str]:
     copy of a workflow directory takes its (empty) Keras cache along.
     """
     offline = {name: CLOSED_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
-    return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", TF_CPP_MIN_LOG_LEVEL="2",
-                KERAS_HOME="keras_home", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **offline)
+    return dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERAS_HOME="keras_home",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        **offline,
+    )
 
 
-def workflow_command(workdir: Path, *extra: str, target: str | None = "workload/profiling/all",
-                     configfile: Path | None = None) -> list[str]:
+def workflow_command(
+    workdir: Path, *extra: str, target: str | None = "workload/profiling/all", configfile: Path | None = None
+) -> list[str]:
     """The command README.md documents: the target before `--configfile`, which takes several files.
 
     ``target=None`` runs the default target, the output-less `all` rule (`snakemake --cores 1`).
     """
     return [
-        str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1",
-        *([target] if target else []), "--configfile", str(configfile or workdir / "config.yaml"), *extra,
+        str(BIN / "snakemake"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "1",
+        *([target] if target else []),
+        "--configfile",
+        str(configfile or workdir / "config.yaml"),
+        *extra,
     ]
 
 
 def run_command(command: list[str], timeout: int = 1200) -> Run:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=workflow_env(), stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=workflow_env(), stdin=subprocess.DEVNULL
+    )
     output = result.stdout + result.stderr
     return Run(result.returncode, output, parse_jobs(output))
 

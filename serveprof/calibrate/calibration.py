@@ -44,7 +44,11 @@ def _check_known(measured: pd.DataFrame, profiled: pd.DataFrame, results_label: 
             "use the model keys of the workflow's config, profile those models first, or pass --results of the run that did",
         )
     pairs = set(zip(profiled["model"], profiled["batch_size"], strict=True))
-    missing = [f"{model} b{batch}" for model, batch in zip(measured["model"], measured["batch_size"], strict=True) if (model, batch) not in pairs]
+    missing = [
+        f"{model} b{batch}"
+        for model, batch in zip(measured["model"], measured["batch_size"], strict=True)
+        if (model, batch) not in pairs
+    ]
     if missing:
         raise ServeprofError(
             f"the host run under {results_label} has no result for {', '.join(sorted(set(missing)))}",
@@ -52,12 +56,18 @@ def _check_known(measured: pd.DataFrame, profiled: pd.DataFrame, results_label: 
         )
 
 
-def calibrate(measured: pd.DataFrame, profiled: pd.DataFrame, statistic: str = "mean_ms", level: float = 0.95,
-              results_label: str = "the results folder") -> Calibration:
+def calibrate(
+    measured: pd.DataFrame,
+    profiled: pd.DataFrame,
+    statistic: str = "mean_ms",
+    level: float = 0.95,
+    results_label: str = "the results folder",
+) -> Calibration:
     """Fit every device (latency, and memory where given) and predict the unmeasured profiled pairs."""
     if statistic not in STATISTICS:
         raise ServeprofError(
-            f"statistic {statistic!r} is not one of {', '.join(STATISTICS)}", "pass --statistic mean_ms (the default) or p50_ms"
+            f"statistic {statistic!r} is not one of {', '.join(STATISTICS)}",
+            "pass --statistic mean_ms (the default) or p50_ms",
         )
     if not 0 < level < 1:
         raise ServeprofError(f"--level is {level}", "give a level between 0 and 1, e.g. --level 0.95")
@@ -70,7 +80,13 @@ def calibrate(measured: pd.DataFrame, profiled: pd.DataFrame, statistic: str = "
             given = rows[rows[device_column].notna()]
             if metric == "memory" and given.empty:
                 continue  # no memory measured on this device: nothing to fit
-            x = np.array([host.at[(model, batch), host_column] for model, batch in zip(given["model"], given["batch_size"], strict=True)], dtype=float)
+            x = np.array(
+                [
+                    host.at[(model, batch), host_column]
+                    for model, batch in zip(given["model"], given["batch_size"], strict=True)
+                ],
+                dtype=float,
+            )
             y = given[device_column].to_numpy(dtype=float)
             if np.isnan(x).any():
                 raise ServeprofError(f"the host run has no {host_column} for some rows of device {device!r}",
@@ -106,12 +122,16 @@ def calibrate(measured: pd.DataFrame, profiled: pd.DataFrame, statistic: str = "
                     ranks.append({"device": device, "metric": metric, "scope": f"batch {batch}",
                                   **vars(rank_agreement(at_batch["x"], at_batch[device_column]))})  # fmt: skip
             measured_pairs = set(zip(given["model"], given["batch_size"], strict=True))
-            todo = profiled[[pair not in measured_pairs for pair in zip(profiled["model"], profiled["batch_size"], strict=True)]]
+            todo = profiled[
+                [pair not in measured_pairs for pair in zip(profiled["model"], profiled["batch_size"], strict=True)]
+            ]
             todo = todo[todo[host_column].notna()]
             if not todo.empty:
                 x0 = todo[host_column].to_numpy(dtype=float)
                 low, high = line.prediction_interval(x0, level)
-                for (model, batch), xi, pi, lo, hi in zip(zip(todo["model"], todo["batch_size"], strict=True), x0, line.predict(x0), low, high, strict=True):
+                for (model, batch), xi, pi, lo, hi in zip(
+                    zip(todo["model"], todo["batch_size"], strict=True), x0, line.predict(x0), low, high, strict=True
+                ):
                     predictions.append({"device": device, "metric": metric, "model": model, "batch_size": int(batch),
                                         "host": xi, "predicted": pi, "low": lo, "high": hi,
                                         "extrapolated": bool(xi < line.x_min or xi > line.x_max)})  # fmt: skip

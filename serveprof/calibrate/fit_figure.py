@@ -22,7 +22,10 @@ from serveprof.report.figures import add_grid, fitted, model_legend, new_figure,
 from serveprof.report.style import Style, model_looks
 
 MAX_COLUMNS = 3
-TITLES = {"latency": "On-device latency against the host's", "memory": "On-device peak memory against the server's peak RSS"}
+TITLES = {
+    "latency": "On-device latency against the host's",
+    "memory": "On-device peak memory against the server's peak RSS",
+}
 
 
 @styled
@@ -34,12 +37,16 @@ def build_fit_figure(calibration: Calibration, metric: str, style: Style, models
     looks = model_looks(models or sorted(set(points["model"]) | set(predictions["model"])), style)
     shown = [model for model in looks if model in set(points["model"]) | set(predictions["model"])]
     level = f"{calibration.level * 100:g} %"
-    legend = [looks[model].label for model in shown] + ["measured on the device", f"predicted ({level} prediction interval)", "fit"]
+    legend = [looks[model].label for model in shown] + [
+        "measured on the device",
+        f"predicted ({level} prediction interval)",
+        "fit",
+    ]
     columns = min(len(devices), MAX_COLUMNS)
     rows = math.ceil(len(devices) / columns)
     fig = new_figure(style, height_scale=rows, legend=legend)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False).ravel())
-    for extra in axes[len(devices):]:
+    for extra in axes[len(devices) :]:
         extra.set_visible(False)
     unit = calibration.unit(metric)
     host = fits["host"].iloc[0]

@@ -24,12 +24,15 @@ def read_measured(path: Path) -> pd.DataFrame:
     """One row per (device, model, batch_size): latency_ms, peak_memory_mb (NaN if absent), repeats."""
     path = Path(path)
     if not path.is_file():
-        raise ServeprofError(f"on-device measurements {path} do not exist", f"pass the CSV of your device runs (format: {EXAMPLE})")
+        raise ServeprofError(
+            f"on-device measurements {path} do not exist", f"pass the CSV of your device runs (format: {EXAMPLE})"
+        )
     try:
         frame = pd.read_csv(path, skipinitialspace=True, comment="#")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ServeprofError(
-            f"{path} is not a readable CSV file ({error})", f"write it as comma-separated values with a header, as in {EXAMPLE}"
+            f"{path} is not a readable CSV file ({error})",
+            f"write it as comma-separated values with a header, as in {EXAMPLE}",
         ) from None
     frame.columns = [str(column).strip() for column in frame.columns]
     absent = [column for column in REQUIRED if column not in frame.columns]
@@ -39,7 +42,9 @@ def read_measured(path: Path) -> pd.DataFrame:
             f"give the columns {', '.join(REQUIRED)}[, peak_memory_mb] in a header row, as in {EXAMPLE}",
         )
     if frame.empty:
-        raise ServeprofError(f"{path} has no rows", "add one row per (model, batch_size, device) you measured on the device")
+        raise ServeprofError(
+            f"{path} has no rows", "add one row per (model, batch_size, device) you measured on the device"
+        )
     for column in OPTIONAL:
         if column not in frame.columns:
             frame[column] = float("nan")
@@ -60,5 +65,7 @@ def read_measured(path: Path) -> pd.DataFrame:
     for column in ("model", "device"):
         frame[column] = frame[column].astype(str).str.strip()
     grouped = frame.groupby(["device", "model", "batch_size"], sort=False)
-    measured = grouped.agg(latency_ms=("latency_ms", "mean"), peak_memory_mb=("peak_memory_mb", "mean"), repeats=("latency_ms", "size"))
+    measured = grouped.agg(
+        latency_ms=("latency_ms", "mean"), peak_memory_mb=("peak_memory_mb", "mean"), repeats=("latency_ms", "size")
+    )
     return measured.reset_index()

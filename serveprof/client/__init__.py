@@ -8,8 +8,8 @@ A server error raises ``ServingRequestError`` with TF Serving's code and message
 
 from serveprof.client.errors import ServingRequestError
 from serveprof.client.grpc_client import GrpcClient
-from serveprof.client.rest_client import RestClient
 from serveprof.client.metadata import SignatureInfo, TensorSpecInfo
+from serveprof.client.rest_client import RestClient
 
 # ARCHITECTURE.md calls the per-tensor description TensorInfo.
 TensorInfo = TensorSpecInfo

@@ -47,9 +47,16 @@ def _state_name(state: int) -> str:
 
 
 class GrpcClient:
-    def __init__(self, target: str, model_name: str, signature_name: str = "serving_default",
-                 version: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 options: Sequence[tuple[str, object]] = (), transport: str = "builtin"):
+    def __init__(
+        self,
+        target: str,
+        model_name: str,
+        signature_name: str = "serving_default",
+        version: int | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        options: Sequence[tuple[str, object]] = (),
+        transport: str = "builtin",
+    ):
         self.target, self.model_name, self.signature_name = target, model_name, signature_name
         self.version, self.timeout_s = version, timeout_s
         if transport not in TRANSPORTS:
@@ -60,16 +67,22 @@ class GrpcClient:
             try:
                 self._unary = UnaryChannel(target, timeout_s=timeout_s)
             except ValueError as error:
-                raise ServeprofError(f"gRPC target {error}", "give the server as HOST:PORT, or use "
-                                     "transport='library' (grpcio) for other gRPC target forms") from None
+                raise ServeprofError(
+                    f"gRPC target {error}",
+                    "give the server as HOST:PORT, or use transport='library' (grpcio) for other gRPC target forms",
+                ) from None
         self._channel = grpc.insecure_channel(target, options=list(MESSAGE_LIMITS) + list(options))
         self._predict = self._channel.unary_unary(PREDICT)  # bytes in, bytes out
         self._metadata = self._channel.unary_unary(
-            GET_MODEL_METADATA, request_serializer=get_model_metadata_pb2.GetModelMetadataRequest.SerializeToString,
-            response_deserializer=get_model_metadata_pb2.GetModelMetadataResponse.FromString)
+            GET_MODEL_METADATA,
+            request_serializer=get_model_metadata_pb2.GetModelMetadataRequest.SerializeToString,
+            response_deserializer=get_model_metadata_pb2.GetModelMetadataResponse.FromString,
+        )
         self._status = self._channel.unary_unary(
-            GET_MODEL_STATUS, request_serializer=get_model_status_pb2.GetModelStatusRequest.SerializeToString,
-            response_deserializer=get_model_status_pb2.GetModelStatusResponse.FromString)
+            GET_MODEL_STATUS,
+            request_serializer=get_model_status_pb2.GetModelStatusRequest.SerializeToString,
+            response_deserializer=get_model_status_pb2.GetModelStatusResponse.FromString,
+        )
         self._signature: SignatureInfo | None = None
 
     def _model_spec(self, spec, with_signature: bool = False) -> None:
@@ -92,8 +105,10 @@ class GrpcClient:
             response = self._call(self._metadata, request)
             signature_map = get_model_metadata_pb2.SignatureDefMap()
             if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(signature_map):
-                raise ServeprofError(f"the server at {self.target} sent no signature_def metadata for {self.model_name!r}",
-                                     "use a TF Serving-compatible server (GetModelMetadata must return a SignatureDefMap)")
+                raise ServeprofError(
+                    f"the server at {self.target} sent no signature_def metadata for {self.model_name!r}",
+                    "use a TF Serving-compatible server (GetModelMetadata must return a SignatureDefMap)",
+                )
             self._signature = signature_from_map(signature_map, self.signature_name, self.model_name)
         return self._signature
 
@@ -116,8 +131,10 @@ class GrpcClient:
             try:
                 fill_tensor_proto(np.asarray(array), request.inputs[name])
             except ServingError as error:
-                raise ServeprofError(f"input {name!r}: {error.message}",
-                                     "pass numbers, bools or bytes in a numpy array of a dtype TensorFlow has") from None
+                raise ServeprofError(
+                    f"input {name!r}: {error.message}",
+                    "pass numbers, bools or bytes in a numpy array of a dtype TensorFlow has",
+                ) from None
         return request.SerializeToString()
 
     def connect(self) -> None:
@@ -145,8 +162,10 @@ class GrpcClient:
         try:
             return {name: to_ndarray(tensor) for name, tensor in response.outputs.items()}
         except ServingError as error:
-            raise ServeprofError(f"the server at {self.target} sent an output that cannot be read: {error.message}",
-                                 "check that the server speaks TF Serving's PredictionService") from None
+            raise ServeprofError(
+                f"the server at {self.target} sent an output that cannot be read: {error.message}",
+                "check that the server speaks TF Serving's PredictionService",
+            ) from None
 
     def close(self) -> None:
         if self._unary is not None:

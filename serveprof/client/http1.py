@@ -52,8 +52,9 @@ class Http1Connection:
         self._deadline = float("inf")
         self._lock = threading.Lock()
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         """Send one request and return ``(status, body)``; raises OSError (TimeoutError included)."""
         head = f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
         if body is not None:
@@ -112,8 +113,12 @@ class Http1Connection:
             raise ConnectionResetError(f"the server closed the connection: {error}") from None
         payload = self._read_body(headers)
         self._reused = True
-        if (headers.get("connection", "").lower() == "close" or self._sock is None
-                or "transfer-encoding" in headers and "content-length" in headers):
+        if (
+            headers.get("connection", "").lower() == "close"
+            or self._sock is None
+            or "transfer-encoding" in headers
+            and "content-length" in headers
+        ):
             self.close()
         return status, payload
 
@@ -126,7 +131,7 @@ class Http1Connection:
     def _fill(self) -> None:
         buffer = self._buffer
         if self._position:
-            del buffer[:self._position]
+            del buffer[: self._position]
             self._position = 0
         if time.monotonic() > self._deadline:
             raise TimeoutError(f"no whole answer within {self.timeout_s} s")
@@ -140,7 +145,7 @@ class Http1Connection:
         while True:
             end = self._buffer.find(terminator, self._position)
             if end >= 0:
-                block = bytes(self._buffer[self._position:end])
+                block = bytes(self._buffer[self._position : end])
                 self._position = end + len(terminator)
                 return block
             if len(self._buffer) - self._position > limit:
@@ -150,7 +155,7 @@ class Http1Connection:
     def _read_exact(self, count: int) -> bytes:
         while len(self._buffer) - self._position < count:
             self._fill()
-        data = bytes(self._buffer[self._position:self._position + count])
+        data = bytes(self._buffer[self._position : self._position + count])
         self._position += count
         return data
 
@@ -207,7 +212,7 @@ class Http1Connection:
 
     def _read_to_close(self) -> bytes:
         """Neither framing: the body runs until the server closes the connection."""
-        parts = [bytes(self._buffer[self._position:])]
+        parts = [bytes(self._buffer[self._position :])]
         self._buffer.clear()
         self._position = 0
         while True:

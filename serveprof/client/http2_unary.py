@@ -40,22 +40,64 @@ import time
 
 from hpack.exceptions import HPACKError
 
-from serveprof.wire.http2 import (CONTINUATION, DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, FLAG_ACK,
-                                  FLAG_END_HEADERS, FLAG_END_STREAM, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY,
-                                  HEADERS, LARGEST_FRAME, MAX_WINDOW, PING, PREFACE, PROTOCOL_ERROR, PUSH_PROMISE,
-                                  RST_STREAM, SETTINGS, SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE,
-                                  SETTINGS_MAX_FRAME_SIZE, STATUS_NAMES, STREAM_CLOSED, WINDOW_UPDATE, FrameSocket,
-                                  HeaderDecoder, Http2Error, data_frame, frame_header, grpc_message_decode, grpc_prefix,
-                                  header_block, unpad)
+from serveprof.wire.http2 import (
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    FLAG_ACK,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    LARGEST_FRAME,
+    MAX_WINDOW,
+    PING,
+    PREFACE,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_FRAME_SIZE,
+    STATUS_NAMES,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
+    FrameSocket,
+    HeaderDecoder,
+    Http2Error,
+    data_frame,
+    frame_header,
+    grpc_message_decode,
+    grpc_prefix,
+    header_block,
+    unpad,
+)
 from serveprof.wire.sockets import close_quietly
 
 TOP_UP_AT = 1 << 30  # bytes received before the connection window is opened again
 # PROTOCOL-HTTP2.md: an HTTP status without a grpc-status, as gRPC clients map it.
-HTTP_TO_STATUS = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
-                  429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
+HTTP_TO_STATUS = {
+    400: "INTERNAL",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "UNIMPLEMENTED",
+    429: "UNAVAILABLE",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "UNAVAILABLE",
+}
 # RFC 9113 error codes on RST_STREAM / GOAWAY, as gRPC clients map them.
-RST_TO_STATUS = {0x0: "INTERNAL", 0x7: "UNAVAILABLE", 0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED",
-                 0xC: "PERMISSION_DENIED"}
+RST_TO_STATUS = {
+    0x0: "INTERNAL",
+    0x7: "UNAVAILABLE",
+    0x8: "CANCELLED",
+    0xB: "RESOURCE_EXHAUSTED",
+    0xC: "PERMISSION_DENIED",
+}
 
 
 class GrpcCallError(Exception):
@@ -109,10 +151,22 @@ class UnaryChannel:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            settings = struct.pack(">HIHIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW,
-                                   SETTINGS_MAX_FRAME_SIZE, LARGEST_FRAME)
-            sock.sendall(PREFACE + frame_header(len(settings), SETTINGS, 0, 0) + settings
-                         + frame_header(4, WINDOW_UPDATE, 0, 0) + struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW))
+            settings = struct.pack(
+                ">HIHIHI",
+                SETTINGS_ENABLE_PUSH,
+                0,
+                SETTINGS_INITIAL_WINDOW_SIZE,
+                MAX_WINDOW,
+                SETTINGS_MAX_FRAME_SIZE,
+                LARGEST_FRAME,
+            )
+            sock.sendall(
+                PREFACE
+                + frame_header(len(settings), SETTINGS, 0, 0)
+                + settings
+                + frame_header(4, WINDOW_UPDATE, 0, 0)
+                + struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW)
+            )
         except BaseException:
             sock.close()
             raise
@@ -181,14 +235,16 @@ class UnaryChannel:
             if error.code in ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "CANCELLED"):
                 self.close()  # the connection's state is not known any more
             raise
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.close()
-            raise GrpcCallError("DEADLINE_EXCEEDED", f"no answer from {self.host}:{self.port} within "
-                                                     f"{self.timeout_s} s") from None
+            raise GrpcCallError(
+                "DEADLINE_EXCEEDED", f"no answer from {self.host}:{self.port} within {self.timeout_s} s"
+            ) from None
         except (OSError, EOFError) as error:
             self.close()
-            raise GrpcCallError("UNAVAILABLE", f"connection to {self.host}:{self.port} failed: "
-                                               f"{type(error).__name__}: {error}") from None
+            raise GrpcCallError(
+                "UNAVAILABLE", f"connection to {self.host}:{self.port} failed: {type(error).__name__}: {error}"
+            ) from None
         except HPACKError as error:
             self.close()
             raise GrpcCallError("INTERNAL", f"undecodable header block from the server: {error}") from None
@@ -199,9 +255,15 @@ class UnaryChannel:
     def _header_block(self, path: str) -> bytes:
         block = self._blocks.get(path)
         if block is None:
-            fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
-                      (b":authority", self._authority), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-                      (b"user-agent", self._user_agent)]
+            fields = [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", path.encode()),
+                (b":authority", self._authority),
+                (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
+                (b"user-agent", self._user_agent),
+            ]
             if self.timeout_s is not None:
                 fields.append((b"grpc-timeout", grpc_timeout_header(self.timeout_s)))
             block = self._blocks[path] = header_block(fields)
@@ -318,7 +380,9 @@ class UnaryChannel:
                 raise Http2Error(PROTOCOL_ERROR, "RST_STREAM on stream 0")
             if stream == reply.stream:
                 code = int.from_bytes(payload[:4], "big")
-                raise GrpcCallError(RST_TO_STATUS.get(code, "INTERNAL"), f"the server reset the stream (HTTP/2 error {code})")
+                raise GrpcCallError(
+                    RST_TO_STATUS.get(code, "INTERNAL"), f"the server reset the stream (HTTP/2 error {code})"
+                )
         elif kind == GOAWAY:
             self._goaway_last_stream = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             if self._goaway_last_stream < reply.stream:

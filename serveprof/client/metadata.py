@@ -31,10 +31,15 @@ class SignatureInfo:
 def _tensor_spec(name: str, info) -> TensorSpecInfo:
     known = DTYPES.get(info.dtype)
     if known is None:
-        raise ServeprofError(f"tensor {name!r} has data type {dtype_name(info.dtype)}, which serveprof cannot carry",
-                             "serve a signature whose tensors are numbers, bools or strings")
-    shape = None if info.tensor_shape.unknown_rank else tuple(
-        dim.size if dim.size >= 0 else None for dim in info.tensor_shape.dim)
+        raise ServeprofError(
+            f"tensor {name!r} has data type {dtype_name(info.dtype)}, which serveprof cannot carry",
+            "serve a signature whose tensors are numbers, bools or strings",
+        )
+    shape = (
+        None
+        if info.tensor_shape.unknown_rank
+        else tuple(dim.size if dim.size >= 0 else None for dim in info.tensor_shape.dim)
+    )
     return TensorSpecInfo(known.numpy, shape)
 
 
@@ -43,8 +48,10 @@ def signature_from_map(signature_map, signature_name: str, model_name: str) -> S
     signatures = signature_map.signature_def
     if signature_name not in signatures:
         known = ", ".join(sorted(signatures)) or "none"
-        raise ServeprofError(f"model {model_name!r} has no signature {signature_name!r} (it has: {known})",
-                             "pass one of the model's signature names as signature_name")
+        raise ServeprofError(
+            f"model {model_name!r} has no signature {signature_name!r} (it has: {known})",
+            "pass one of the model's signature names as signature_name",
+        )
     signature = signatures[signature_name]
     return SignatureInfo(
         inputs={name: _tensor_spec(name, info) for name, info in signature.inputs.items()},

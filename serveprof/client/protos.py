@@ -34,8 +34,10 @@ def _import_apis(names: tuple[str, ...]) -> list[types.ModuleType]:
         return [importlib.import_module(module) for module in modules]
     spec = importlib.util.find_spec("tensorflow")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("tensorflow-serving-api needs the tensorflow distribution's generated protos; "
-                          "install the project's dependencies (pip install -e .)")
+        raise ImportError(
+            "tensorflow-serving-api needs the tensorflow distribution's generated protos; "
+            "install the project's dependencies (pip install -e .)"
+        )
     before = set(sys.modules)
     bare = types.ModuleType("tensorflow")
     bare.__path__ = list(spec.submodule_search_locations)
@@ -52,7 +54,8 @@ def _import_apis(names: tuple[str, ...]) -> list[types.ModuleType]:
 
 with _lock:
     predict_pb2, get_model_metadata_pb2, get_model_status_pb2 = _import_apis(
-        ("predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2"))
+        ("predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2")
+    )
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"

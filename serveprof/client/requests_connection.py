@@ -22,12 +22,15 @@ class RequestsConnection:
             self._session = requests.Session()
         return self._session
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
         """Send one request and return ``(status, body)``; raises OSError (TimeoutError included)."""
         headers = {"Content-Type": content_type} if body is not None else None
         try:
-            response = self._open().request(method, self.base_url + path, data=body, headers=headers, timeout=self.timeout_s)
+            response = self._open().request(
+                method, self.base_url + path, data=body, headers=headers, timeout=self.timeout_s
+            )
         except requests.Timeout as error:
             raise TimeoutError(str(error)) from None
         except requests.RequestException as error:  # refused, reset, bad URL: an OSError, as Http1Connection raises

@@ -37,9 +37,16 @@ TRANSPORTS = ("builtin", "library")
 
 
 class RestClient:
-    def __init__(self, url: str, model_name: str, signature_name: str = "serving_default",
-                 version: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S, columnar: bool = False,
-                 transport: str = "builtin"):
+    def __init__(
+        self,
+        url: str,
+        model_name: str,
+        signature_name: str = "serving_default",
+        version: int | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        columnar: bool = False,
+        transport: str = "builtin",
+    ):
         self.url, self.model_name, self.signature_name = url.rstrip("/"), model_name, signature_name
         self.version, self.timeout_s, self.columnar = version, timeout_s, columnar
         if transport not in TRANSPORTS:
@@ -48,11 +55,14 @@ class RestClient:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ServeprofError(f"{url!r} is not an http(s) URL", "give the REST address as http://HOST:PORT")
-        self._model_path = f"{parts.path}/v1/models/{model_name}" + (f"/versions/{version}" if version is not None else "")
+        self._model_path = f"{parts.path}/v1/models/{model_name}" + (
+            f"/versions/{version}" if version is not None else ""
+        )
         if transport == "library":
             # The paths below already carry the URL's own path, so the session gets only its origin.
-            self._connection = RequestsConnection(f"{parts.scheme}://{parts.netloc}", timeout_s=timeout_s,
-                                                  warm_path=self._model_path)
+            self._connection = RequestsConnection(
+                f"{parts.scheme}://{parts.netloc}", timeout_s=timeout_s, warm_path=self._model_path
+            )
         else:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             self._connection = Http1Connection(parts.hostname, port, tls=parts.scheme == "https", timeout_s=timeout_s)
@@ -75,8 +85,10 @@ class RestClient:
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:
-            raise ServeprofError(f"{self.url}{path} did not answer JSON: {payload[:200]!r}",
-                                 "point the client at a TF Serving REST port (--rest_api_port)") from None
+            raise ServeprofError(
+                f"{self.url}{path} did not answer JSON: {payload[:200]!r}",
+                "point the client at a TF Serving REST port (--rest_api_port)",
+            ) from None
 
     def signature(self) -> SignatureInfo:
         if self._signature is None:
@@ -87,8 +99,10 @@ class RestClient:
             try:
                 json_format.ParseDict(doc["metadata"]["signature_def"], signature_map, ignore_unknown_fields=True)
             except (KeyError, TypeError, json_format.ParseError) as error:
-                raise ServeprofError(f"{self.url}{self._model_path}/metadata has no readable signature_def ({error})",
-                                     "use a TF Serving-compatible server") from None
+                raise ServeprofError(
+                    f"{self.url}{self._model_path}/metadata has no readable signature_def ({error})",
+                    "use a TF Serving-compatible server",
+                ) from None
             self._signature = signature_from_map(signature_map, self.signature_name, self.model_name)
         return self._signature
 
@@ -106,8 +120,10 @@ class RestClient:
         try:
             values = {name: jsonable(name, np.asarray(array)) for name, array in inputs.items()}
         except ServingError as error:
-            raise ServeprofError(f"cannot write the inputs as JSON: {error.message}",
-                                 "use the gRPC protocol for this model's input types") from None
+            raise ServeprofError(
+                f"cannot write the inputs as JSON: {error.message}",
+                "use the gRPC protocol for this model's input types",
+            ) from None
         payload: dict[str, Any] = {"signature_name": self.signature_name}
         if self.columnar:
             payload["inputs"] = values
@@ -116,8 +132,10 @@ class RestClient:
         else:
             batch = {len(value) for value in values.values()}
             if len(batch) != 1:
-                raise ServeprofError(f"row format needs one batch size for all inputs, got {sorted(batch)}",
-                                     "give every input the same first dimension, or use the columnar format")
+                raise ServeprofError(
+                    f"row format needs one batch size for all inputs, got {sorted(batch)}",
+                    "give every input the same first dimension, or use the columnar format",
+                )
             payload["instances"] = [{name: value[row] for name, value in values.items()} for row in range(batch.pop())]
         if all(array.dtype.kind not in "fc" or np.isfinite(array).all() for array in map(np.asarray, inputs.values())):
             return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -174,8 +192,10 @@ def _error_text(payload: bytes) -> str:
 
 def _only(outputs: Mapping[str, TensorSpecInfo]) -> str:
     if len(outputs) != 1:
-        raise ServeprofError("the server sent one unnamed output, but the signature has "
-                             f"{len(outputs)} outputs", "check that the client and server use the same signature")
+        raise ServeprofError(
+            f"the server sent one unnamed output, but the signature has {len(outputs)} outputs",
+            "check that the client and server use the same signature",
+        )
     return next(iter(outputs))
 
 

@@ -38,8 +38,11 @@ class Snapshot:
 
     def samples(self, family: str, suffix: str = "", **labels: str) -> list[tuple[dict, float]]:
         wanted = {family + suffix, family + suffix + "_total"} if not suffix else {family + suffix}
-        return [(sample_labels, value) for name, sample_labels, value in self.families.get(family, [])
-                if name in wanted and all(sample_labels.get(key) == value_ for key, value_ in labels.items())]
+        return [
+            (sample_labels, value)
+            for name, sample_labels, value in self.families.get(family, [])
+            if name in wanted and all(sample_labels.get(key) == value_ for key, value_ in labels.items())
+        ]
 
 
 def scrape(url: str, timeout_s: float = 10.0) -> str:
@@ -57,7 +60,8 @@ def parse(text: str) -> Snapshot:
     snapshot = Snapshot()
     for family in text_string_to_metric_families(text):
         snapshot.families.setdefault(family.name, []).extend(
-            (sample.name, dict(sample.labels), float(sample.value)) for sample in family.samples)
+            (sample.name, dict(sample.labels), float(sample.value)) for sample in family.samples
+        )
     return snapshot
 
 
@@ -73,8 +77,12 @@ class Histogram:
     def minus(self, earlier: Histogram | None) -> Histogram:
         if earlier is None:
             return self
-        return Histogram(self.bounds, tuple(a - b for a, b in zip(self.cumulative, earlier.cumulative, strict=True)),
-                         self.total - earlier.total, self.count - earlier.count)
+        return Histogram(
+            self.bounds,
+            tuple(a - b for a, b in zip(self.cumulative, earlier.cumulative, strict=True)),
+            self.total - earlier.total,
+            self.count - earlier.count,
+        )
 
     def quantile(self, q: float) -> float:
         """histogram_quantile: linear within the bucket holding the q-th value; NaN if empty."""
@@ -95,8 +103,11 @@ class Histogram:
 
 def histogram(snapshot: Snapshot, family: str, **labels: str) -> Histogram | None:
     """The histogram ``family`` with exactly these labels (besides ``le``), or None if the server has none yet."""
-    buckets = sorted((float(sample_labels["le"]), value) for sample_labels, value in snapshot.samples(family, "_bucket")
-                     if {key: item for key, item in sample_labels.items() if key != "le"} == labels)
+    buckets = sorted(
+        (float(sample_labels["le"]), value)
+        for sample_labels, value in snapshot.samples(family, "_bucket")
+        if {key: item for key, item in sample_labels.items() if key != "le"} == labels
+    )
     if not buckets:
         return None
     total = sum(value for _, value in snapshot.samples(family, "_sum", **labels))
@@ -114,8 +125,14 @@ class ServerLatency:
     p99_ms: float
 
 
-def server_latency(before: Snapshot | None, after: Snapshot, model: str, api: str = "Predict",
-                   entrypoint: str = "GRPC", family: str = REQUEST_LATENCY) -> ServerLatency | None:
+def server_latency(
+    before: Snapshot | None,
+    after: Snapshot,
+    model: str,
+    api: str = "Predict",
+    entrypoint: str = "GRPC",
+    family: str = REQUEST_LATENCY,
+) -> ServerLatency | None:
     """Latency TF Serving recorded (microseconds) for ``api`` requests via ``entrypoint`` between the scrapes.
 
     ``api`` is "Predict", "Classify" or "Regress" for gRPC, the URL's verb ("predict", ...)
@@ -131,8 +148,12 @@ def server_latency(before: Snapshot | None, after: Snapshot, model: str, api: st
     window = latest.minus(histogram(before, family, **labels) if before is not None else None)
     if window.count <= 0:
         return None
-    return ServerLatency(count=int(window.count), mean_ms=window.total / window.count / 1e3,
-                         p50_ms=window.quantile(0.5) / 1e3, p99_ms=window.quantile(0.99) / 1e3)
+    return ServerLatency(
+        count=int(window.count),
+        mean_ms=window.total / window.count / 1e3,
+        p50_ms=window.quantile(0.5) / 1e3,
+        p99_ms=window.quantile(0.99) / 1e3,
+    )
 
 
 @dataclass(frozen=True)
@@ -146,12 +167,15 @@ class StartupTimes:
 
 def startup_times(snapshot: Snapshot, model_path: str | None = None) -> StartupTimes:
     """From ``load_latency`` (a counter of microseconds) and ``model_warmup_latency`` (a histogram)."""
+
     def chosen(samples):
         return [value for labels, value in samples if model_path is None or labels.get("model_path") == model_path]
 
     loads = chosen(snapshot.samples(LOAD_LATENCY))
     warmups = chosen(snapshot.samples(WARMUP_LATENCY, "_sum"))
     records = chosen(snapshot.samples(":tensorflow:serving:model_warmup_records_read"))
-    return StartupTimes(load_s=sum(loads) / 1e6 if loads else None,
-                        warmup_s=sum(warmups) / 1e6 if warmups else None,
-                        warmup_records=int(sum(records)) if records else None)
+    return StartupTimes(
+        load_s=sum(loads) / 1e6 if loads else None,
+        warmup_s=sum(warmups) / 1e6 if warmups else None,
+        warmup_records=int(sum(records)) if records else None,
+    )

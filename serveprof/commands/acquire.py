@@ -25,11 +25,17 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof acquire", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the model's key in the config")
     parser.add_argument("--spec", required=True, help="the model's config entry as JSON")
-    parser.add_argument("--download-dir", default="data/model/download", help="where zoo tarballs are downloaded or staged")
+    parser.add_argument(
+        "--download-dir", default="data/model/download", help="where zoo tarballs are downloaded or staged"
+    )
     parser.add_argument("--out", required=True, help="the status file, data/model/acquired/<model>.json")
     parser.add_argument("--strict", action="store_true", help="fail (no status file) when the model cannot be obtained")
-    parser.add_argument("--allow-random-weights", action=argparse.BooleanOptionalAction, default=True,
-                        help="build a Keras model with random weights when its ImageNet weights cannot be fetched")
+    parser.add_argument(
+        "--allow-random-weights",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build a Keras model with random weights when its ImageNet weights cannot be fetched",
+    )
     args = parser.parse_args(argv)
     spec = model_spec(args.model, args.spec)
     status = acquire(args.model, spec, args.download_dir, args.allow_random_weights)
@@ -40,6 +46,10 @@ def main(argv: list[str]) -> int:
             raise ServeprofError(f"model {args.model} cannot be obtained: {status['reason']}", status["fix"])
         log("acquire", f"model {args.model} is unavailable: {status['reason']}\n  fix: {status['fix']}")
     else:
-        log("acquire", f"model {args.model}: ok, {status['weights']} weights" + (f" ({status['reason']})" if status["reason"] else ""))
+        log(
+            "acquire",
+            f"model {args.model}: ok, {status['weights']} weights"
+            + (f" ({status['reason']})" if status["reason"] else ""),
+        )
     atomic_write_text(args.out, json.dumps(status, indent=2) + "\n")
     return 0

@@ -24,34 +24,55 @@ def json_object(text: str, flag: str, example: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ServeprofError(f"{flag} is not valid JSON ({error}): {text!r}", f"pass {flag} as a JSON object, e.g. {example}") from None
+        raise ServeprofError(
+            f"{flag} is not valid JSON ({error}): {text!r}", f"pass {flag} as a JSON object, e.g. {example}"
+        ) from None
     if not isinstance(value, dict):
-        raise ServeprofError(f"{flag} must be a JSON object, got {text!r}", f"pass {flag} as a JSON object, e.g. {example}")
+        raise ServeprofError(
+            f"{flag} must be a JSON object, got {text!r}", f"pass {flag} as a JSON object, e.g. {example}"
+        )
     return value
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     """The server to launch and the inputs to time it with."""
     parser.add_argument("--model-base-path", help="directory of the model's numeric versions (launch a server for it)")
-    parser.add_argument("--server", default="{}", help="the config's server: block as JSON; missing keys take the config's defaults")
+    parser.add_argument(
+        "--server", default="{}", help="the config's server: block as JSON; missing keys take the config's defaults"
+    )
     parser.add_argument("--server-log", help="file for the launched server's output")
-    parser.add_argument("--input", default="{}",
-                        help='the config\'s measure.input block as JSON: {"kind": "auto"|"random"|"zeros"|"images", "seed": 0, '
-                             '"image_dir": null, "image_size": [H, W]}; missing keys take the config\'s defaults')
-    parser.add_argument("--type", choices=(AUTO, *MODEL_TYPES), default=AUTO,
-                        help="the model's type, which resolves --input kind auto: images for detection, random for "
-                             "classification; auto (default) reads it from the served signature (detection when it "
-                             "has the Object Detection API's outputs, e.g. detection_boxes)")
+    parser.add_argument(
+        "--input",
+        default="{}",
+        help='the config\'s measure.input block as JSON: {"kind": "auto"|"random"|"zeros"|"images", "seed": 0, '
+        '"image_dir": null, "image_size": [H, W]}; missing keys take the config\'s defaults',
+    )
+    parser.add_argument(
+        "--type",
+        choices=(AUTO, *MODEL_TYPES),
+        default=AUTO,
+        help="the model's type, which resolves --input kind auto: images for detection, random for "
+        "classification; auto (default) reads it from the served signature (detection when it "
+        "has the Object Detection API's outputs, e.g. detection_boxes)",
+    )
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     """How the client talks to the server: ``measure.protocol`` and ``measure.transport``."""
     defaults = settings.defaults("measure")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default=defaults["protocol"],
-                        help="TF Serving's gRPC or REST API (measure.protocol; default %(default)s)")
-    parser.add_argument("--transport", choices=TRANSPORTS, default=defaults["transport"],
-                        help="builtin: serveprof's own HTTP/2 and HTTP/1.1 connections (least client CPU); "
-                             "library: grpcio for gRPC, requests for REST (measure.transport; default %(default)s)")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=defaults["protocol"],
+        help="TF Serving's gRPC or REST API (measure.protocol; default %(default)s)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=defaults["transport"],
+        help="builtin: serveprof's own HTTP/2 and HTTP/1.1 connections (least client CPU); "
+        "library: grpcio for gRPC, requests for REST (measure.transport; default %(default)s)",
+    )
 
 
 def server_and_input(args) -> tuple:
@@ -84,5 +105,7 @@ def load_style(text: str | None) -> Style:
             'pass the plots block as JSON, e.g. --style \'{"formats": ["png"], "dpi": 150}\'',
         ) from None
     if not isinstance(block, dict):
-        raise ServeprofError(f"{source} holds a {type(block).__name__}, not a JSON object", "pass the plots block as a JSON object {...}")
+        raise ServeprofError(
+            f"{source} holds a {type(block).__name__}, not a JSON object", "pass the plots block as a JSON object {...}"
+        )
     return settings.style(block)

@@ -85,13 +85,25 @@ def write_outputs(calibration, out: Path, style, models: list[str]) -> list[Path
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof calibrate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--measured", type=Path, required=True,
-                        help="CSV of on-device measurements: model, batch_size, device, latency_ms[, peak_memory_mb]")
-    parser.add_argument("--results", type=Path, default=RESULTS, help=f"the host run's results folder (default {RESULTS})")
-    parser.add_argument("--models", nargs="+", help="the profiled models to predict (default: every model with a summary.csv)")
-    parser.add_argument("--statistic", default="mean_ms", help="host latency statistic to fit against: mean_ms (default), p50_ms, ...")
+    parser.add_argument(
+        "--measured",
+        type=Path,
+        required=True,
+        help="CSV of on-device measurements: model, batch_size, device, latency_ms[, peak_memory_mb]",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help=f"the host run's results folder (default {RESULTS})"
+    )
+    parser.add_argument(
+        "--models", nargs="+", help="the profiled models to predict (default: every model with a summary.csv)"
+    )
+    parser.add_argument(
+        "--statistic", default="mean_ms", help="host latency statistic to fit against: mean_ms (default), p50_ms, ..."
+    )
     parser.add_argument("--level", type=float, default=0.95, help="prediction interval level (default 0.95)")
-    parser.add_argument("--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)")
+    parser.add_argument(
+        "--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = parser.parse_args(argv)
 

@@ -20,11 +20,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="coldstart.csv to write")
     args = parser.parse_args(argv)
     if not args.model_base_path:
-        raise ServeprofError("coldstart needs --model-base-path: it launches the server itself", "pass --model-base-path data/model/inference/<model>")
+        raise ServeprofError(
+            "coldstart needs --model-base-path: it launches the server itself",
+            "pass --model-base-path data/model/inference/<model>",
+        )
     server, input_settings = server_and_input(args)
     with terminate_on_sigterm():
-        row = cold_start(args.model, args.model_base_path, server, input_settings, args.protocol, args.server_log,
-                         args.type, args.transport)
+        row = cold_start(
+            args.model,
+            args.model_base_path,
+            server,
+            input_settings,
+            args.protocol,
+            args.server_log,
+            args.type,
+            args.transport,
+        )
     write_coldstart(args.out, row)
     log("coldstart", f"{args.model}: load {row['load_ms']:.1f} ms, first inference {row['first_infer_ms']:.1f} ms")
     return 0

@@ -68,14 +68,30 @@ def main(argv: list[str]) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("base", help="the baseline: a result folder or a run name under --runs-dir")
     parser.add_argument("new", help="the run to judge: a result folder or a run name under --runs-dir")
-    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help=f"where named runs are kept (default {RUNS_DIR})")
-    parser.add_argument("--threshold-pct", type=float, default=changes.THRESHOLD_PCT,
-                        help=f"smallest relative change that counts (default {changes.THRESHOLD_PCT:g})")
-    parser.add_argument("--confidence", type=float, default=changes.CONFIDENCE, help=f"interval level (default {changes.CONFIDENCE})")
-    parser.add_argument("--resamples", type=int, default=changes.RESAMPLES, help=f"bootstrap resamples (default {changes.RESAMPLES})")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed: the same seed gives the same intervals (default 0)")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"folder for compare.md/.html/.csv and the figure (default {OUT})")
-    parser.add_argument("--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)")
+    parser.add_argument(
+        "--runs-dir", type=Path, default=RUNS_DIR, help=f"where named runs are kept (default {RUNS_DIR})"
+    )
+    parser.add_argument(
+        "--threshold-pct",
+        type=float,
+        default=changes.THRESHOLD_PCT,
+        help=f"smallest relative change that counts (default {changes.THRESHOLD_PCT:g})",
+    )
+    parser.add_argument(
+        "--confidence", type=float, default=changes.CONFIDENCE, help=f"interval level (default {changes.CONFIDENCE})"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=changes.RESAMPLES, help=f"bootstrap resamples (default {changes.RESAMPLES})"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="bootstrap seed: the same seed gives the same intervals (default 0)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"folder for compare.md/.html/.csv and the figure (default {OUT})"
+    )
+    parser.add_argument(
+        "--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)"
+    )
     args = parser.parse_args(argv)
 
     from serveprof.commands.arguments import load_style
@@ -90,7 +106,9 @@ def main(argv: list[str]) -> int:
     comparison = compare_trees(base, new, settings)
     written = write_outputs(comparison, args.out, style)
     print(summary_sentence(comparison).replace("**", ""))
-    for _, row in comparison.rows[comparison.rows["verdict"].isin([changes.REGRESSION, changes.IMPROVEMENT])].iterrows():
+    for _, row in comparison.rows[
+        comparison.rows["verdict"].isin([changes.REGRESSION, changes.IMPROVEMENT])
+    ].iterrows():
         moved = [
             f"{metric} {row[f'{metric}_change_pct']:+.1f} %"
             f" [{row[f'{metric}_change_low_pct']:+.1f}, {row[f'{metric}_change_high_pct']:+.1f}]"
@@ -99,6 +117,10 @@ def main(argv: list[str]) -> int:
         ]
         print(f"  {row['verdict']}: {row['series']}: {'; '.join(moved)}")
     for difference in comparison.differences:
-        print(f"  differs: {difference['key']}: {difference['base']} -> {difference['new']} ({', '.join(difference['models'])})")
-    print(f"wrote {', '.join(str(path) for path in written if path.suffix in ('.md', '.html'))} and the figure under {args.out}")
+        print(
+            f"  differs: {difference['key']}: {difference['base']} -> {difference['new']} ({', '.join(difference['models'])})"
+        )
+    print(
+        f"wrote {', '.join(str(path) for path in written if path.suffix in ('.md', '.html'))} and the figure under {args.out}"
+    )
     return EXIT_REGRESSION if len(comparison.regressions) else EXIT_OK

@@ -22,8 +22,14 @@ from serveprof.models.log import log, timed
 from serveprof.models.publish import building_dir
 
 
-def export(spec: dict, acquired: dict, out: Path, warmup_batch_sizes: list[int] | None = None,
-           model_name: str = "default", warmup_input_shapes: dict[str, list[int]] | None = None) -> None:
+def export(
+    spec: dict,
+    acquired: dict,
+    out: Path,
+    warmup_batch_sizes: list[int] | None = None,
+    model_name: str = "default",
+    warmup_input_shapes: dict[str, list[int]] | None = None,
+) -> None:
     source = spec["source"]
     with building_dir(out) as scratch:
         if source == "keras":
@@ -55,20 +61,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--spec", required=True, help="the model's config entry as JSON")
     parser.add_argument("--acquired", required=True, type=Path, help="data/model/acquired/<model>.json")
     parser.add_argument("--out", required=True, type=Path, help="the version folder, data/model/inference/<model>/1")
-    parser.add_argument("--warmup-batch-sizes", type=_batch_sizes, default=None, metavar="N,N,...",
-                        help="write assets.extra/tf_serving_warmup_requests with one request per batch size")
-    parser.add_argument("--warmup-input-shape", type=_input_shape, action="append", default=[], metavar="NAME=D,D,...",
-                        help="an input's shape without the batch, where the signature leaves sizes open "
-                             "(a zoo model's input_tensor=640,640,3); repeat for several inputs")
+    parser.add_argument(
+        "--warmup-batch-sizes",
+        type=_batch_sizes,
+        default=None,
+        metavar="N,N,...",
+        help="write assets.extra/tf_serving_warmup_requests with one request per batch size",
+    )
+    parser.add_argument(
+        "--warmup-input-shape",
+        type=_input_shape,
+        action="append",
+        default=[],
+        metavar="NAME=D,D,...",
+        help="an input's shape without the batch, where the signature leaves sizes open "
+        "(a zoo model's input_tensor=640,640,3); repeat for several inputs",
+    )
     args = parser.parse_args(argv)
     spec = model_spec(args.model, args.spec)
     acquired = read_json(args.acquired, "acquisition status")
     if acquired.get("status") != "ok":
-        raise ServeprofError(f"model {args.model} was not acquired: {acquired.get('reason')}",
-                             acquired.get("fix") or f"rerun `serveprof acquire` for {args.model}")
+        raise ServeprofError(
+            f"model {args.model} was not acquired: {acquired.get('reason')}",
+            acquired.get("fix") or f"rerun `serveprof acquire` for {args.model}",
+        )
     if acquired.get("source") != spec["source"]:
-        raise ServeprofError(f"{args.acquired} was acquired from source {acquired.get('source')!r}, the spec says {spec['source']!r}",
-                             f"delete {args.acquired} and rerun the acquisition")
+        raise ServeprofError(
+            f"{args.acquired} was acquired from source {acquired.get('source')!r}, the spec says {spec['source']!r}",
+            f"delete {args.acquired} and rerun the acquisition",
+        )
     started = time.monotonic()
     export(spec, acquired, args.out, args.warmup_batch_sizes, args.model, dict(args.warmup_input_shape) or None)
     log("export", f"model {args.model} exported to {args.out} in {time.monotonic() - started:.1f} s")
@@ -79,7 +100,9 @@ def _batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of batch sizes, e.g. 1,8,32") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of batch sizes, e.g. 1,8,32"
+        ) from None
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: batch sizes are whole numbers of at least 1, e.g. 1,8,32")
     return sizes

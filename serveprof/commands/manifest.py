@@ -40,15 +40,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--acquired-dir", type=Path, required=True)
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--run", help="the token of the run that writes it (the workflow's)")
-    parser.add_argument("--strict", action="store_true",
-                        help="fail, writing nothing, when a model was not profiled (the config's strict: true)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail, writing nothing, when a model was not profiled (the config's strict: true)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     manifest = build_manifest(args.models, args.acquired_dir, args.results, args.run)
     if args.strict and manifest["not_profiled"]:
-        listing = "\n  - ".join(f"{model}: {why['reason']}\n    fix: {why['fix']}" for model, why in manifest["not_profiled"].items())
-        raise ServeprofError(f"strict is true, and {len(manifest['not_profiled'])} model(s) were not profiled:\n  - {listing}",
-                             "act on each fix above, or set strict: false to have such models only reported")
+        listing = "\n  - ".join(
+            f"{model}: {why['reason']}\n    fix: {why['fix']}" for model, why in manifest["not_profiled"].items()
+        )
+        raise ServeprofError(
+            f"strict is true, and {len(manifest['not_profiled'])} model(s) were not profiled:\n  - {listing}",
+            "act on each fix above, or set strict: false to have such models only reported",
+        )
     atomic_write_text(args.out, json.dumps(manifest, indent=2) + "\n")
     print(f"profiled: {', '.join(manifest['profiled']) or 'none'}")
     for model, why in manifest["not_profiled"].items():

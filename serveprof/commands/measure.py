@@ -24,8 +24,11 @@ from serveprof.measure.session import external, launched
 
 # The measure: keys each flag sets, for the settings owner's checks and defaults.
 PROCEDURE_FLAGS = {
-    "requests": "requests", "max_seconds": "max_seconds", "min_requests": "min_requests",
-    "warmup_requests": "warmup_requests", "warmup_max_seconds": "warmup_max_seconds",
+    "requests": "requests",
+    "max_seconds": "max_seconds",
+    "min_requests": "min_requests",
+    "warmup_requests": "warmup_requests",
+    "warmup_max_seconds": "warmup_max_seconds",
     "resource_interval": "resource_interval_s",
 }
 
@@ -44,13 +47,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
     add_server_flags(parser)
     parser.add_argument("--requests", type=int, default=defaults["requests"], help="timed requests (measure.requests)")
-    parser.add_argument("--max-seconds", type=float, default=defaults["max_seconds"], help="time cap of the timed phase (measure.max_seconds)")
-    parser.add_argument("--min-requests", type=int, default=defaults["min_requests"], help="timed requests made even past the cap (measure.min_requests)")
-    parser.add_argument("--warmup-requests", type=int, default=defaults["warmup_requests"], help="unrecorded warm-up requests (measure.warmup_requests)")
-    parser.add_argument("--warmup-max-seconds", type=float, default=defaults["warmup_max_seconds"], help="time cap of the warm-up (measure.warmup_max_seconds)")
-    parser.add_argument("--resource-interval", type=float, default=defaults["resource_interval_s"], help="server CPU/RSS sampling period in s (measure.resource_interval_s)")
-    parser.add_argument("--latencies", type=Path, help="latency file (one batch size only); default <out-dir>/<model>-b<N>.csv")
-    parser.add_argument("--stats", type=Path, help="stats JSON (one batch size only); default <out-dir>/stats/b<N>.json")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=defaults["max_seconds"],
+        help="time cap of the timed phase (measure.max_seconds)",
+    )
+    parser.add_argument(
+        "--min-requests",
+        type=int,
+        default=defaults["min_requests"],
+        help="timed requests made even past the cap (measure.min_requests)",
+    )
+    parser.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=defaults["warmup_requests"],
+        help="unrecorded warm-up requests (measure.warmup_requests)",
+    )
+    parser.add_argument(
+        "--warmup-max-seconds",
+        type=float,
+        default=defaults["warmup_max_seconds"],
+        help="time cap of the warm-up (measure.warmup_max_seconds)",
+    )
+    parser.add_argument(
+        "--resource-interval",
+        type=float,
+        default=defaults["resource_interval_s"],
+        help="server CPU/RSS sampling period in s (measure.resource_interval_s)",
+    )
+    parser.add_argument(
+        "--latencies", type=Path, help="latency file (one batch size only); default <out-dir>/<model>-b<N>.csv"
+    )
+    parser.add_argument(
+        "--stats", type=Path, help="stats JSON (one batch size only); default <out-dir>/stats/b<N>.json"
+    )
     parser.add_argument("--out-dir", type=Path, help="result folder (default workload/profiling/<model>)")
     return parser
 
@@ -70,9 +102,15 @@ def check_args(args) -> None:
             "pass --model-base-path data/model/inference/<model> --server '{...}', or --address 127.0.0.1:8500",
         )
     if len(set(args.batch_size)) != len(args.batch_size) or min(args.batch_size) < 1:
-        raise ServeprofError(f"batch sizes {args.batch_size} must be distinct whole numbers of 1 or more", "pass each --batch-size once, 1 or more")
+        raise ServeprofError(
+            f"batch sizes {args.batch_size} must be distinct whole numbers of 1 or more",
+            "pass each --batch-size once, 1 or more",
+        )
     if len(args.batch_size) > 1 and (args.latencies or args.stats):
-        raise ServeprofError("--latencies/--stats name one batch size's files, but several --batch-size were given", "use --out-dir for several batch sizes")
+        raise ServeprofError(
+            "--latencies/--stats name one batch size's files, but several --batch-size were given",
+            "use --out-dir for several batch sizes",
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -86,15 +124,27 @@ def main(argv: list[str]) -> int:
     with terminate_on_sigterm():
         for batch_size in args.batch_size:
             started_at = now_iso()
-            say(f"{args.model}: batch size {batch_size} over {args.protocol} ({args.transport} transport)"
-                + (f" at {args.address}" if args.address else " on a fresh server"))
+            say(
+                f"{args.model}: batch size {batch_size} over {args.protocol} ({args.transport} transport)"
+                + (f" at {args.address}" if args.address else " on a fresh server")
+            )
             if args.address:
-                endpoint_context = external(args.model, args.address, args.protocol, pid=args.pid, transport=args.transport)
+                endpoint_context = external(
+                    args.model, args.address, args.protocol, pid=args.pid, transport=args.transport
+                )
             else:
-                endpoint_context = launched(args.model, args.model_base_path, server, args.protocol,
-                                            log_path=args.server_log, transport=args.transport)
+                endpoint_context = launched(
+                    args.model,
+                    args.model_base_path,
+                    server,
+                    args.protocol,
+                    log_path=args.server_log,
+                    transport=args.transport,
+                )
             with endpoint_context as endpoint:
-                latencies, measured = measure_batch(endpoint, batch_size, procedure, input_settings, gpu, say, args.type)
+                latencies, measured = measure_batch(
+                    endpoint, batch_size, procedure, input_settings, gpu, say, args.type
+                )
             document = {
                 "model": args.model,
                 "batch_size": batch_size,

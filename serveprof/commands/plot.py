@@ -34,7 +34,9 @@ def parse_kinds(text: str | None) -> list[str]:
     return list(dict.fromkeys(kinds))
 
 
-def draw_overview(results: Path, models: list[str], all_models: list[str], kinds: list[str], style: Style, out: Path) -> list[Path]:
+def draw_overview(
+    results: Path, models: list[str], all_models: list[str], kinds: list[str], style: Style, out: Path
+) -> list[Path]:
     looks = model_looks(all_models, style)
     written = []
     summary = load_summary(results, models) if {"latency", "throughput", "resources"} & set(kinds) else None
@@ -66,7 +68,9 @@ def from_config(paths: list[str], results: Path) -> tuple[Style, list[str], list
     config = settings.with_models(settings.read_config_files(paths))
     configured = list(config.get("models") or {})
     if not configured:
-        raise ServeprofError(f"{' '.join(paths)} configures no models", "pass the workflow's config/config.yaml (and your --configfile)")
+        raise ServeprofError(
+            f"{' '.join(paths)} configures no models", "pass the workflow's config/config.yaml (and your --configfile)"
+        )
     profiled = [model for model in configured if (results / model / "summary.csv").is_file()]
     return settings.style(config.get("plots")), configured, profiled
 
@@ -79,7 +83,9 @@ def main(argv: list[str]) -> int:
         "--all-models", nargs="+",
         help="every configured model; colours follow their sorted order so a model keeps its colour in every figure (default: --models)",
     )  # fmt: skip
-    parser.add_argument("--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)")
+    parser.add_argument(
+        "--style", help="the config's plots: block as JSON, or a JSON file's path (default: the schema defaults)"
+    )
     parser.add_argument(
         "--config", nargs="+", metavar="CONFIG",
         help="the workflow's config file(s): plots: gives the style, models: the colour order (--all-models) and, "
@@ -107,7 +113,10 @@ def main(argv: list[str]) -> int:
         written = draw_model(args.results, args.model, style, args.out)
     else:
         if not args.models:
-            raise ServeprofError("no models to draw", "pass --models K1 K2 ... (the profiled models), or --model K for one model's figures")
+            raise ServeprofError(
+                "no models to draw",
+                "pass --models K1 K2 ... (the profiled models), or --model K for one model's figures",
+            )
         models = list(dict.fromkeys(args.models))
         all_models = list(dict.fromkeys([*(args.all_models or []), *models]))
         written = draw_overview(args.results, models, all_models, overview, style, args.out)

@@ -33,8 +33,15 @@ def write_tables(results: Path, acquired_dir: Path, models: list[str], out: Path
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof tables", description=__doc__.splitlines()[0].split(": ", 1)[1])
     parser.add_argument("--results", type=Path, required=True, help="the run's results folder, e.g. workload/profiling")
-    parser.add_argument("--acquired-dir", type=Path, required=True, help="acquisition statuses, e.g. data/model/acquired")
-    parser.add_argument("--models", nargs="+", required=True, help="every configured model key; unavailable ones are listed as not profiled")
+    parser.add_argument(
+        "--acquired-dir", type=Path, required=True, help="acquisition statuses, e.g. data/model/acquired"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        help="every configured model key; unavailable ones are listed as not profiled",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder, e.g. reports")
     args = parser.parse_args(argv)
     written = write_tables(args.results, args.acquired_dir, list(dict.fromkeys(args.models)), args.out)

@@ -53,11 +53,17 @@ class Settings:
 
     def __post_init__(self):
         if not self.threshold_pct >= 0:
-            raise ServeprofError(f"--threshold-pct is {self.threshold_pct}", "give a percentage of 0 or more, e.g. --threshold-pct 5")
+            raise ServeprofError(
+                f"--threshold-pct is {self.threshold_pct}", "give a percentage of 0 or more, e.g. --threshold-pct 5"
+            )
         if not 0 < self.confidence < 1:
-            raise ServeprofError(f"--confidence is {self.confidence}", "give a level between 0 and 1, e.g. --confidence 0.95")
+            raise ServeprofError(
+                f"--confidence is {self.confidence}", "give a level between 0 and 1, e.g. --confidence 0.95"
+            )
         if self.resamples < 100:
-            raise ServeprofError(f"--resamples is {self.resamples}", "give at least 100 resamples (the default is 2000)")
+            raise ServeprofError(
+                f"--resamples is {self.resamples}", "give at least 100 resamples (the default is 2000)"
+            )
 
 
 def quantiles(values: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -48,7 +48,10 @@ def provenance_differences(base: ResultTree, new: ResultTree) -> list[dict]:
         for key in sorted((before.keys() | after.keys()) - IGNORED, key=_order):
             if _text(before.get(key)) != _text(after.get(key)):
                 grouped[(key, _text(before.get(key)), _text(after.get(key)))].append(model)
-    rows = [{"key": key, "base": old, "new": value, "models": sorted(models)} for (key, old, value), models in grouped.items()]
+    rows = [
+        {"key": key, "base": old, "new": value, "models": sorted(models)}
+        for (key, old, value), models in grouped.items()
+    ]
     return sorted(rows, key=lambda row: (_order(row["key"]), row["base"], row["new"]))
 
 

@@ -107,13 +107,25 @@ def blocks(comparison: Comparison, figure: Image | None = None) -> list:
             f"{row['base_count']:,} / {row['new_count']:,}",
             "; ".join(notes),
         ])  # fmt: skip
-    header = ["series", "p50 ms", "p50 change", "p50 verdict", "p99 ms", "p99 change", "p99 verdict", "requests", "note"]
+    header = [
+        "series",
+        "p50 ms",
+        "p50 change",
+        "p50 verdict",
+        "p99 ms",
+        "p99 change",
+        "p99 verdict",
+        "requests",
+        "note",
+    ]
     parts += [Heading(3, "Latency"), Grid(header, latency, [False, True, True, False, True, True, False, True, False])]
     resources = [
         [
             row["series"],
             f"{significant(row['throughput_base_per_s'])} → {significant(row['throughput_new_per_s'])}",
-            change_text(row["throughput_change_pct"], row["throughput_change_low_pct"], row["throughput_change_high_pct"]),
+            change_text(
+                row["throughput_change_pct"], row["throughput_change_low_pct"], row["throughput_change_high_pct"]
+            ),
             f"{significant(row['peak_memory_base_mb'])} → {significant(row['peak_memory_new_mb'])}",
             change_text(row["peak_memory_change_pct"], None, None),
         ]
@@ -128,17 +140,31 @@ def blocks(comparison: Comparison, figure: Image | None = None) -> list:
     ]  # fmt: skip
     parts.append(Heading(3, "What differs between the runs"))
     if comparison.differences:
-        parts.append(Paragraph("Provenance that could explain a change (every recorded key that differs, likeliest causes first):"))
+        parts.append(
+            Paragraph(
+                "Provenance that could explain a change (every recorded key that differs, likeliest causes first):"
+            )
+        )
         parts.append(Grid(["key", "base", "new", "models"],
                           [[row["key"], row["base"], row["new"], ", ".join(row["models"])] for row in comparison.differences],
                           [False] * 4))  # fmt: skip
     else:
-        parts.append(Paragraph("Nothing recorded in the provenance differs: same backend, versions, machine, config and code."))
+        parts.append(
+            Paragraph("Nothing recorded in the provenance differs: same backend, versions, machine, config and code.")
+        )
     parts.append(Heading(3, "Disturbed series"))
-    recorded = sum(1 for tree in (comparison.base, comparison.new) for one in tree.series.values() if one.disturbance is not None)
-    flagged = [[run, label, "; ".join(reasons)] for run, found in comparison.disturbed.items() for label, reasons in found.items()]
+    recorded = sum(
+        1 for tree in (comparison.base, comparison.new) for one in tree.series.values() if one.disturbance is not None
+    )
+    flagged = [
+        [run, label, "; ".join(reasons)]
+        for run, found in comparison.disturbed.items()
+        for label, reasons in found.items()
+    ]
     if flagged:
-        parts.append(Paragraph("The machine was busy with other work while these were measured; their changes may be that:"))
+        parts.append(
+            Paragraph("The machine was busy with other work while these were measured; their changes may be that:")
+        )
         parts.append(Grid(["run", "series", "why"], flagged, [False] * 3))
     elif recorded:
         parts.append(Paragraph("No series was flagged as disturbed in either run."))
@@ -174,7 +200,9 @@ def _inline(text: str) -> str:
 
 def _cell(text: str, numeric: bool) -> str:
     verdict = text.strip("*")
-    css = [cls for cls, on in (("num", numeric), (verdict.replace(" ", "-"), verdict in (REGRESSION, IMPROVEMENT))) if on]
+    css = [
+        cls for cls, on in (("num", numeric), (verdict.replace(" ", "-"), verdict in (REGRESSION, IMPROVEMENT))) if on
+    ]
     attribute = f' class="{" ".join(css)}"' if css else ""
     return f"<td{attribute}>{_inline(text)}</td>"
 
@@ -190,11 +218,16 @@ def to_html_section(parts: Sequence) -> str:
         elif isinstance(part, Grid):
             head = "".join(f"<th>{_inline(cell)}</th>" for cell in part.header)
             body = "".join(
-                "<tr>" + "".join(_cell(cell, numeric) for cell, numeric in zip(row, part.numeric, strict=True)) + "</tr>" for row in part.rows
+                "<tr>"
+                + "".join(_cell(cell, numeric) for cell, numeric in zip(row, part.numeric, strict=True))
+                + "</tr>"
+                for row in part.rows
             )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(part, Image):
-            source = f"data:image/png;base64,{base64.b64encode(part.png).decode()}" if part.png else html.escape(part.path)
+            source = (
+                f"data:image/png;base64,{base64.b64encode(part.png).decode()}" if part.png else html.escape(part.path)
+            )
             out.append(f'<figure><img src="{source}" alt="{html.escape(part.alt)}"></figure>')
     out.append("</section>")
     return "\n".join(out) + "\n"

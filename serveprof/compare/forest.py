@@ -22,7 +22,12 @@ from serveprof.report.figures import add_grid, fitted, new_figure, styled, tick_
 from serveprof.report.style import PALETTES, Style
 
 # Okabe-Ito vermillion and blue (apart for every colour vision), grey for no change.
-VERDICT_COLOURS = {REGRESSION: PALETTES["okabe_ito"][3], IMPROVEMENT: PALETTES["okabe_ito"][4], NOISE: "#555555", TOO_FEW: "#aaaaaa"}
+VERDICT_COLOURS = {
+    REGRESSION: PALETTES["okabe_ito"][3],
+    IMPROVEMENT: PALETTES["okabe_ito"][4],
+    NOISE: "#555555",
+    TOO_FEW: "#aaaaaa",
+}
 METRIC_MARKERS = {"p50": "o", "p99": "D"}
 OFFSETS = {"p50": -0.17, "p99": 0.17}
 ROW_HEIGHT_IN = 0.3
@@ -62,16 +67,29 @@ def build_forest_figure(comparison: Comparison, style: Style) -> Figure:
             y = position + offset
             low, high = row[f"{metric}_change_low_pct"], row[f"{metric}_change_high_pct"]
             if np.isfinite(low) and np.isfinite(high):
-                ax.plot([low, high], [y, y], color=colour, linewidth=1.6, solid_capstyle="butt", gid=f"ci:{metric}:{row['series']}")
+                ax.plot(
+                    [low, high],
+                    [y, y],
+                    color=colour,
+                    linewidth=1.6,
+                    solid_capstyle="butt",
+                    gid=f"ci:{metric}:{row['series']}",
+                )
             ax.plot([row[f"{metric}_change_pct"]], [y], linestyle="none", marker=METRIC_MARKERS[metric], markersize=6,
                     color=colour, markerfacecolor="white" if verdict == TOO_FEW else colour, gid=f"{metric}:{row['series']}")  # fmt: skip
     ax.set_yticks(range(len(rows)))
     # A series measured while the machine was busy says so where it is read.
-    ax.set_yticklabels([f"{row['series']} (disturbed)" if row["disturbed_base"] or row["disturbed_new"] else row["series"]
-                        for _, row in rows.iterrows()])
+    ax.set_yticklabels(
+        [
+            f"{row['series']} (disturbed)" if row["disturbed_base"] or row["disturbed_new"] else row["series"]
+            for _, row in rows.iterrows()
+        ]
+    )
     ax.set_ylim(len(rows) - 0.5, -0.5)  # the first series on top, as in the table
     ax.xaxis.set_major_formatter(FuncFormatter(_percent))
-    ax.set_xlabel(f"latency change from base to new (+ is slower; lines: {comparison.settings.confidence * 100:g} % intervals)")
+    ax.set_xlabel(
+        f"latency change from base to new (+ is slower; lines: {comparison.settings.confidence * 100:g} % intervals)"
+    )
     title = f"Latency change: {comparison.new.label} against {comparison.base.label}"
     if len(rows) < len(comparison.rows):
         title += f" ({len(rows)} of {len(comparison.rows)} series: every verdict, then the largest changes)"

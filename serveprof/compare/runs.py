@@ -78,8 +78,14 @@ def _copier(link: bool):
     return copy
 
 
-def snapshot(name: str, source: Path = Path("."), runs_dir: Path = RUNS_DIR, link: bool = False,
-             replace: bool = False, note: str | None = None) -> Path:
+def snapshot(
+    name: str,
+    source: Path = Path("."),
+    runs_dir: Path = RUNS_DIR,
+    link: bool = False,
+    replace: bool = False,
+    note: str | None = None,
+) -> Path:
     """Keep ``source``'s results as ``runs_dir/name``; return that folder.
 
     The copy is built beside its destination and renamed into place, so a kept run is
@@ -110,7 +116,9 @@ def snapshot(name: str, source: Path = Path("."), runs_dir: Path = RUNS_DIR, lin
         if not (source / "workload").is_dir():
             parts.append((source, partial / PROFILING))
         for origin, copy in parts:
-            shutil.copytree(origin, copy, copy_function=_copier(link), ignore=lambda _, names: [n for n in names if _temporary(n)])
+            shutil.copytree(
+                origin, copy, copy_function=_copier(link), ignore=lambda _, names: [n for n in names if _temporary(n)]
+            )
         copied = sum(1 for path in partial.rglob("*") if path.is_file())
         revision, dirty = git_state(source.resolve())
         write_json(partial / RECORD, {

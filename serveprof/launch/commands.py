@@ -84,8 +84,12 @@ def container_name(spec: ServerSpec) -> str:
 
 
 def model_server_flags(spec: ServerSpec, grpc_port: int, rest_port: int, base_path: str) -> list[str]:
-    flags = [f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_name={spec.model_name}",
-             f"--model_base_path={base_path}"]
+    flags = [
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        f"--model_name={spec.model_name}",
+        f"--model_base_path={base_path}",
+    ]
     if spec.intra_op_threads:
         flags.append(f"--tensorflow_intra_op_parallelism={spec.intra_op_threads}")
     if spec.inter_op_threads:
@@ -97,22 +101,45 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
     """The full command line; ``name`` is the Docker container's name."""
     mounted = f"/models/{spec.model_name}"
     if backend == "embedded":
-        return [sys.executable, "-m", "serveprof", "serve", f"--host={spec.host}",
-                *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path)]
+        return [
+            sys.executable,
+            "-m",
+            "serveprof",
+            "serve",
+            f"--host={spec.host}",
+            *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path),
+        ]
     if backend == "tfserving":
-        binary = executable(spec.tfserving_path, "tensorflow_model_server",
-                            "install TF Serving's binary and set server.tfserving_path to it, or use "
-                            "server.backend: embedded, docker or apptainer (docs/serving.md)")
+        binary = executable(
+            spec.tfserving_path,
+            "tensorflow_model_server",
+            "install TF Serving's binary and set server.tfserving_path to it, or use "
+            "server.backend: embedded, docker or apptainer (docs/serving.md)",
+        )
         return [binary, *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path)]
     if backend == "docker":
         # --init: docker-init is PID 1 and passes SIGTERM on. tensorflow_model_server as PID 1 would ignore
         # it (no handler), so every stop would wait out the grace period and end in SIGKILL.
-        command = [spec.docker_path, "run", "--rm", "--init", "--name", name or container_name(spec),
-                   "--label", f"{CONTAINER_LABEL}=serveprof", "--label", f"serveprof.launcher_pid={os.getpid()}",
-                   "--label", f"serveprof.model={spec.model_name}",
-                   "-p", f"{spec.host}:{grpc_port}:{CONTAINER_GRPC_PORT}",
-                   "-p", f"{spec.host}:{rest_port}:{CONTAINER_REST_PORT}",
-                   "--mount", f"type=bind,source={spec.model_base_path},target={mounted},readonly"]
+        command = [
+            spec.docker_path,
+            "run",
+            "--rm",
+            "--init",
+            "--name",
+            name or container_name(spec),
+            "--label",
+            f"{CONTAINER_LABEL}=serveprof",
+            "--label",
+            f"serveprof.launcher_pid={os.getpid()}",
+            "--label",
+            f"serveprof.model={spec.model_name}",
+            "-p",
+            f"{spec.host}:{grpc_port}:{CONTAINER_GRPC_PORT}",
+            "-p",
+            f"{spec.host}:{rest_port}:{CONTAINER_REST_PORT}",
+            "--mount",
+            f"type=bind,source={spec.model_base_path},target={mounted},readonly",
+        ]
         if spec.gpu:
             command += ["--gpus", "all"]
         # The image's entrypoint script adds its own --port/--model_name; call the binary directly.
@@ -124,7 +151,9 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             command.append("--nv")
         command += ["--bind", f"{spec.model_base_path}:{mounted}:ro", apptainer_image(spec), "tensorflow_model_server"]
         return command + model_server_flags(spec, grpc_port, rest_port, mounted)
-    raise ServeprofError(f"unknown server backend {backend!r}", "set server.backend to auto, embedded, tfserving, docker or apptainer")
+    raise ServeprofError(
+        f"unknown server backend {backend!r}", "set server.backend to auto, embedded, tfserving, docker or apptainer"
+    )
 
 
 def server_environment(spec: ServerSpec, backend: str) -> dict[str, str] | None:
@@ -147,7 +176,7 @@ def parse_version_text(text: str) -> tuple[str | None, str | None]:
 
 
 def version_label(server: str | None, tensorflow: str | None) -> str | None:
-    """"X (TensorFlow Y)", the form ``version`` takes in provenance."""
+    """ "X (TensorFlow Y)", the form ``version`` takes in provenance."""
     if not server:
         return None
     return f"{server} (TensorFlow {tensorflow})" if tensorflow else server
@@ -174,8 +203,10 @@ def docker_image_inspect_command(spec: ServerSpec, image_id: str) -> list[str]:
     return [spec.docker_path, "image", "inspect", "--format", "{{json .RepoDigests}}", image_id]
 
 
-GPU_PROBE = ("import json, tensorflow as tf; "
-             "print(json.dumps([device.name for device in tf.config.list_physical_devices('GPU')]))")
+GPU_PROBE = (
+    "import json, tensorflow as tf; "
+    "print(json.dumps([device.name for device in tf.config.list_physical_devices('GPU')]))"
+)
 
 
 def embedded_gpu_probe_command() -> list[str]:

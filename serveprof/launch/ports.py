@@ -12,8 +12,11 @@ import re
 import socket
 
 # embedded server, gRPC core, TF Serving (gRPC and REST), Docker's port publishing
-_CONFLICT = re.compile(r"already in use|Address in use|Failed to BuildAndStart gRPC server|"
-                       r"Failed to start HTTP Server|port is already allocated", re.IGNORECASE)
+_CONFLICT = re.compile(
+    r"already in use|Address in use|Failed to BuildAndStart gRPC server|"
+    r"Failed to start HTTP Server|port is already allocated",
+    re.IGNORECASE,
+)
 
 
 def free_ports(host: str, count: int = 2) -> list[int]:

@@ -49,13 +49,15 @@ class ServerFacts:
     gpu_warning: str | None = None
 
 
-def run_probe(command: list[str], timeout_s: float = PROBE_TIMEOUT_S, env: dict[str, str] | None = None,
-              with_stderr: bool = False) -> tuple[str | None, str | None]:
+def run_probe(
+    command: list[str], timeout_s: float = PROBE_TIMEOUT_S, env: dict[str, str] | None = None, with_stderr: bool = False
+) -> tuple[str | None, str | None]:
     """(output, None), or (None, a note saying why there is none)."""
     shown = " ".join(command)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
-                              env=env)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, env=env
+        )
     except OSError as error:
         return None, f"`{shown}` could not run: {error}"
     except subprocess.TimeoutExpired:
@@ -104,8 +106,10 @@ def docker_facts(spec: ServerSpec, container: str, notes: list[str]) -> tuple[in
     pid, image_id = int(fields[0]), fields[1]
     host_pid = local_server_pid(pid) if pid > 0 else None
     if host_pid is None:
-        notes.append(f"container pid {pid} is not a {SERVER_BINARY} on this host (a remote Docker daemon, or one in "
-                     "a VM): the server's CPU and memory are not sampled")
+        notes.append(
+            f"container pid {pid} is not a {SERVER_BINARY} on this host (a remote Docker daemon, or one in "
+            "a VM): the server's CPU and memory are not sampled"
+        )
     text, note = run_probe(docker_image_inspect_command(spec, image_id))
     try:
         digests = (json.loads(text) or []) if text is not None else None  # "null" for a local image
@@ -137,14 +141,18 @@ def gpu_status(spec: ServerSpec, backend: str, log_text: str) -> tuple[bool | No
             return None, f"GPU check printed no device list: {text[-300:]!r}"
         if devices:
             return True, None
-        return False, ("server.gpu is true, but TensorFlow in the embedded server's environment sees no GPU, so the "
-                       "model ran on the CPU: install a CUDA-enabled TensorFlow (pip install 'tensorflow[and-cuda]'), "
-                       "check nvidia-smi and CUDA_VISIBLE_DEVICES, or use a GPU TF Serving (docs/serving.md)")
+        return False, (
+            "server.gpu is true, but TensorFlow in the embedded server's environment sees no GPU, so the "
+            "model ran on the CPU: install a CUDA-enabled TensorFlow (pip install 'tensorflow[and-cuda]'), "
+            "check nvidia-smi and CUDA_VISIBLE_DEVICES, or use a GPU TF Serving (docs/serving.md)"
+        )
     if GPU_DEVICE_CREATED.search(log_text):
         return True, None
-    return None, ("server.gpu is true, but the server's log does not show TensorFlow creating a GPU device (it logs "
-                  "that at INFO level, which TF_CPP_MIN_LOG_LEVEL >= 1 hides): check that the image or binary is a GPU "
-                  "build")
+    return None, (
+        "server.gpu is true, but the server's log does not show TensorFlow creating a GPU device (it logs "
+        "that at INFO level, which TF_CPP_MIN_LOG_LEVEL >= 1 hides): check that the image or binary is a GPU "
+        "build"
+    )
 
 
 def identify(spec: ServerSpec, backend: str, command: list[str], container: str | None, log_text: str) -> ServerFacts:
@@ -177,8 +185,10 @@ def identify(spec: ServerSpec, backend: str, command: list[str], container: str 
             except OSError as error:
                 notes.append(f"image digest: {error}")
         else:
-            notes.append(f"Apptainer pulled {image} when the server started; no digest is recorded: pull a .sif "
-                         "(docs/hpc.md) to pin the image")
+            notes.append(
+                f"Apptainer pulled {image} when the server started; no digest is recorded: pull a .sif "
+                "(docs/hpc.md) to pin the image"
+            )
     gpu_used, facts.gpu_warning = gpu_status(spec, backend, log_text)
     if facts.gpu_warning:
         notes.append(facts.gpu_warning)

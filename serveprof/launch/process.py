@@ -49,8 +49,15 @@ def spawn(command: list[str], log: IO[bytes], death_signal: int, env: dict[str, 
         if os.getppid() != parent:  # the launcher died before prctl took effect
             os._exit(1)
 
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True, preexec_fn=tie_to_parent)
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=tie_to_parent,
+    )
 
 
 def stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:

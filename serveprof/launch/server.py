@@ -37,8 +37,11 @@ END_EXIT_WAIT_S = 3.0  # a server that gave up loading exits by itself; its last
 TAIL_LINES = 40
 # The status channel retries a refused connection within milliseconds instead of
 # gRPC's default back-off (1 s, growing), which would blur the measured load time.
-FAST_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
-                  ("grpc.max_reconnect_backoff_ms", 100))
+FAST_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 100),
+)
 
 
 class ServerDied(ServeprofError):
@@ -61,14 +64,26 @@ def read_tail(path: str, lines: int = TAIL_LINES, max_bytes: int = 256 * 1024) -
 
 
 def _quoted(tail: str) -> str:
-    return "\n".join(f"    | {line}" for line in tail.splitlines()) if tail.strip() else "    | (the server log is empty)"
+    return (
+        "\n".join(f"    | {line}" for line in tail.splitlines()) if tail.strip() else "    | (the server log is empty)"
+    )
 
 
 class RunningServer:
     """One started server; ``launch`` hands it out once the model is AVAILABLE."""
 
-    def __init__(self, spec: ServerSpec, backend: str, command: list[str], process: subprocess.Popen,
-                 grpc_port: int, rest_port: int, log_path: str, started_ns: int, container: str | None):
+    def __init__(
+        self,
+        spec: ServerSpec,
+        backend: str,
+        command: list[str],
+        process: subprocess.Popen,
+        grpc_port: int,
+        rest_port: int,
+        log_path: str,
+        started_ns: int,
+        container: str | None,
+    ):
         self.spec, self.backend, self.command, self.process = spec, backend, command, process
         self.grpc_port, self.rest_port, self.log_path = grpc_port, rest_port, log_path
         self.started_ns = started_ns
@@ -165,16 +180,24 @@ def _stop_leftovers() -> None:
 
 def _check_runtime(spec: ServerSpec, backend: str) -> None:
     if not Path(spec.model_base_path).is_dir():
-        raise ServeprofError(f"model base path {spec.model_base_path} is not a directory",
-                             "export the model first (serveprof export), or pass the directory that holds its "
-                             "numeric version directories (1/, 2/, ...)")
+        raise ServeprofError(
+            f"model base path {spec.model_base_path} is not a directory",
+            "export the model first (serveprof export), or pass the directory that holds its "
+            "numeric version directories (1/, 2/, ...)",
+        )
     if backend == "docker":
-        executable(spec.docker_path, "the docker client",
-                   "install Docker (with a running engine) or set server.docker_path; or choose another server.backend")
+        executable(
+            spec.docker_path,
+            "the docker client",
+            "install Docker (with a running engine) or set server.docker_path; or choose another server.backend",
+        )
     if backend == "apptainer":
-        executable(spec.apptainer_path, "apptainer",
-                   "load Apptainer (e.g. `module load apptainer`) or set server.apptainer_path; or choose another "
-                   "server.backend")
+        executable(
+            spec.apptainer_path,
+            "apptainer",
+            "load Apptainer (e.g. `module load apptainer`) or set server.apptainer_path; or choose another "
+            "server.backend",
+        )
 
 
 @contextlib.contextmanager
@@ -198,12 +221,22 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
             except _PortTaken:
                 server.stop()
                 if attempt == PORT_ATTEMPTS:
-                    raise _failure(server, "kept losing its ports to other programs", "retry; if it persists, "
-                                   "check for a program grabbing free ports") from None
-                log.warning("server ports %d/%d were taken before the server bound them; retrying with new ports",
-                            server.grpc_port, server.rest_port)
-        log.info("%s server for %r AVAILABLE after %.0f ms", backend, spec.model_name,
-                 (server.available_ns - server.started_ns) / 1e6)
+                    raise _failure(
+                        server,
+                        "kept losing its ports to other programs",
+                        "retry; if it persists, check for a program grabbing free ports",
+                    ) from None
+                log.warning(
+                    "server ports %d/%d were taken before the server bound them; retrying with new ports",
+                    server.grpc_port,
+                    server.rest_port,
+                )
+        log.info(
+            "%s server for %r AVAILABLE after %.0f ms",
+            backend,
+            spec.model_name,
+            (server.available_ns - server.started_ns) / 1e6,
+        )
         _identify(server)
         yield server
     except ServeprofError:
@@ -228,7 +261,9 @@ def _start(spec: ServerSpec, backend: str, log_path: str) -> RunningServer:
         with _live_lock:  # registered before it can be orphaned by an exception
             started_ns = time.monotonic_ns()
             process = processes.spawn(command, log_file, death_signal, env=environment)
-            server = RunningServer(spec, backend, command, process, grpc_port, rest_port, log_path, started_ns, container)
+            server = RunningServer(
+                spec, backend, command, process, grpc_port, rest_port, log_path, started_ns, container
+            )
             _live.add(server)
     log.info("started %s server (pid %d): %s", backend, process.pid, " ".join(command))
     return server
@@ -244,14 +279,21 @@ def _wait_until_available(server: RunningServer) -> None:
             if server.process.poll() is not None:
                 if lost_port_race(server.log_tail(lines=200)):
                     raise _PortTaken()
-                raise _failure(server, f"failed to load the model: it exited with "
-                               f"{_exit_text(server.process.returncode)} before the model was AVAILABLE", _load_fix(spec))
+                raise _failure(
+                    server,
+                    f"failed to load the model: it exited with "
+                    f"{_exit_text(server.process.returncode)} before the model was AVAILABLE",
+                    _load_fix(spec),
+                )
             remaining_s = (deadline_ns - time.monotonic_ns()) / 1e9
             if remaining_s <= 0:
-                raise _failure(server, f"did not report the model AVAILABLE within server.startup_timeout_s = "
-                               f"{spec.startup_timeout_s:g} s",
-                               f"raise server.startup_timeout_s (large models on a busy CPU load slowly), or read "
-                               f"the log above for a server stuck or failing; {_load_fix(spec)}")
+                raise _failure(
+                    server,
+                    f"did not report the model AVAILABLE within server.startup_timeout_s = "
+                    f"{spec.startup_timeout_s:g} s",
+                    f"raise server.startup_timeout_s (large models on a busy CPU load slowly), or read "
+                    f"the log above for a server stuck or failing; {_load_fix(spec)}",
+                )
             try:
                 state = client.model_status(timeout_s=min(POLL_TIMEOUT_S, remaining_s))
             except ServingRequestError:
@@ -271,7 +313,9 @@ def _wait_until_available(server: RunningServer) -> None:
 
 def _identify(server: RunningServer) -> None:
     """Provenance (versions, image digest, GPU) and a container's pid; a GPU asked for but not seen is warned about."""
-    facts = identify(server.spec, server.backend, server.command, server.container, read_tail(server.log_path, 2000, 1 << 20))
+    facts = identify(
+        server.spec, server.backend, server.command, server.container, read_tail(server.log_path, 2000, 1 << 20)
+    )
     server.info.update(facts.info)
     server.container_pid = facts.host_pid
     log.info("%s server for %r: %s", server.backend, server.spec.model_name, server.info["version"])
@@ -283,8 +327,10 @@ def _identify(server: RunningServer) -> None:
 
 
 def _load_fix(spec: ServerSpec) -> str:
-    return (f"check that {spec.model_base_path} holds a numeric version directory (e.g. 1/) with a SavedModel "
-            "(saved_model.pb, variables/), and that server.extra_flags are flags the server knows")
+    return (
+        f"check that {spec.model_base_path} holds a numeric version directory (e.g. 1/) with a SavedModel "
+        "(saved_model.pb, variables/), and that server.extra_flags are flags the server knows"
+    )
 
 
 def _failure(server: RunningServer, what: str, fix: str) -> ServeprofError:

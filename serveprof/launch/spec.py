@@ -41,10 +41,17 @@ class ServerSpec(ServerSettings):
     log_path: str | None = None
 
     @classmethod
-    def serving(cls, settings: ServerSettings, model_name: str, model_base_path: str,
-                log_path: str | None = None) -> ServerSpec:
+    def serving(
+        cls, settings: ServerSettings, model_name: str, model_base_path: str, log_path: str | None = None
+    ) -> ServerSpec:
         if not model_name:
             raise ServeprofError("no model name given to launch", "pass the model key as the model name")
-        fields = {name: value for name, value in asdict(settings).items() if name in ServerSettings.__dataclass_fields__}
-        return cls(**fields, model_name=model_name, model_base_path=os.path.abspath(model_base_path),
-                   log_path=str(log_path) if log_path else None)
+        fields = {
+            name: value for name, value in asdict(settings).items() if name in ServerSettings.__dataclass_fields__
+        }
+        return cls(
+            **fields,
+            model_name=model_name,
+            model_base_path=os.path.abspath(model_base_path),
+            log_path=str(log_path) if log_path else None,
+        )

@@ -17,9 +17,29 @@ from serveprof.measure.result_files import (
     write_summary,
 )
 
-STAT_KEYS = ("count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_per_s", "low_sample_percentiles")
+STAT_KEYS = (
+    "count",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "max_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "throughput_per_s",
+    "low_sample_percentiles",
+)
 RESOURCE_KEYS = ("cpu_util_pct", "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb")
-JOB_KEYS = ("batch_size", "first_init_ms", "first_aot_ms", "requests_target", "truncated", "truncated_reason", "protocol")
+JOB_KEYS = (
+    "batch_size",
+    "first_init_ms",
+    "first_aot_ms",
+    "requests_target",
+    "truncated",
+    "truncated_reason",
+    "protocol",
+)
 
 
 def summary_row(doc: Mapping) -> dict:
@@ -35,9 +55,15 @@ def load_stats(model: str, paths: Sequence[Path]) -> list[dict]:
     for path in paths:
         doc = read_json(path, "stats file")
         if not isinstance(doc, dict) or "stats" not in doc or "batch_size" not in doc:
-            raise ServeprofError(f"{path} is not a serveprof stats file (no batch_size/stats)", "delete it and rerun `serveprof measure` for that batch size")
+            raise ServeprofError(
+                f"{path} is not a serveprof stats file (no batch_size/stats)",
+                "delete it and rerun `serveprof measure` for that batch size",
+            )
         if doc.get("model") != model:
-            raise ServeprofError(f"{path} holds results for model {doc.get('model')!r}, not {model!r}", "pass only that model's stats files")
+            raise ServeprofError(
+                f"{path} holds results for model {doc.get('model')!r}, not {model!r}",
+                "pass only that model's stats files",
+            )
         if doc["batch_size"] in seen:
             raise ServeprofError(
                 f"{path} and {seen[doc['batch_size']]} both hold batch size {doc['batch_size']}",
@@ -59,7 +85,9 @@ def check_latencies(docs: Sequence[Mapping], latency_paths: Sequence[Path]) -> N
         found = re.search(r"-b(\d+)\.csv$", path.name)
         doc = by_batch.get(int(found.group(1))) if found else None
         if doc is None:
-            raise ServeprofError(f"{path} matches no stats file's batch size", "pass the <model>-b<N>.csv files of the stats files given")
+            raise ServeprofError(
+                f"{path} matches no stats file's batch size", "pass the <model>-b<N>.csv files of the stats files given"
+            )
         count = len(read_latencies(path))
         if count != doc["stats"]["count"]:
             raise ServeprofError(

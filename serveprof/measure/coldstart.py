@@ -12,14 +12,24 @@ from serveprof.measure.procedure import time_one
 from serveprof.measure.session import launched
 
 
-def cold_start(model: str, model_base_path: str, server: ServerSettings, input_settings: InputSettings, protocol: str,
-               server_log: str | None, model_type: str = AUTO, transport: str = "builtin") -> dict:
+def cold_start(
+    model: str,
+    model_base_path: str,
+    server: ServerSettings,
+    input_settings: InputSettings,
+    protocol: str,
+    server_log: str | None,
+    model_type: str = AUTO,
+    transport: str = "builtin",
+) -> dict:
     """One fresh server for ``model``: the row of coldstart.csv."""
     with launched(model, model_base_path, server, protocol, log_path=server_log, transport=transport) as endpoint:
         server_started_ns, available_ns = endpoint.started_ns, endpoint.available_ns
         input_settings, _ = endpoint.resolve_input(1, input_settings, model_type)
         request, _ = endpoint.prepare_request(1, input_settings)
-        first_infer_ms = time_one(endpoint.client.send, request, endpoint.on_error(1), "first request (first inference)")
+        first_infer_ms = time_one(
+            endpoint.client.send, request, endpoint.on_error(1), "first request (first inference)"
+        )
     return {
         "model": model,
         "load_ms": (available_ns - server_started_ns) / 1e6,

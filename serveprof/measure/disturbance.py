@@ -57,7 +57,9 @@ class Limits:
     def __post_init__(self):
         for name, value in asdict(self).items():
             if value is not None and not value >= 0:
-                raise ServeprofError(f"{name} is {value!r}", f"set {name} to a percentage of 0 or more, or null to switch the check off")
+                raise ServeprofError(
+                    f"{name} is {value!r}", f"set {name} to a percentage of 0 or more, or null to switch the check off"
+                )
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,9 @@ class MemoryProbe:
         return None
 
     @staticmethod
-    def summary(source: str | None, first: dict | None, last: dict | None, wall_s: float, available_min_mb: float | None) -> dict:
+    def summary(
+        source: str | None, first: dict | None, last: dict | None, wall_s: float, available_min_mb: float | None
+    ) -> dict:
         result: dict = {"source": source, "mem_available_min_mb": available_min_mb}
         if not first or not last or wall_s <= 0:
             return result
@@ -212,9 +216,15 @@ class DisturbanceSampler:
     server that is restarted. ``start()``/``stop()`` do the same as entering and leaving.
     """
 
-    def __init__(self, trees: Iterable[int | None] | Callable[[], Iterable[int | None]] = (),
-                 processes: Iterable[int] | None = None, interval_s: float = INTERVAL_S,
-                 limits: Limits | None = None, proc: Path = PROC, name_processes: bool = True):
+    def __init__(
+        self,
+        trees: Iterable[int | None] | Callable[[], Iterable[int | None]] = (),
+        processes: Iterable[int] | None = None,
+        interval_s: float = INTERVAL_S,
+        limits: Limits | None = None,
+        proc: Path = PROC,
+        name_processes: bool = True,
+    ):
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         self._trees = trees if callable(trees) else (lambda fixed=tuple(trees): fixed)
@@ -318,7 +328,9 @@ class DisturbanceSampler:
             delta = self._last_cpu - self._first_cpu
             own = self._own_seconds()
             own_pids = set(self._latest)
-            memory = MemoryProbe.summary(self._memory.source, self._first_memory, self._last_memory, wall, self._available_min)
+            memory = MemoryProbe.summary(
+                self._memory.source, self._first_memory, self._last_memory, wall, self._available_min
+            )
             result = {
                 "foreign_cpu_pct": 100.0 * max(delta.busy - own, 0.0) / wall,
                 "foreign_cpu_peak_pct": self._peak_foreign,
@@ -350,7 +362,8 @@ def reasons(summary: dict, limits: Limits) -> list[str]:
     if limits.max_foreign_cpu_pct is not None and foreign is not None and foreign > limits.max_foreign_cpu_pct:
         who = _named(summary.get("top_foreign") or [])
         found.append(
-            f"other processes used {foreign:.0f} % of a core (limit {limits.max_foreign_cpu_pct:g} %)" + (f": {who}" if who else "")
+            f"other processes used {foreign:.0f} % of a core (limit {limits.max_foreign_cpu_pct:g} %)"
+            + (f": {who}" if who else "")
         )
     steal = summary.get("steal_pct")
     if limits.max_steal_pct is not None and steal is not None and steal > limits.max_steal_pct:

@@ -33,8 +33,10 @@ FLOAT_RANGE = (0.0, 255.0)
 def auto_kind(model_type: str) -> str:
     """What ``auto`` means: photos for detection (NMS depends on image content), random data otherwise."""
     if model_type not in MODEL_TYPES:
-        raise ServeprofError(f"model type {model_type!r} is not one of {', '.join(MODEL_TYPES)}",
-                             "pass --type classification or --type detection")
+        raise ServeprofError(
+            f"model type {model_type!r} is not one of {', '.join(MODEL_TYPES)}",
+            "pass --type classification or --type detection",
+        )
     return "images" if model_type == "detection" else "random"
 
 
@@ -124,10 +126,16 @@ def _photo_sources(image_dir: str | None) -> list[tuple[str, Any]]:
     if image_dir is None:
         import skimage.data
 
-        return [(f"skimage.data.{name}", lambda name=name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in SKIMAGE_PHOTOS]
+        return [
+            (f"skimage.data.{name}", lambda name=name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB"))
+            for name in SKIMAGE_PHOTOS
+        ]
     folder = Path(image_dir)
     if not folder.is_dir():
-        raise ServeprofError(f"image_dir {image_dir} is not a folder", "give a folder of .jpg/.png images, or null for scikit-image's sample photos")
+        raise ServeprofError(
+            f"image_dir {image_dir} is not a folder",
+            "give a folder of .jpg/.png images, or null for scikit-image's sample photos",
+        )
     files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
     if not files:
         raise ServeprofError(
@@ -174,14 +182,18 @@ def _cast_pixels(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:
     raise ServeprofError(f"images cannot be cast to dtype {dtype}", "use --input kind random or zeros for this model")
 
 
-def build_inputs(signature_inputs: Mapping[str, Any], batch_size: int, settings: InputSettings) -> tuple[dict[str, np.ndarray], dict]:
+def build_inputs(
+    signature_inputs: Mapping[str, Any], batch_size: int, settings: InputSettings
+) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays for every signature input, and a description for the stats JSON.
 
     ``signature_inputs`` maps input names to objects with ``dtype`` and ``shape``
     (the client's ``SignatureInfo.inputs``).
     """
     if not signature_inputs:
-        raise ServeprofError("the model's signature has no inputs", "check that the served signature is the one to profile")
+        raise ServeprofError(
+            "the model's signature has no inputs", "check that the served signature is the one to profile"
+        )
     if settings.kind == AUTO:
         raise ServeprofError(
             "--input kind 'auto' reached input building unresolved",

@@ -145,7 +145,9 @@ def run_timed(
             total_ns += end - start
             progress.update(len(durations_ns), total_ns)
     elapsed_s = (time.monotonic_ns() - started) / 1e9
-    return TimedSeries([ns / NS_PER_MS for ns in durations_ns], truncated_reason is not None, truncated_reason, elapsed_s)
+    return TimedSeries(
+        [ns / NS_PER_MS for ns in durations_ns], truncated_reason is not None, truncated_reason, elapsed_s
+    )
 
 
 def measure_series(
@@ -164,17 +166,25 @@ def measure_series(
     first_init = time_one(send, request, on_error, "first request (first init)")
     log(f"batch {batch_size}: first init {first_init:.1f} ms; second request (first AoT)")
     first_aot = time_one(send, request, on_error, "second request (first AoT)")
-    log(f"batch {batch_size}: first AoT {first_aot:.1f} ms; warm-up (up to {settings.warmup_requests} requests or {settings.warmup_max_seconds:g} s)")
+    log(
+        f"batch {batch_size}: first AoT {first_aot:.1f} ms; warm-up (up to {settings.warmup_requests} requests or {settings.warmup_max_seconds:g} s)"
+    )
     warmups = run_warmup(
         send, request, settings.warmup_requests, settings.warmup_max_seconds, on_error, expected_ms=first_aot
     )
-    log(f"batch {batch_size}: {warmups} warm-up request(s); timing up to {settings.requests} requests or {settings.max_seconds:g} s")
+    log(
+        f"batch {batch_size}: {warmups} warm-up request(s); timing up to {settings.requests} requests or {settings.max_seconds:g} s"
+    )
     progress = Progress(f"batch {batch_size}", settings.requests, log)
     with ResourceSampler(pid, settings.resource_interval_s, gpu=gpu) as sampler:
         series = run_timed(
-            send, request,
-            requests=settings.requests, max_seconds=settings.max_seconds, min_requests=settings.min_requests,
-            on_error=on_error, progress=progress,
+            send,
+            request,
+            requests=settings.requests,
+            max_seconds=settings.max_seconds,
+            min_requests=settings.min_requests,
+            on_error=on_error,
+            progress=progress,
         )
     stats = latency_stats(series.latencies_ms, batch_size)
     log(
@@ -197,12 +207,27 @@ def measure_series(
     return series.latencies_ms, fields
 
 
-def measure_batch(endpoint: Endpoint, batch_size: int, settings: ProcedureSettings, input_settings: InputSettings,
-                  gpu: GpuProbe | None, log: Callable[[str], None], model_type: str = AUTO) -> tuple[list[float], dict]:
+def measure_batch(
+    endpoint: Endpoint,
+    batch_size: int,
+    settings: ProcedureSettings,
+    input_settings: InputSettings,
+    gpu: GpuProbe | None,
+    log: Callable[[str], None],
+    model_type: str = AUTO,
+) -> tuple[list[float], dict]:
     """The procedure against ``endpoint`` at one batch size: the latencies, and the stats JSON's fields."""
     input_settings, resolution = endpoint.resolve_input(batch_size, input_settings, model_type)
     request, input_description = endpoint.prepare_request(batch_size, input_settings)
     input_description.update(resolution)
-    latencies, fields = measure_series(endpoint.client.send, request, batch_size, settings, pid=endpoint.pid,
-                                       on_error=endpoint.on_error(batch_size), log=log, gpu=gpu)
+    latencies, fields = measure_series(
+        endpoint.client.send,
+        request,
+        batch_size,
+        settings,
+        pid=endpoint.pid,
+        on_error=endpoint.on_error(batch_size),
+        log=log,
+        gpu=gpu,
+    )
     return latencies, {"input": input_description, **fields}

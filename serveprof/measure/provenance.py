@@ -36,8 +36,11 @@ def git_state(path: Path = PACKAGE_ROOT) -> tuple[str, bool | None]:
 
     ("unknown", None) for an installed copy that is not a git checkout.
     """
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30, check=True).stdout
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
 
     try:
         revision = git("rev-parse", "HEAD").strip()

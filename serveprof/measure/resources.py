@@ -70,7 +70,10 @@ class NvidiaSmiProbe:
         try:
             done = subprocess.run(
                 [self._exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=5, check=True,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
             )
         except (OSError, subprocess.SubprocessError):
             return None

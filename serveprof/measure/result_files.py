@@ -19,10 +19,31 @@ from serveprof.errors import ServeprofError
 
 DURATIONS_HEADER = "batch_size, duration"
 SUMMARY_COLUMNS = (
-    "model", "batch_size", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms",
-    "p99_ms", "throughput_per_s", "first_init_ms", "first_aot_ms", "requests_target", "truncated",
-    "truncated_reason", "low_sample_percentiles", "cpu_util_pct", "rss_peak_mb", "rss_mean_mb",
-    "gpu_util_pct", "gpu_mem_mb", "protocol", "backend",
+    "model",
+    "batch_size",
+    "count",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "max_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "throughput_per_s",
+    "first_init_ms",
+    "first_aot_ms",
+    "requests_target",
+    "truncated",
+    "truncated_reason",
+    "low_sample_percentiles",
+    "cpu_util_pct",
+    "rss_peak_mb",
+    "rss_mean_mb",
+    "gpu_util_pct",
+    "gpu_mem_mb",
+    "protocol",
+    "backend",
 )
 COLDSTART_COLUMNS = ("model", "load_ms", "first_infer_ms", "backend", "backend_version")
 
@@ -45,7 +66,9 @@ def write_json(path: str | os.PathLike, document: Any) -> None:
     atomic_write_text(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
-def write_measurement(latencies_path: str | os.PathLike, stats_path: str | os.PathLike, latencies_ms: Sequence[float], stats: Mapping) -> None:
+def write_measurement(
+    latencies_path: str | os.PathLike, stats_path: str | os.PathLike, latencies_ms: Sequence[float], stats: Mapping
+) -> None:
     """The latency file and the stats JSON of one (model, batch): both or neither."""
     atomic_write_text(latencies_path, latencies_text(latencies_ms))
     try:
@@ -102,7 +125,9 @@ def read_json(path: str | os.PathLike, what: str) -> dict:
     except FileNotFoundError:
         raise ServeprofError(f"{what} {path} does not exist", f"run the step that writes the {what} first") from None
     except json.JSONDecodeError as error:
-        raise ServeprofError(f"{what} {path} is not valid JSON ({error})", f"delete it and rerun the step that writes the {what}") from None
+        raise ServeprofError(
+            f"{what} {path} is not valid JSON ({error})", f"delete it and rerun the step that writes the {what}"
+        ) from None
 
 
 def read_coldstart(path: str | os.PathLike) -> dict[str, str]:

@@ -48,7 +48,9 @@ class Endpoint:
 
         return failure
 
-    def resolve_input(self, batch_size: int, settings: InputSettings, model_type: str = AUTO) -> tuple[InputSettings, dict]:
+    def resolve_input(
+        self, batch_size: int, settings: InputSettings, model_type: str = AUTO
+    ) -> tuple[InputSettings, dict]:
         """``settings`` with kind ``auto`` made concrete, and what the stats record about that choice.
 
         The model's type comes from ``model_type``, or, when that is ``auto`` too, from the
@@ -63,7 +65,11 @@ class Endpoint:
             except Exception as error:
                 raise self.on_error(batch_size)(error, "reading the model's signature") from error
             model_type, source = model_type_of(outputs), "signature"
-        return settings.resolved(model_type), {"requested_kind": AUTO, "model_type": model_type, "model_type_from": source}
+        return settings.resolved(model_type), {
+            "requested_kind": AUTO,
+            "model_type": model_type,
+            "model_type_from": source,
+        }
 
     def prepare_request(self, batch_size: int, input_settings: InputSettings) -> tuple[Any, dict]:
         """A request built once from the served signature, and the input description for the stats."""
@@ -86,13 +92,17 @@ def make_client(protocol: str, address: str, model: str, transport: str = "built
     from serveprof.client import GrpcClient, RestClient
 
     if transport not in TRANSPORTS:
-        raise ServeprofError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}",
-                             "pass --transport builtin or --transport library")
+        raise ServeprofError(
+            f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}",
+            "pass --transport builtin or --transport library",
+        )
     if protocol == "grpc":
         return GrpcClient(address, model, transport=transport)
     if protocol == "rest":
         return RestClient(address if address.startswith("http") else f"http://{address}", model, transport=transport)
-    raise ServeprofError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}", "pass --protocol grpc or --protocol rest")
+    raise ServeprofError(
+        f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}", "pass --protocol grpc or --protocol rest"
+    )
 
 
 def _close(client) -> None:
@@ -102,8 +112,14 @@ def _close(client) -> None:
 
 
 @contextlib.contextmanager
-def launched(model: str, model_base_path: str, server: ServerSettings, protocol: str, log_path: str | None = None,
-             transport: str = "builtin") -> Iterator[Endpoint]:
+def launched(
+    model: str,
+    model_base_path: str,
+    server: ServerSettings,
+    protocol: str,
+    log_path: str | None = None,
+    transport: str = "builtin",
+) -> Iterator[Endpoint]:
     """A fresh server with ``model`` loaded; torn down on leaving, whatever happened."""
     from serveprof.launch import ServerSpec, launch
 
@@ -112,13 +128,24 @@ def launched(model: str, model_base_path: str, server: ServerSettings, protocol:
         address = server.grpc_target if protocol == "grpc" else server.rest_url
         client = make_client(protocol, address, model, transport)
         try:
-            yield Endpoint(client, address, server.pid, dict(server.info), True, server.check_alive, server.started_ns, server.available_ns)
+            yield Endpoint(
+                client,
+                address,
+                server.pid,
+                dict(server.info),
+                True,
+                server.check_alive,
+                server.started_ns,
+                server.available_ns,
+            )
         finally:
             _close(client)
 
 
 @contextlib.contextmanager
-def external(model: str, address: str, protocol: str, pid: int | None = None, transport: str = "builtin") -> Iterator[Endpoint]:
+def external(
+    model: str, address: str, protocol: str, pid: int | None = None, transport: str = "builtin"
+) -> Iterator[Endpoint]:
     """A server someone else started: the model was not freshly loaded for this measurement."""
     client = make_client(protocol, address, model, transport)
     info = {"backend": "external", "version": None, "command": None, "address": address}

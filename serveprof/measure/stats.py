@@ -48,7 +48,9 @@ def latency_stats(latencies_ms: Sequence[float], batch_size: int) -> dict:
         raise ServeprofError(f"batch size {batch_size} is not a positive whole number", "use a batch size of 1 or more")
     bad = [value for value in values if not math.isfinite(value) or value < 0]
     if bad:
-        raise ServeprofError(f"latencies must be finite and non-negative; got {bad[0]!r}", "check the latency file or the timer")
+        raise ServeprofError(
+            f"latencies must be finite and non-negative; got {bad[0]!r}", "check the latency file or the timer"
+        )
     count = len(values)
     mean = math.fsum(values) / count
     std = math.sqrt(math.fsum((value - mean) ** 2 for value in values) / (count - 1)) if count > 1 else None

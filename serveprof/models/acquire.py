@@ -28,12 +28,28 @@ from serveprof.models.log import log
 RANDOM_WEIGHTS_NOTE = "built with random weights instead (latency of these dense CNNs does not depend on weight values)"
 
 
-def status(model: str, spec: Mapping[str, Any], state: str, *, artifact: str | None = None, weights: str | None = None,
-           reason: str | None = None, fix: str | None = None, sha256: str | None = None,
-           missing_file: str | None = None) -> dict:
+def status(
+    model: str,
+    spec: Mapping[str, Any],
+    state: str,
+    *,
+    artifact: str | None = None,
+    weights: str | None = None,
+    reason: str | None = None,
+    fix: str | None = None,
+    sha256: str | None = None,
+    missing_file: str | None = None,
+) -> dict:
     return {
-        "model": model, "status": state, "source": spec["source"], "type": spec["type"],
-        "artifact": artifact, "weights": weights, "reason": reason, "fix": fix, "sha256": sha256,
+        "model": model,
+        "status": state,
+        "source": spec["source"],
+        "type": spec["type"],
+        "artifact": artifact,
+        "weights": weights,
+        "reason": reason,
+        "fix": fix,
+        "sha256": sha256,
         "missing_file": missing_file,
     }
 
@@ -45,16 +61,27 @@ def acquire_zoo(model: str, spec: Mapping[str, Any], download_dir: Path) -> dict
     if staged:
         log("acquire", f"using {tarball} (already there: staged or downloaded earlier), no network needed")
         if expected and sha256_of(tarball) != expected.lower():
-            return status(model, spec, "unavailable", artifact=str(tarball),
-                          reason=f"{tarball} has a sha256 other than the configured {expected.lower()}",
-                          fix=f"replace {tarball} with the tarball from {url}, or delete it to download it again")
+            return status(
+                model,
+                spec,
+                "unavailable",
+                artifact=str(tarball),
+                reason=f"{tarball} has a sha256 other than the configured {expected.lower()}",
+                fix=f"replace {tarball} with the tarball from {url}, or delete it to download it again",
+            )
     else:
         log("acquire", f"downloading {url} to {tarball}")
         try:
             download(url, tarball, sha256=expected)
         except DownloadFailed as error:
-            return status(model, spec, "unavailable", reason=error.problem, missing_file=str(tarball),
-                          fix=f"stage the tarball at {tarball} (download {url} on a machine with internet)")
+            return status(
+                model,
+                spec,
+                "unavailable",
+                reason=error.problem,
+                missing_file=str(tarball),
+                fix=f"stage the tarball at {tarball} (download {url} on a machine with internet)",
+            )
     try:
         check_zoo_tarball(tarball)
     except BadArchive as error:
@@ -81,13 +108,28 @@ def acquire_keras(model: str, spec: Mapping[str, Any], allow_random_weights: boo
     try:
         path = fetch_weights(weights)
     except WeightsUnavailable as error:
-        reason = f"ImageNet weights {weights.fname} for {application} could not be fetched from {weights.origin}: {error}"
+        reason = (
+            f"ImageNet weights {weights.fname} for {application} could not be fetched from {weights.origin}: {error}"
+        )
         fix = f"put {weights.fname} (from {weights.origin}) in {cached.parent}/"
         if allow_random_weights:
-            return status(model, spec, "ok", weights="random", reason=f"{reason}; {RANDOM_WEIGHTS_NOTE}",
-                          fix=f"{fix} to profile with ImageNet weights", missing_file=str(cached))
-        return status(model, spec, "unavailable", reason=reason, fix=f"{fix}, or set allow_random_weights: true",
-                      missing_file=str(cached))
+            return status(
+                model,
+                spec,
+                "ok",
+                weights="random",
+                reason=f"{reason}; {RANDOM_WEIGHTS_NOTE}",
+                fix=f"{fix} to profile with ImageNet weights",
+                missing_file=str(cached),
+            )
+        return status(
+            model,
+            spec,
+            "unavailable",
+            reason=reason,
+            fix=f"{fix}, or set allow_random_weights: true",
+            missing_file=str(cached),
+        )
     return status(model, spec, "ok", artifact=str(path), weights="imagenet", sha256=sha256_of(path))
 
 

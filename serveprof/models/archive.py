@@ -57,8 +57,10 @@ def _members(tarball: Path) -> list[tarfile.TarInfo]:
         with tarfile.open(tarball, "r:gz") as archive:
             return archive.getmembers()
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise BadArchive(f"{tarball} is not a readable gzip tar archive ({error}): truncated or corrupt",
-                         f"delete {tarball} and rerun to download it again, or stage a complete copy") from None
+        raise BadArchive(
+            f"{tarball} is not a readable gzip tar archive ({error}): truncated or corrupt",
+            f"delete {tarball} and rerun to download it again, or stage a complete copy",
+        ) from None
 
 
 def check_zoo_tarball(tarball: str | os.PathLike) -> str:
@@ -72,12 +74,16 @@ def check_zoo_tarball(tarball: str | os.PathLike) -> str:
     for member in members:
         reason = unsafe_reason(member)
         if reason:
-            raise BadArchive(f"{tarball}: entry {member.name!r} {reason}; refusing to extract it",
-                             "use the tarball from the model's official URL; this one is not a model release")
+            raise BadArchive(
+                f"{tarball}: entry {member.name!r} {reason}; refusing to extract it",
+                "use the tarball from the model's official URL; this one is not a model release",
+            )
     found = [PurePosixPath(m.name) for m in members if m.isfile() and PurePosixPath(m.name).name == SAVED_MODEL_PB]
     if not found:
-        raise BadArchive(f"{tarball} holds no {SAVED_MODEL_PB}: not a TF2 Detection Zoo release",
-                         "check the model's url: it must name a zoo tarball with <name>/saved_model/saved_model.pb")
+        raise BadArchive(
+            f"{tarball} holds no {SAVED_MODEL_PB}: not a TF2 Detection Zoo release",
+            "check the model's url: it must name a zoo tarball with <name>/saved_model/saved_model.pb",
+        )
     # The zoo layout is <top>/saved_model/saved_model.pb, whatever <top> is named
     # (CenterNet MobileNetV2 unpacks to centernet_mobilenetv2_fpn_od/); prefer it, then the shallowest.
     found.sort(key=lambda path: (path.parent.name != "saved_model", len(path.parts)))
@@ -93,6 +99,8 @@ def extract_zoo_tarball(tarball: str | os.PathLike, target: str | os.PathLike) -
         with tarfile.open(tarball, "r:gz") as archive:
             archive.extractall(target, filter="data")
     except tarfile.FilterError as error:
-        raise BadArchive(f"{tarball}: {error}; refusing to extract it",
-                         "use the tarball from the model's official URL; this one is not a model release") from None
+        raise BadArchive(
+            f"{tarball}: {error}; refusing to extract it",
+            "use the tarball from the model's official URL; this one is not a model release",
+        ) from None
     return target / saved_model

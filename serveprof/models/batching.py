@@ -28,19 +28,23 @@ def _serving_function(signature, wrap: bool):
 
     _, input_specs = signature.structured_input_signature
     names = sorted(input_specs)
-    batched = [tf.TensorSpec([None, *input_specs[name].shape[1:]], input_specs[name].dtype, name=name) for name in names]
+    batched = [
+        tf.TensorSpec([None, *input_specs[name].shape[1:]], input_specs[name].dtype, name=name) for name in names
+    ]
     output_specs = signature.structured_outputs
 
     def per_item(items):
-        outputs = signature(**{name: item[tf.newaxis] for name, item in zip(names, items)})
+        outputs = signature(**{name: item[tf.newaxis] for name, item in zip(names, items, strict=True)})
         return {key: value[0] if value.shape.rank else value for key, value in outputs.items()}
 
-    item_signature = {key: tf.TensorSpec(spec.shape[1:], spec.dtype) if spec.shape.rank else spec
-                      for key, spec in output_specs.items()}
+    item_signature = {
+        key: tf.TensorSpec(spec.shape[1:], spec.dtype) if spec.shape.rank else spec
+        for key, spec in output_specs.items()
+    }
 
     def serve(*tensors):
         if not wrap:
-            return signature(**dict(zip(names, tensors)))
+            return signature(**dict(zip(names, tensors, strict=True)))
         return tf.map_fn(per_item, tuple(tensors), fn_output_signature=item_signature)
 
     return tf.function(serve, input_signature=batched if wrap else [input_specs[name] for name in names])

@@ -114,8 +114,10 @@ def _attempt(url: str, part: Path) -> None:
             if response.status_code >= 500:
                 raise _Retryable(f"HTTP {response.status_code} {response.reason}")
             if response.status_code not in (200, 206):
-                raise DownloadFailed(f"download of {url} failed: HTTP {response.status_code} {response.reason}",
-                                     "check the URL in the model's config entry")
+                raise DownloadFailed(
+                    f"download of {url} failed: HTTP {response.status_code} {response.reason}",
+                    "check the URL in the model's config entry",
+                )
             total = _expected_total(response, offset)
             if total == -1:
                 part.unlink()
@@ -147,7 +149,9 @@ def _describe(error: requests.RequestException) -> str:
     return text.rsplit(": ", 1)[-1] if len(text) > 160 else text
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str | None = None, tries: int = 3, backoff_s: float = 1.0) -> Path:
+def download(
+    url: str, dest: str | os.PathLike, sha256: str | None = None, tries: int = 3, backoff_s: float = 1.0
+) -> Path:
     """Download ``url`` to ``dest``; on return ``dest`` is complete and verified.
 
     Raises DownloadFailed (a ServeprofError) naming what failed. A partial
@@ -170,13 +174,17 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, tries
                 time.sleep(wait)
     else:
         kept = f" ({part.stat().st_size} bytes kept in {part} to resume)" if part.exists() else ""
-        raise DownloadFailed(f"download of {url} failed after {tries} tries: {last}{kept}",
-                             f"stage the file at {dest} (download it on a machine with internet) and rerun")
+        raise DownloadFailed(
+            f"download of {url} failed after {tries} tries: {last}{kept}",
+            f"stage the file at {dest} (download it on a machine with internet) and rerun",
+        )
     if sha256 is not None:
         actual = sha256_of(part)
         if actual != sha256.lower():
             part.unlink()
-            raise DownloadFailed(f"download of {url} has sha256 {actual}, expected {sha256.lower()}",
-                                 "check the sha256 in the model's config entry, or the URL")
+            raise DownloadFailed(
+                f"download of {url} has sha256 {actual}, expected {sha256.lower()}",
+                "check the sha256 in the model's config entry, or the URL",
+            )
     os.replace(part, dest)
     return dest

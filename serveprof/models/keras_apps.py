@@ -50,7 +50,9 @@ class _Described(Exception):
 def application_names() -> list[str]:
     import keras
 
-    return sorted(name for name in dir(keras.applications) if name[:1].isupper() and callable(getattr(keras.applications, name)))
+    return sorted(
+        name for name in dir(keras.applications) if name[:1].isupper() and callable(getattr(keras.applications, name))
+    )
 
 
 def resolve_application(name: str) -> Callable[..., Any]:
@@ -61,8 +63,9 @@ def resolve_application(name: str) -> Callable[..., Any]:
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ServeprofError(f"keras.applications has no application {name!r}",
-                             f"{hint}set application to one of: {', '.join(names)}")
+        raise ServeprofError(
+            f"keras.applications has no application {name!r}", f"{hint}set application to one of: {', '.join(names)}"
+        )
     return getattr(keras.applications, name)
 
 
@@ -72,10 +75,14 @@ def input_shape(input_size: list[int] | None) -> tuple[int, int, int] | None:
 
 def bad_arguments(application: str, input_size: list[int] | None, weights: str, error: Exception) -> ServeprofError:
     """Keras's own ValueError (e.g. an input size its ImageNet weights do not fit), with our fix."""
-    fix = ("set input_size to the size Keras names above" + (", or weights: random" if weights == "imagenet" else "")
-           if input_size else "check the model's config entry")
-    return ServeprofError(f"keras.applications.{application}(weights={weights!r}, input_size={input_size}) "
-                          f"cannot be built: {error}", fix)
+    fix = (
+        "set input_size to the size Keras names above" + (", or weights: random" if weights == "imagenet" else "")
+        if input_size
+        else "check the model's config entry"
+    )
+    return ServeprofError(
+        f"keras.applications.{application}(weights={weights!r}, input_size={input_size}) cannot be built: {error}", fix
+    )
 
 
 def imagenet_weights_file(application: str, input_size: list[int] | None) -> WeightsFile:
@@ -99,8 +106,9 @@ def imagenet_weights_file(application: str, input_size: list[int] | None) -> Wei
         raise bad_arguments(application, input_size, "imagenet", error) from None
     finally:
         file_utils.get_file = real_get_file
-    raise ServeprofError(f"keras.applications.{application} loaded no ImageNet weights file",
-                         "set weights: random for this model")
+    raise ServeprofError(
+        f"keras.applications.{application} loaded no ImageNet weights file", "set weights: random for this model"
+    )
 
 
 class WeightsUnavailable(Exception):
@@ -112,6 +120,8 @@ def fetch_weights(weights: WeightsFile) -> Path:
     from keras.utils import get_file
 
     try:
-        return Path(get_file(weights.fname, weights.origin, file_hash=weights.file_hash, cache_subdir=weights.cache_subdir))
+        return Path(
+            get_file(weights.fname, weights.origin, file_hash=weights.file_hash, cache_subdir=weights.cache_subdir)
+        )
     except Exception as error:  # Keras raises a bare Exception: "URL fetch failure on <origin>: <errno> -- <reason>"
         raise WeightsUnavailable(str(error).rsplit(" -- ", 1)[-1]) from error

@@ -29,17 +29,21 @@ def export_keras(application: str, input_size: list[int] | None, weights: str, o
     constructor = resolve_application(application)
     with timed("export", f"building keras.applications.{application} with {weights} weights"):
         try:
-            model = constructor(weights="imagenet" if weights == "imagenet" else None, input_shape=input_shape(input_size))
+            model = constructor(
+                weights="imagenet" if weights == "imagenet" else None, input_shape=input_shape(input_size)
+            )
         except ValueError as error:
             raise bad_arguments(application, input_size, weights, error) from None
         except Exception as error:
             if "URL fetch failure" not in str(error):
                 raise
             # Acquired on another machine (a login node) whose Keras cache this one does not share.
-            raise ServeprofError(f"the ImageNet weights of {application} are not in Keras's cache on this machine "
-                                 f"({keras_home()}/models) and cannot be downloaded: {error}",
-                                 "put KERAS_HOME on a file system the export jobs share with the acquisition, "
-                                 "or copy the weights file there, or set weights: random") from None
+            raise ServeprofError(
+                f"the ImageNet weights of {application} are not in Keras's cache on this machine "
+                f"({keras_home()}/models) and cannot be downloaded: {error}",
+                "put KERAS_HOME on a file system the export jobs share with the acquisition, "
+                "or copy the weights file there, or set weights: random",
+            ) from None
     _, height, width, channels = model.input_shape
     log("export", f"{application}: input [None, {height}, {width}, {channels}], {model.count_params():,} parameters")
 
@@ -47,8 +51,11 @@ def export_keras(application: str, input_size: list[int] | None, weights: str, o
 
     archive = keras.export.ExportArchive()
     with timed("export", "tracing the serving signature"):
-        archive.add_endpoint(name=SERVING, fn=lambda images: {OUTPUT_NAME: model(images, training=False)},
-                             input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_NAME)])
+        archive.add_endpoint(
+            name=SERVING,
+            fn=lambda images: {OUTPUT_NAME: model(images, training=False)},
+            input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name=INPUT_NAME)],
+        )
     with timed("export", f"saving SavedModel to {out}"):
         archive.write_out(str(out), verbose=False)
     return height, width

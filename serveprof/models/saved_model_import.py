@@ -25,14 +25,25 @@ def find_saved_model(path: str | os.PathLike) -> Path:
     root = Path(path)
     if (root / SAVED_MODEL_PB).is_file():
         return root
-    versions = sorted((int(child.name), child) for child in root.iterdir()
-                      if child.name.isdigit() and (child / SAVED_MODEL_PB).is_file()) if root.is_dir() else []
+    versions = (
+        sorted(
+            (int(child.name), child)
+            for child in root.iterdir()
+            if child.name.isdigit() and (child / SAVED_MODEL_PB).is_file()
+        )
+        if root.is_dir()
+        else []
+    )
     if versions:
         return versions[-1][1]
-    what = "does not exist" if not root.exists() else f"holds no {SAVED_MODEL_PB} and no numeric version folder with one"
-    raise ServeprofError(f"SavedModel path {root} (resolved: {root.resolve()}) {what}",
-                         "set the model's path to a SavedModel directory (with saved_model.pb) or to a base path "
-                         "of numeric versions; relative paths are relative to the workflow directory")
+    what = (
+        "does not exist" if not root.exists() else f"holds no {SAVED_MODEL_PB} and no numeric version folder with one"
+    )
+    raise ServeprofError(
+        f"SavedModel path {root} (resolved: {root.resolve()}) {what}",
+        "set the model's path to a SavedModel directory (with saved_model.pb) or to a base path "
+        "of numeric versions; relative paths are relative to the workflow directory",
+    )
 
 
 def _batchable(signature) -> bool:
@@ -48,8 +59,10 @@ def export_saved_model(source: str | os.PathLike, out: Path, signature_name: str
     with timed("export", f"loading {source}"):
         loaded = tf.saved_model.load(str(source))
     if name not in loaded.signatures:
-        raise ServeprofError(f"SavedModel {source} has no signature {name!r}; it has {sorted(loaded.signatures)}",
-                             "set the model's signature to one of those")
+        raise ServeprofError(
+            f"SavedModel {source} has no signature {name!r}; it has {sorted(loaded.signatures)}",
+            "set the model's signature to one of those",
+        )
     signature = loaded.signatures[name]
     if name == SERVING and _batchable(signature):
         with timed("export", f"copying {source} (its {SERVING} signature already takes a batch)"):

@@ -49,8 +49,11 @@ def _check_here(version_dir: Path) -> dict:
     shapes = {name: list(np.shape(array)) for name, array in outputs.items()}
     unbatched = sorted(name for name, shape in shapes.items() if not shape or shape[0] != BATCH)
     if unbatched:
-        return {"ok": False, "stage": "outputs",
-                "error": f"outputs {unbatched} do not have the request's batch of {BATCH}: {shapes}"}
+        return {
+            "ok": False,
+            "stage": "outputs",
+            "error": f"outputs {unbatched} do not have the request's batch of {BATCH}: {shapes}",
+        }
     return {"ok": True, "outputs": shapes}
 
 
@@ -58,29 +61,40 @@ def check_servable(version_dir: str | os.PathLike, source: str) -> dict:
     """Run the check in a fresh process; raise ServeprofError with the reason and a fix if it fails."""
     version_dir = Path(version_dir)
     try:
-        done = subprocess.run([sys.executable, "-m", "serveprof.models.servability", str(version_dir)],
-                              capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")))
+        done = subprocess.run(
+            [sys.executable, "-m", "serveprof.models.servability", str(version_dir)],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")),
+        )
     except subprocess.TimeoutExpired:
-        raise ServeprofError(f"the servability check of {version_dir} did not finish within {CHECK_TIMEOUT_S} s",
-                             "check the machine is not overloaded, then rerun the export") from None
+        raise ServeprofError(
+            f"the servability check of {version_dir} did not finish within {CHECK_TIMEOUT_S} s",
+            "check the machine is not overloaded, then rerun the export",
+        ) from None
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    verdict = json.loads(lines[-1]) if lines else {"ok": False, "stage": "process",
-                                                   "error": f"exited with {done.returncode}: {done.stderr[-500:]}"}
+    verdict = (
+        json.loads(lines[-1])
+        if lines
+        else {"ok": False, "stage": "process", "error": f"exited with {done.returncode}: {done.stderr[-500:]}"}
+    )
     if verdict["ok"]:
         return verdict
     raise ServeprofError(
         f"the exported SavedModel would not be served by tensorflow_model_server: its {verdict['stage']} through "
         f"TensorFlow's Session loader with a batch-{BATCH} request to serving_default failed: {verdict['error']}",
-        _FIXES.get(source, _FIXES["saved_model"]))
+        _FIXES.get(source, _FIXES["saved_model"]),
+    )
 
 
 _FIXES = {
     "keras": "this is a bug in serveprof's Keras export (keras.export.ExportArchive); report it with the model's config",
     "tf2_zoo": "check the tarball is a TF2 Detection Zoo release; if it is, report it with the model's url",
     "saved_model": "re-export the SavedModel so the Session loader restores every variable: for Keras models use "
-                   "keras.export.ExportArchive (add_endpoint('serving_default', fn, input_signature=[...])) instead of "
-                   "tf.saved_model.save of a tf.Module holding the model (docs/models.md, 'Servability check')",
+    "keras.export.ExportArchive (add_endpoint('serving_default', fn, input_signature=[...])) instead of "
+    "tf.saved_model.save of a tf.Module holding the model (docs/models.md, 'Servability check')",
 }
 
 

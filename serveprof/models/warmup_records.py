@@ -18,9 +18,13 @@ from serveprof.models.signature_inputs import serving_signature, signature_input
 from serveprof.server.warmup import MAX_RECORDS, REQUESTS_FILE, warmup_path
 
 
-def write_warmup_records(version_dir: str | os.PathLike, batch_sizes: Sequence[int], model_name: str = "default",
-                         signature_name: str = "serving_default",
-                         input_shapes: Mapping[str, Sequence[int]] | None = None) -> Path:
+def write_warmup_records(
+    version_dir: str | os.PathLike,
+    batch_sizes: Sequence[int],
+    model_name: str = "default",
+    signature_name: str = "serving_default",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Path:
     """Write one warm-up Predict per batch size into ``version_dir``; return the file written."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -30,11 +34,15 @@ def write_warmup_records(version_dir: str | os.PathLike, batch_sizes: Sequence[i
     version_dir = Path(version_dir)
     sizes = sorted({int(size) for size in batch_sizes})
     if not sizes or sizes[0] < 1:
-        raise ServeprofError(f"warm-up batch sizes {list(batch_sizes)} must be whole numbers of at least 1",
-                             "give batch sizes such as 1,8,32")
+        raise ServeprofError(
+            f"warm-up batch sizes {list(batch_sizes)} must be whole numbers of at least 1",
+            "give batch sizes such as 1,8,32",
+        )
     if len(sizes) > MAX_RECORDS:
-        raise ServeprofError(f"{len(sizes)} warm-up batch sizes exceed TF Serving's {MAX_RECORDS} records",
-                             f"give at most {MAX_RECORDS} batch sizes")
+        raise ServeprofError(
+            f"{len(sizes)} warm-up batch sizes exceed TF Serving's {MAX_RECORDS} records",
+            f"give at most {MAX_RECORDS} batch sizes",
+        )
     signature = serving_signature(version_dir, signature_name)
     target = warmup_path(version_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -53,4 +61,3 @@ def write_warmup_records(version_dir: str | os.PathLike, batch_sizes: Sequence[i
     finally:
         scratch.unlink(missing_ok=True)
     return target
-

@@ -21,6 +21,8 @@ def export_zoo(tarball: str | Path, out: Path) -> None:
         with timed("export", f"loading {saved_model.relative_to(scratch)}"):
             loaded = tf.saved_model.load(str(saved_model))
         if not loaded.signatures:
-            raise ServeprofError(f"the SavedModel in {tarball} has no signatures", "use a TF2 Detection Zoo release tarball")
+            raise ServeprofError(
+                f"the SavedModel in {tarball} has no signatures", "use a TF2 Detection Zoo release tarball"
+            )
         name = SERVING if SERVING in loaded.signatures else sorted(loaded.signatures)[0]
         save_serving(loaded, loaded.signatures[name], out)

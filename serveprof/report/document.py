@@ -71,7 +71,9 @@ def provenance_section(run: Run) -> str:
     machine = _shared(run, "cpu_model")
     cores = _shared(run, "cpu_count")
     backend = "; ".join(
-        sorted({f"{p.get('backend', 'unknown')} {p.get('backend_version') or ''}".strip() for p in run.provenance.values()})
+        sorted(
+            {f"{p.get('backend', 'unknown')} {p.get('backend_version') or ''}".strip() for p in run.provenance.values()}
+        )
     )
     dirty = [model for model in run.profiled if run.provenance[model].get("git_dirty") in (True, "True", "true")]
     started = sorted(str(p["started_at"]) for p in run.provenance.values() if p.get("started_at"))
@@ -101,7 +103,9 @@ def provenance_section(run: Run) -> str:
             f"`{provenance.get('config_hash') or 'unknown'}`",
             str(provenance.get("started_at") or "unknown"),
         ])  # fmt: skip
-    text += "\n" + markdown_table(["model", "type", "source", "weights", "config hash", "measured at"], models, [False] * 6)
+    text += "\n" + markdown_table(
+        ["model", "type", "source", "weights", "config hash", "measured at"], models, [False] * 6
+    )
     random = random_weight_models(run)
     if random:
         text += (
@@ -136,7 +140,8 @@ def build_report(run: Run, results_label: str) -> str:
     missing = not_profiled_table(run)
     if missing.rows:
         parts.append(
-            "## Not profiled\n\nThese configured models could not be obtained, so they have no results.\n\n" + missing.to_markdown()
+            "## Not profiled\n\nThese configured models could not be obtained, so they have no results.\n\n"
+            + missing.to_markdown()
         )
     else:
         parts.append("## Not profiled\n\nEvery configured model was profiled.\n")

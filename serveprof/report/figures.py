@@ -141,12 +141,12 @@ def fitted(text: str, width_pt: float, size: float) -> str:
     # Whichever comes first: "Cold start: time to ..." and "Latency ... (line: mean; ...)".
     colon, parenthesis = text.find(": "), text.find(" (")
     if colon >= 0 and (parenthesis < 0 or colon < parenthesis):
-        return f"{text[:colon]}\n{text[colon + 2:]}"
+        return f"{text[:colon]}\n{text[colon + 2 :]}"
     if parenthesis >= 0:
-        return f"{text[:parenthesis]}\n{text[parenthesis + 1:]}"
+        return f"{text[:parenthesis]}\n{text[parenthesis + 1 :]}"
     spaces = [index for index, char in enumerate(text) if char == " "]
     cut = min(spaces, key=lambda index: abs(index - len(text) / 2))
-    return f"{text[:cut]}\n{text[cut + 1:]}"
+    return f"{text[:cut]}\n{text[cut + 1 :]}"
 
 
 def title_width(style: Style, panels: int = 1, margin_em: float = 4.0) -> float:
@@ -230,7 +230,15 @@ def _lines_per_model(summary: pd.DataFrame, looks: Mapping[str, ModelLook], styl
     for model, rows, look in _by_model(summary, looks):
         batch = rows["batch_size"].to_numpy()
         if band:
-            ax.fill_between(batch, rows["p50_ms"], rows["p99_ms"], color=look.colour, alpha=BAND_ALPHA, linewidth=0, gid=f"band:{model}")
+            ax.fill_between(
+                batch,
+                rows["p50_ms"],
+                rows["p99_ms"],
+                color=look.colour,
+                alpha=BAND_ALPHA,
+                linewidth=0,
+                gid=f"band:{model}",
+            )
         ax.plot(batch, rows[column], color=look.colour, marker=look.marker, linestyle=look.linestyle,
                 linewidth=1.8, markersize=5, gid=f"{column}:{model}", label=look.label)  # fmt: skip
         _mark_cut_short(ax, batch, rows[column], _cut_short(rows).to_numpy(), look, f"cut:{model}")
@@ -300,7 +308,11 @@ def build_coldstart_figure(coldstart: pd.DataFrame, looks: Mapping[str, ModelLoo
     ax.set_ylim(len(models) - 1 + 0.5, -0.5 - BAR_HEIGHT)
     ax.set_xlim(0, total_max * 1.12)  # room for the totals
     ax.set_xlabel("time since the server process started (s)")
-    ax.set_title(fitted("Cold start: time to the first answer after the server starts", title_width(style), style.font_size * 1.2))
+    ax.set_title(
+        fitted(
+            "Cold start: time to the first answer after the server starts", title_width(style), style.font_size * 1.2
+        )
+    )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.grid(True, axis="x", color="#d9d9d9", linewidth=0.7)
@@ -324,7 +336,7 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
     legend = [*(looks[model].label for model in summary["model"].unique()), "peak RSS", "mean RSS"]
     fig = new_figure(style, height_scale=1.0 if len(panels) <= 2 else 1.5, legend=legend)
     grid = fig.subplots(1 if len(panels) <= 2 else 2, 2, squeeze=False).ravel()
-    for extra in grid[len(panels):]:
+    for extra in grid[len(panels) :]:
         extra.set_visible(False)
     handles = []
     for model, rows, look in _by_model(summary, looks):
@@ -334,7 +346,9 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
                 ax.plot(batch, rows["rss_peak_mb"], color=look.colour, marker=look.marker, linestyle="-",
                         linewidth=1.6, markersize=5, gid=f"rss_peak:{model}")  # fmt: skip
                 # No markers on the mean: fewer symbols, and an open marker means "cut short" elsewhere.
-                ax.plot(batch, rows["rss_mean_mb"], color=look.colour, linestyle=":", linewidth=1.6, gid=f"rss_mean:{model}")
+                ax.plot(
+                    batch, rows["rss_mean_mb"], color=look.colour, linestyle=":", linewidth=1.6, gid=f"rss_mean:{model}"
+                )
             else:
                 ax.plot(batch, rows[column], color=look.colour, marker=look.marker, linestyle="-",
                         linewidth=1.6, markersize=5, gid=f"{column}:{model}")  # fmt: skip
@@ -353,7 +367,9 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
     cpu.axhline(100, color="#777777", linewidth=0.9, linestyle="--", zorder=1, gid="one_core")
     cpu.annotate("100 % = one core busy", xy=(0, 100), xycoords=("axes fraction", "data"), xytext=(3, 2),
                  textcoords="offset points", va="bottom", fontsize=style.font_size * 0.8, color="#555555")  # fmt: skip
-    for ax, title in zip(grid, ("Memory: peak (solid) and mean (dotted)", "CPU while the timed requests ran"), strict=False):
+    for ax, title in zip(
+        grid, ("Memory: peak (solid) and mean (dotted)", "CPU while the timed requests ran"), strict=False
+    ):
         # The left title may run over the tick labels; the right one must stop at the figure's edge.
         margin = 2.0 if ax is grid[0] else 5.0
         ax.set_title(fitted(title, title_width(style, 2, margin), style.font_size * 1.2))
@@ -383,7 +399,9 @@ def batch_colours(batches) -> dict[int, tuple]:
 
 
 @styled
-def build_distribution_figure(model: str, latencies: Mapping[int, np.ndarray], summary: pd.DataFrame, style: Style) -> Figure:
+def build_distribution_figure(
+    model: str, latencies: Mapping[int, np.ndarray], summary: pd.DataFrame, style: Style
+) -> Figure:
     """One model's latency ECDF, one step line per batch size.
 
     An ECDF shows every request (no smoothing, no bins), reads off any percentile

@@ -43,7 +43,9 @@ def _read_csv(path: Path, model: str, columns: Iterable[str]) -> pd.DataFrame:
         # Result CSVs put ", " between fields (the workload's own format).
         frame = pd.read_csv(path, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ServeprofError(f"{path} is not a readable CSV file ({error})", f"rerun the aggregation for model {model!r}") from None
+        raise ServeprofError(
+            f"{path} is not a readable CSV file ({error})", f"rerun the aggregation for model {model!r}"
+        ) from None
     absent = [column for column in columns if column not in frame.columns]
     if absent:
         raise ServeprofError(
@@ -121,7 +123,9 @@ def load_coldstart(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
         path = Path(results_dir) / model / "coldstart.csv"
         frame = _numeric(_read_csv(path, model, COLDSTART_COLUMNS), ("load_ms", "first_infer_ms"), path)
         if len(frame) != 1:
-            raise ServeprofError(f"{path} has {len(frame)} rows, expected one", f"rerun the cold start of model {model!r}")
+            raise ServeprofError(
+                f"{path} has {len(frame)} rows, expected one", f"rerun the cold start of model {model!r}"
+            )
         frame["model"] = model
         frames.append(frame)
     return _stacked(frames, list(COLDSTART_COLUMNS))
@@ -159,7 +163,9 @@ def load_latencies(results_dir: Path, model: str, batch_sizes: Iterable[int]) ->
         try:
             values = np.asarray(read_latencies(path), dtype=float)
         except ValueError as error:
-            raise ServeprofError(f"{path} is not one number per line ({error})", f"rerun the measurement of {model!r} at batch {batch}") from None
+            raise ServeprofError(
+                f"{path} is not one number per line ({error})", f"rerun the measurement of {model!r} at batch {batch}"
+            ) from None
         if values.size == 0:
             raise ServeprofError(f"{path} holds no latencies", f"rerun the measurement of {model!r} at batch {batch}")
         latencies[int(batch)] = values

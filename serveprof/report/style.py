@@ -23,7 +23,18 @@ PALETTES: dict[str, tuple[str, ...]] = {
     "tol_bright": ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB"),
     "tol_muted": ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499"),
     # matplotlib's default cycle: not designed for colour blindness, offered for familiarity.
-    "tab10": ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"),
+    "tab10": (
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ),
 }
 
 # A second cue besides colour, so lines stay apart in greyscale and for any eye.
@@ -78,7 +89,10 @@ def display_names(models: Iterable[str]) -> dict[str, str]:
         names[model] = name
     counts = Counter(names.values())
     keys = set(models)
-    return {model: name if counts[name] == 1 and (name == model or name not in keys) else model for model, name in names.items()}
+    return {
+        model: name if counts[name] == 1 and (name == model or name not in keys) else model
+        for model, name in names.items()
+    }
 
 
 def model_looks(all_models: Iterable[str], style: Style) -> dict[str, ModelLook]:

@@ -16,7 +16,9 @@ from serveprof.report.results import Run
 LOW_SAMPLE = "†"
 TRUNCATED = "‡"
 LOW_SAMPLE_NOTE = f"{LOW_SAMPLE} too few requests to trust this tail percentile (fewer than the minimum sample count in docs/measurement.md)."
-TRUNCATED_NOTE = f"{TRUNCATED} series cut short by the time cap (measure.max_seconds): fewer requests were timed than the target."
+TRUNCATED_NOTE = (
+    f"{TRUNCATED} series cut short by the time cap (measure.max_seconds): fewer requests were timed than the target."
+)
 
 
 def _model_type(run: Run, model: str) -> str:
@@ -41,7 +43,9 @@ def coldstart_table(run: Run) -> Table:
         rows=rows,
         numeric=[False, False, True, True],
         data=pd.DataFrame(records, columns=["model", "type", "load_s", "first_infer_s"]),
-        notes=["load time: server start until the model is AVAILABLE; first infer: the first batch-1 request after that."],
+        notes=[
+            "load time: server start until the model is AVAILABLE; first infer: the first batch-1 request after that."
+        ],
     )
 
 
@@ -105,7 +109,9 @@ def compact_table(run: Run) -> Table:
         rows=rows,
         numeric=[False, False, True, True, False] + [True] * len(batches),
         data=pd.DataFrame(records),
-        notes=["Per model, the first row is the mean latency (ms), the second the throughput (items/s); bN/t is batch size N."],
+        notes=[
+            "Per model, the first row is the mean latency (ms), the second the throughput (items/s); bN/t is batch size N."
+        ],
     )
 
 
@@ -182,7 +188,11 @@ def resource_table(run: Run) -> Table:
 
 def not_profiled_table(run: Run) -> Table:
     records = [
-        {"model": model, "reason": run.statuses[model].get("reason") or "not given", "fix": run.statuses[model].get("fix") or "not given"}
+        {
+            "model": model,
+            "reason": run.statuses[model].get("reason") or "not given",
+            "fix": run.statuses[model].get("fix") or "not given",
+        }
         for model in run.not_profiled
     ]
     return Table(

@@ -21,13 +21,15 @@ max_enqueued_batches 10, num_batch_threads = the CPUs this process may use.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -58,10 +60,12 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
 
     def describe(self) -> str:
-        return (f"max_batch_size {self.max_batch_size}, batch_timeout_micros {self.batch_timeout_micros}, "
-                f"max_enqueued_batches {self.max_enqueued_batches}, num_batch_threads {self.num_batch_threads}, "
-                f"allowed_batch_sizes {list(self.allowed_batch_sizes) or 'any'}, "
-                f"pad_variable_length_inputs {str(self.pad_variable_length_inputs).lower()}")
+        return (
+            f"max_batch_size {self.max_batch_size}, batch_timeout_micros {self.batch_timeout_micros}, "
+            f"max_enqueued_batches {self.max_enqueued_batches}, num_batch_threads {self.num_batch_threads}, "
+            f"allowed_batch_sizes {list(self.allowed_batch_sizes) or 'any'}, "
+            f"pad_variable_length_inputs {str(self.pad_variable_length_inputs).lower()}"
+        )
 
 
 def batching_options(parameters=None) -> BatchingOptions:
@@ -69,15 +73,21 @@ def batching_options(parameters=None) -> BatchingOptions:
     if parameters is None:
         return BatchingOptions(thread_pool_name=SERVER_THREAD_POOL)
     values: dict[str, Any] = {}
-    for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
-                 "thread_pool_name"):
+    for name in (
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+        "thread_pool_name",
+    ):
         if parameters.HasField(name):
             values[name] = getattr(parameters, name).value
     if parameters.HasField("enable_large_batch_splitting") and parameters.enable_large_batch_splitting.value:
-        raise ServeprofError("--batching_parameters_file sets enable_large_batch_splitting, which the embedded server "
-                             "does not implement",
-                             "remove enable_large_batch_splitting (and max_execution_batch_size), or use backend "
-                             "tfserving for it")
+        raise ServeprofError(
+            "--batching_parameters_file sets enable_large_batch_splitting, which the embedded server "
+            "does not implement",
+            "remove enable_large_batch_splitting (and max_execution_batch_size), or use backend tfserving for it",
+        )
     values["allowed_batch_sizes"] = tuple(parameters.allowed_batch_sizes)
     values["pad_variable_length_inputs"] = parameters.pad_variable_length_inputs
     options = BatchingOptions(**values)
@@ -97,13 +107,16 @@ def _check(options: BatchingOptions) -> None:
         problem = f"max_enqueued_batches must be non-negative; was {options.max_enqueued_batches}"
     elif options.allowed_batch_sizes and options.allowed_batch_sizes[-1] != options.max_batch_size:
         # bundle_factory_util.cc, WrapSessionForBatching.
-        problem = (f"Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
-                   f"{options.allowed_batch_sizes[-1]}; expected {options.max_batch_size}")
-    elif any(later <= earlier for earlier, later in zip(options.allowed_batch_sizes, options.allowed_batch_sizes[1:])):
+        problem = (
+            f"Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+            f"{options.allowed_batch_sizes[-1]}; expected {options.max_batch_size}"
+        )
+    elif any(later <= earlier for earlier, later in itertools.pairwise(options.allowed_batch_sizes)):
         problem = "allowed_batch_sizes entries must be monotonically increasing"
     if problem:
-        raise ServeprofError(f"--batching_parameters_file: {problem}",
-                             "fix the BatchingParameters file (see docs/server.md, Batching)")
+        raise ServeprofError(
+            f"--batching_parameters_file: {problem}", "fix the BatchingParameters file (see docs/server.md, Batching)"
+        )
 
 
 def batching_parameters_text(settings: Mapping[str, Any]) -> str:
@@ -111,24 +124,39 @@ def batching_parameters_text(settings: Mapping[str, Any]) -> str:
 
     Keys are BatchingParameters' field names; wrapped fields are written ``name { value: N }``.
     """
-    wrapped = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
-               "thread_pool_name", "enable_large_batch_splitting", "max_execution_batch_size"}
+    wrapped = {
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+        "thread_pool_name",
+        "enable_large_batch_splitting",
+        "max_execution_batch_size",
+    }
     lines = []
     for name, value in settings.items():
         if name in wrapped:
-            shown = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else int(value)
+            shown = (
+                f'"{value}"'
+                if isinstance(value, str)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else int(value)
+            )
             lines.append(f"{name} {{ value: {shown} }}")
         elif name == "allowed_batch_sizes":
             lines.extend(f"allowed_batch_sizes: {int(size)}" for size in value)
         elif name == "pad_variable_length_inputs":
             lines.append(f"pad_variable_length_inputs: {str(bool(value)).lower()}")
         else:
-            raise ServeprofError(f"batching setting {name!r} is not a BatchingParameters field",
-                                 f"use only: {', '.join(sorted(wrapped | {'allowed_batch_sizes', 'pad_variable_length_inputs'}))}")
+            raise ServeprofError(
+                f"batching setting {name!r} is not a BatchingParameters field",
+                f"use only: {', '.join(sorted(wrapped | {'allowed_batch_sizes', 'pad_variable_length_inputs'}))}",
+            )
     text = "\n".join(lines) + "\n"
-    from serveprof.server.config_protos import message_class
-
     from google.protobuf import text_format
+
+    from serveprof.server.config_protos import message_class
 
     _check(batching_options(text_format.Parse(text, message_class("BatchingParameters")())))
     return text
@@ -174,8 +202,10 @@ class BatchingSession:
         self._next = 0
         self._condition = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._thread_loop, name=f"{options.thread_pool_name}_{index}",
-                                          daemon=True) for index in range(options.num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._thread_loop, name=f"{options.thread_pool_name}_{index}", daemon=True)
+            for index in range(options.num_batch_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -204,9 +234,12 @@ class BatchingSession:
                 self._order.append(queue)
             if queue.open_size + size > limit:
                 if len(queue.batches) >= self.options.max_enqueued_batches:
-                    raise ServingError(Code.UNAVAILABLE, "The batch scheduling queue to which this task was submitted "
-                                                         f"is full; currently {len(queue.batches)} batches enqueued and "
-                                                         f"max_enqueued_batches is {self.options.max_enqueued_batches}")
+                    raise ServingError(
+                        Code.UNAVAILABLE,
+                        "The batch scheduling queue to which this task was submitted "
+                        f"is full; currently {len(queue.batches)} batches enqueued and "
+                        f"max_enqueued_batches is {self.options.max_enqueued_batches}",
+                    )
                 queue.batches.append([])
                 queue.open_size = 0
             if not queue.batches[-1]:
@@ -235,8 +268,11 @@ class BatchingSession:
 
     def _wait_s(self) -> float | None:
         """Until the earliest open batch times out (None: until a task arrives)."""
-        deadlines = [queue.open_since + self.options.batch_timeout_micros / 1e6
-                     for queue in self._order if len(queue.batches) == 1 and queue.batches[0]]
+        deadlines = [
+            queue.open_since + self.options.batch_timeout_micros / 1e6
+            for queue in self._order
+            if len(queue.batches) == 1 and queue.batches[0]
+        ]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _take(self) -> tuple[list[_Task] | None, _Queue | None]:
@@ -254,8 +290,11 @@ class BatchingSession:
     def _schedulable(self, queue: _Queue) -> bool:
         if not queue.batches[-1]:
             return False
-        return (self._closed or queue.open_size >= self.options.max_batch_size
-                or time.monotonic() >= queue.open_since + self.options.batch_timeout_micros / 1e6)
+        return (
+            self._closed
+            or queue.open_size >= self.options.max_batch_size
+            or time.monotonic() >= queue.open_since + self.options.batch_timeout_micros / 1e6
+        )
 
     def _process(self, queue: _Queue, batch: list[_Task]) -> None:
         dequeued = time.monotonic()
@@ -296,10 +335,12 @@ class BatchingSession:
             if self.options.pad_variable_length_inputs:
                 parts = _pad_to_common_shape(parts)
             elif any(part.shape[1:] != parts[0].shape[1:] for part in parts[1:]):
-                raise ServingError(Code.FAILED_PRECONDITION,
-                                   f"Tensors with name '{name}' from different tasks have different shapes and padding "
-                                   "is turned off. Set pad_variable_length_inputs to true, or ensure that all tensors "
-                                   "with the same name have equal dimensions starting with the first dim.")
+                raise ServingError(
+                    Code.FAILED_PRECONDITION,
+                    f"Tensors with name '{name}' from different tasks have different shapes and padding "
+                    "is turned off. Set pad_variable_length_inputs to true, or ensure that all tensors "
+                    "with the same name have equal dimensions starting with the first dim.",
+                )
             if padding:
                 parts.append(np.repeat(parts[-1][:1], padding, axis=0))
             merged.append((name, parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)))
@@ -308,16 +349,19 @@ class BatchingSession:
     def _split(self, queue: _Queue, batch: list[_Task], outputs: list[np.ndarray], padding: int) -> None:
         total = sum(task.size for task in batch)
         by_name = {}
-        for name, tensor in zip(queue.fetch_names, outputs):
+        for name, tensor in zip(queue.fetch_names, outputs, strict=True):
             if tensor.ndim == 0:
                 raise ServingError(Code.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions")
             if tensor.shape[0] != total + padding:
-                raise ServingError(Code.FAILED_PRECONDITION, "Batched output tensor's 0th dimension does not equal "
-                                                             "the sum of the 0th dimension sizes of the input tensors")
+                raise ServingError(
+                    Code.FAILED_PRECONDITION,
+                    "Batched output tensor's 0th dimension does not equal "
+                    "the sum of the 0th dimension sizes of the input tensors",
+                )
             by_name[name] = tensor
         start = 0
         for task in batch:
-            task.outputs = [by_name[name][start:start + task.size] for name in task.fetches]
+            task.outputs = [by_name[name][start : start + task.size] for name in task.fetches]
             start += task.size
 
 
@@ -351,6 +395,9 @@ def _pad_to_common_shape(parts: list[np.ndarray]) -> list[np.ndarray]:
     padded = []
     for part in parts:
         widths = [(0, 0)] + [(0, int(largest[axis] - part.shape[axis])) for axis in range(1, part.ndim)]
-        padded.append(np.pad(part, widths, constant_values=b"" if part.dtype == object else 0)
-                      if any(width for _, width in widths) else part)
+        padded.append(
+            np.pad(part, widths, constant_values=b"" if part.dtype == object else 0)
+            if any(width for _, width in widths)
+            else part
+        )
     return padded

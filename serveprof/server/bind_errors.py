@@ -17,11 +17,15 @@ def bind_error(host: str, port: int, flag: str, error: OSError | None = None) ->
     if error is None:
         error = _try_bind(host, port)
     if error is not None and error.errno == errno.EADDRINUSE:
-        return ServeprofError(f"port {port} is already in use; choose another {flag}",
-                              f"stop whatever listens on port {port}, or pass a free port with {flag}")
+        return ServeprofError(
+            f"port {port} is already in use; choose another {flag}",
+            f"stop whatever listens on port {port}, or pass a free port with {flag}",
+        )
     if error is not None and error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return ServeprofError(f"cannot listen on {host}: no such address on this machine",
-                              "pass --host=127.0.0.1 (loopback) or an address this machine has")
+        return ServeprofError(
+            f"cannot listen on {host}: no such address on this machine",
+            "pass --host=127.0.0.1 (loopback) or an address this machine has",
+        )
     if error is not None and error.errno == errno.EACCES:
         return ServeprofError(f"not allowed to listen on port {port}", f"pass a port above 1023 with {flag}")
     detail = f": {error.strerror}" if error is not None else ""

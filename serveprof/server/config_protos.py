@@ -62,8 +62,9 @@ def _classes() -> dict:
     wrappers = descriptor_pb2.FileDescriptorProto()
     wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
     pool.Add(wrappers)
-    file = descriptor_pb2.FileDescriptorProto(name="serveprof/tf_serving_config.proto", package=_PACKAGE,
-                                              syntax="proto3", dependency=[wrappers.name])
+    file = descriptor_pb2.FileDescriptorProto(
+        name="serveprof/tf_serving_config.proto", package=_PACKAGE, syntax="proto3", dependency=[wrappers.name]
+    )
     field_types = descriptor_pb2.FieldDescriptorProto
     for name, fields in _MESSAGES.items():
         message = file.message_type.add(name=name)
@@ -71,16 +72,20 @@ def _classes() -> dict:
         if oneof_name:
             message.oneof_decl.add(name=oneof_name)
         for field_name, number, kind, label, type_name in fields:
-            field = message.field.add(name=field_name, number=number,
-                                      type=getattr(field_types, f"TYPE_{kind.upper()}"),
-                                      label=getattr(field_types, f"LABEL_{label.upper()}"))
+            field = message.field.add(
+                name=field_name,
+                number=number,
+                type=getattr(field_types, f"TYPE_{kind.upper()}"),
+                label=getattr(field_types, f"LABEL_{label.upper()}"),
+            )
             if type_name:
                 field.type_name = type_name
             if field_name in oneof_fields:
                 field.oneof_index = 0
     pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-            for name in _MESSAGES}
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in _MESSAGES
+    }
 
 
 def message_class(name: str):
@@ -96,13 +101,16 @@ def parse_text_file(path: str | Path, name: str, flag: str):
     try:
         text = Path(path).read_text()
     except OSError as error:
-        raise ServeprofError(f"{flag}={path}: cannot read it ({error.strerror or error})",
-                             f"point {flag} at a readable text-format {name} file") from None
+        raise ServeprofError(
+            f"{flag}={path}: cannot read it ({error.strerror or error})",
+            f"point {flag} at a readable text-format {name} file",
+        ) from None
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
         # TF Serving: "Invalid protobuf file: '<file>'", after protobuf's own line:column message.
-        raise ServeprofError(f"Invalid protobuf file: '{path}' ({flag}): Error parsing text-format "
-                             f"{_PACKAGE}.{name}: {error}",
-                             f"fix the line named above; the file holds a text-format {_PACKAGE}.{name}") from None
+        raise ServeprofError(
+            f"Invalid protobuf file: '{path}' ({flag}): Error parsing text-format {_PACKAGE}.{name}: {error}",
+            f"fix the line named above; the file holds a text-format {_PACKAGE}.{name}",
+        ) from None
     return message

@@ -11,8 +11,9 @@ never become filesystem paths.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,14 @@ class RunSettings:
 
 
 class ServingCore:
-    def __init__(self, host: ModelHost, max_request_bytes: int, settings: RunSettings = RunSettings(),
-                 metrics: Metrics | None = None, metrics_path: str | None = None):
+    def __init__(
+        self,
+        host: ModelHost,
+        max_request_bytes: int,
+        settings: RunSettings = RunSettings(),
+        metrics: Metrics | None = None,
+        metrics_path: str | None = None,
+    ):
         self.host = host
         self.max_request_bytes = max_request_bytes
         self.settings = settings
@@ -52,8 +59,12 @@ class ServingCore:
             # No version labels are configured (they need --model_config_file), so none can match.
             raise invalid_argument(f"Unrecognized servable version label: {label}")
         state, _, servable = self.host.snapshot()
-        if name != self.host.name or (version is not None and version != self.host.version) \
-                or state != State.AVAILABLE or servable is None:
+        if (
+            name != self.host.name
+            or (version is not None and version != self.host.version)
+            or state != State.AVAILABLE
+            or servable is None
+        ):
             raise servable_not_found(name, version)
         return self.host.version, servable
 
@@ -95,44 +106,72 @@ def signature(servable: Servable, signature_name: str) -> SignatureRunner:
     return runner
 
 
-def run_predict(servable: Servable, runner: SignatureRunner, request_inputs: Mapping[str, Any],
-                convert: Callable[[str, Any], np.ndarray], output_filter=(), timeout_ms: int = 0,
-                metrics: Metrics | None = None, model: str = "") -> dict[str, np.ndarray]:
+def run_predict(
+    servable: Servable,
+    runner: SignatureRunner,
+    request_inputs: Mapping[str, Any],
+    convert: Callable[[str, Any], np.ndarray],
+    output_filter=(),
+    timeout_ms: int = 0,
+    metrics: Metrics | None = None,
+    model: str = "",
+) -> dict[str, np.ndarray]:
     """RunPredict from the signature on: ``{output alias: array}``."""
     runner.verify_for_predict()
     feeds = runner.feeds(request_inputs, convert)
     aliases = runner.output_aliases(output_filter)
     started = time.perf_counter()
-    outputs = guarded(lambda: servable.session.run(feeds, [runner.output_names[alias] for alias in aliases], timeout_ms))
+    outputs = guarded(
+        lambda: servable.session.run(feeds, [runner.output_names[alias] for alias in aliases], timeout_ms)
+    )
     if metrics is not None:
         metrics.runtime(model, "Predict", time.perf_counter() - started)
-    return dict(zip(aliases, outputs))
+    return dict(zip(aliases, outputs, strict=True))
 
 
-def run_classify(servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0,
-                 metrics: Metrics | None = None) -> None:
-    _run_example_api(example_inference.CLASSIFY_METHOD, "Classify", servable, request, response, settings, timeout_ms,
-                     metrics)
+def run_classify(
+    servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0, metrics: Metrics | None = None
+) -> None:
+    _run_example_api(
+        example_inference.CLASSIFY_METHOD, "Classify", servable, request, response, settings, timeout_ms, metrics
+    )
 
 
-def run_regress(servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0,
-                metrics: Metrics | None = None) -> None:
-    _run_example_api(example_inference.REGRESS_METHOD, "Regress", servable, request, response, settings, timeout_ms,
-                     metrics)
+def run_regress(
+    servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0, metrics: Metrics | None = None
+) -> None:
+    _run_example_api(
+        example_inference.REGRESS_METHOD, "Regress", servable, request, response, settings, timeout_ms, metrics
+    )
 
 
-def _run_example_api(method: str, api: str, servable: Servable, request, response, settings: RunSettings,
-                     timeout_ms: int, metrics: Metrics | None) -> None:
-    seconds = guarded(lambda: example_inference.run_example_api(method, servable.signatures, request, response,
-                                                                settings.check_method_name, timeout_ms))
+def _run_example_api(
+    method: str,
+    api: str,
+    servable: Servable,
+    request,
+    response,
+    settings: RunSettings,
+    timeout_ms: int,
+    metrics: Metrics | None,
+) -> None:
+    seconds = guarded(
+        lambda: example_inference.run_example_api(
+            method, servable.signatures, request, response, settings.check_method_name, timeout_ms
+        )
+    )
     if metrics is not None:
         metrics.runtime(request.model_spec.name, api, seconds)
 
 
-def run_multi_inference(servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0,
-                        metrics: Metrics | None = None) -> None:
-    count = guarded(lambda: example_inference.multi_inference(servable.signatures, request, response, servable.session,
-                                                              settings.check_method_name, timeout_ms))
+def run_multi_inference(
+    servable: Servable, request, response, settings: RunSettings, timeout_ms: int = 0, metrics: Metrics | None = None
+) -> None:
+    count = guarded(
+        lambda: example_inference.multi_inference(
+            servable.signatures, request, response, servable.session, settings.check_method_name, timeout_ms
+        )
+    )
     if metrics is not None:
         metrics.examples(request.tasks[0].model_spec.name if request.tasks else "", count)
 

@@ -141,8 +141,14 @@ class Connection:
         """True (and the connection closed) if queued bytes have waited longer than ``write_timeout_s``."""
         if self.out_since is None or now < self.out_since + self.write_timeout_s:
             return False
-        quiet_log(logging.WARNING, f"{self.loop.name} write", "%s client %s took nothing for %.0f s; closing its "
-                  "connection", self.loop.name, self.peer, self.write_timeout_s)
+        quiet_log(
+            logging.WARNING,
+            f"{self.loop.name} write",
+            "%s client %s took nothing for %.0f s; closing its connection",
+            self.loop.name,
+            self.peer,
+            self.write_timeout_s,
+        )
         self.closed = True
         return True
 
@@ -360,9 +366,14 @@ class EventLoop:
                 if error.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue  # that client gave up; the next one may be fine
                 if error.errno in _RESOURCE_ERRNOS:
-                    quiet_log(logging.WARNING, f"{self.name} resources", "%s: accept failed (%s) with %d connections "
-                              "open; closing idle ones to make room", self.name, os.strerror(error.errno),
-                              len(self.connections))
+                    quiet_log(
+                        logging.WARNING,
+                        f"{self.name} resources",
+                        "%s: accept failed (%s) with %d connections open; closing idle ones to make room",
+                        self.name,
+                        os.strerror(error.errno),
+                        len(self.connections),
+                    )
                     if self._evict_one():
                         continue
                     for sibling in list(EventLoop.running):  # descriptors are the process's, not one API's
@@ -388,8 +399,14 @@ class EventLoop:
         """Close the connection idle longest to make room for a new one; False if none is idle."""
         for connection in self.connections:
             if connection.evictable():
-                quiet_log(logging.INFO, f"{self.name} evict", "%s: %d connections open; closing the one from %s, "
-                          "idle longest, to admit a new one", self.name, len(self.connections), connection.peer)
+                quiet_log(
+                    logging.INFO,
+                    f"{self.name} evict",
+                    "%s: %d connections open; closing the one from %s, idle longest, to admit a new one",
+                    self.name,
+                    len(self.connections),
+                    connection.peer,
+                )
                 connection.evict()
                 connection.closed = True
                 self.update(connection)
@@ -401,8 +418,12 @@ class EventLoop:
         self._refused += 1
         now = time.monotonic()
         if now - self._last_refusal_log >= 10:
-            log.warning("%s: %d connections refused: --max_connections=%d are open and none is idle", self.name,
-                        self._refused, self.limits.max_connections)
+            log.warning(
+                "%s: %d connections refused: --max_connections=%d are open and none is idle",
+                self.name,
+                self._refused,
+                self.limits.max_connections,
+            )
             self._last_refusal_log, self._refused = now, 0
 
     def _shed_one(self) -> None:
@@ -420,9 +441,15 @@ class EventLoop:
 
     def _pause_accepting(self, error: OSError) -> None:
         self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST_S), BACKOFF_MAX_S)
-        quiet_log(logging.WARNING, f"{self.name} accept", "%s: accept failed (%s); %d connections open; accepting "
-                  "again in %.2f s", self.name, os.strerror(error.errno) if error.errno else error,
-                  len(self.connections), self._backoff)
+        quiet_log(
+            logging.WARNING,
+            f"{self.name} accept",
+            "%s: accept failed (%s); %d connections open; accepting again in %.2f s",
+            self.name,
+            os.strerror(error.errno) if error.errno else error,
+            len(self.connections),
+            self._backoff,
+        )
         self._accept_paused_until = time.monotonic() + self._backoff
         self._unwatch(self._listener_fd)
 
@@ -452,8 +479,9 @@ class WorkerPool:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True)
-                         for index in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True) for index in range(threads)
+        ]
         for thread in self._threads:
             thread.start()
 

@@ -20,12 +20,36 @@ CLASSIFY_INPUTS, CLASSIFY_CLASSES, CLASSIFY_SCORES = "inputs", "classes", "score
 REGRESS_INPUTS, REGRESS_OUTPUTS = "inputs", "outputs"
 DEFAULT_SIGNATURE = "serving_default"
 
-_DT_NAMES = {1: "DT_FLOAT", 2: "DT_DOUBLE", 3: "DT_INT32", 4: "DT_UINT8", 5: "DT_INT16", 6: "DT_INT8", 7: "DT_STRING",
-             8: "DT_COMPLEX64", 9: "DT_INT64", 10: "DT_BOOL", 14: "DT_BFLOAT16", 17: "DT_UINT16", 18: "DT_COMPLEX128",
-             19: "DT_HALF", 22: "DT_UINT32", 23: "DT_UINT64"}
-_NUMPY_DT = {np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3, np.dtype(np.uint8): 4,
-             np.dtype(np.int16): 5, np.dtype(np.int8): 6, np.dtype(object): 7, np.dtype(np.int64): 9,
-             np.dtype(np.bool_): 10, np.dtype(np.float16): 19}
+_DT_NAMES = {
+    1: "DT_FLOAT",
+    2: "DT_DOUBLE",
+    3: "DT_INT32",
+    4: "DT_UINT8",
+    5: "DT_INT16",
+    6: "DT_INT8",
+    7: "DT_STRING",
+    8: "DT_COMPLEX64",
+    9: "DT_INT64",
+    10: "DT_BOOL",
+    14: "DT_BFLOAT16",
+    17: "DT_UINT16",
+    18: "DT_COMPLEX128",
+    19: "DT_HALF",
+    22: "DT_UINT32",
+    23: "DT_UINT64",
+}
+_NUMPY_DT = {
+    np.dtype(np.float32): 1,
+    np.dtype(np.float64): 2,
+    np.dtype(np.int32): 3,
+    np.dtype(np.uint8): 4,
+    np.dtype(np.int16): 5,
+    np.dtype(np.int8): 6,
+    np.dtype(object): 7,
+    np.dtype(np.int64): 9,
+    np.dtype(np.bool_): 10,
+    np.dtype(np.float16): 19,
+}
 
 
 def _dtype_name(array: np.ndarray) -> str:
@@ -79,8 +103,9 @@ def classification_tensors(runner: SignatureRunner, check_method_name: bool = Fa
     """PreProcessClassification: the input tensor's name and the classes/scores tensors' names."""
     signature = runner.signature_def
     if check_method_name and runner.method_name != CLASSIFY_METHOD:
-        raise invalid_argument(f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                               f"Was: {runner.method_name}")
+        raise invalid_argument(
+            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. Was: {runner.method_name}"
+        )
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) not in (1, 2):
@@ -88,8 +113,10 @@ def classification_tensors(runner: SignatureRunner, check_method_name: bool = Fa
     if CLASSIFY_INPUTS not in signature.inputs:
         raise invalid_argument(f"No classification inputs found in SignatureDef: {_debug_string(signature)}")
     if CLASSIFY_CLASSES not in signature.outputs and CLASSIFY_SCORES not in signature.outputs:
-        raise invalid_argument(f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES}" '
-                               f'or "{CLASSIFY_SCORES}". Signature was: {_debug_string(signature)}')
+        raise invalid_argument(
+            f'Expected classification signature outputs to contain at least one of "{CLASSIFY_CLASSES}" '
+            f'or "{CLASSIFY_SCORES}". Signature was: {_debug_string(signature)}'
+        )
     outputs = [signature.outputs[key].name for key in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if key in signature.outputs]
     return signature.inputs[CLASSIFY_INPUTS].name, outputs
 
@@ -98,8 +125,9 @@ def regression_tensors(runner: SignatureRunner, check_method_name: bool = False)
     """PreProcessRegression."""
     signature = runner.signature_def
     if check_method_name and runner.method_name != REGRESS_METHOD:
-        raise invalid_argument(f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-                               f"Was: {runner.method_name}")
+        raise invalid_argument(
+            f"Expected regression signature method_name to be {REGRESS_METHOD}. Was: {runner.method_name}"
+        )
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) != 1:
@@ -111,13 +139,14 @@ def regression_tensors(runner: SignatureRunner, check_method_name: bool = False)
     return signature.inputs[REGRESS_INPUTS].name, [signature.outputs[REGRESS_OUTPUTS].name]
 
 
-def classification_result(runner: SignatureRunner, num_examples: int, names: list[str], tensors: list[np.ndarray],
-                          result) -> None:
+def classification_result(
+    runner: SignatureRunner, num_examples: int, names: list[str], tensors: list[np.ndarray], result
+) -> None:
     """PostProcessClassificationResult."""
     signature = runner.signature_def
     if len(tensors) != len(names):
         raise invalid_argument(f"Expected {len(names)} output tensor(s).  Got: {len(tensors)}")
-    by_name = dict(zip(names, tensors))
+    by_name = dict(zip(names, tensors, strict=True))
     classes = by_name.get(signature.outputs[CLASSIFY_CLASSES].name) if CLASSIFY_CLASSES in signature.outputs else None
     scores = by_name.get(signature.outputs[CLASSIFY_SCORES].name) if CLASSIFY_SCORES in signature.outputs else None
     for tensor, what, dtype in ((classes, "classes", "DT_STRING"), (scores, "scores", "DT_FLOAT")):
@@ -130,9 +159,12 @@ def classification_result(runner: SignatureRunner, num_examples: int, names: lis
         if tensor.shape[0] != num_examples:
             raise invalid_argument(f"Expected {what} output batch size of {num_examples}. Got: {tensor.shape[0]}")
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise invalid_argument(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
-                               f"{scores.shape[1]}")
-    num_classes = (classes if classes is not None else scores).shape[1] if (classes is not None or scores is not None) else 0
+        raise invalid_argument(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    num_classes = (
+        (classes if classes is not None else scores).shape[1] if (classes is not None or scores is not None) else 0
+    )
     for row in range(num_examples):
         classifications = result.classifications.add()
         for column in range(num_classes):
@@ -144,24 +176,29 @@ def classification_result(runner: SignatureRunner, num_examples: int, names: lis
                 klass.score = float(scores[row, column])
 
 
-def regression_result(runner: SignatureRunner, num_examples: int, names: list[str], tensors: list[np.ndarray],
-                      result) -> None:
+def regression_result(
+    runner: SignatureRunner, num_examples: int, names: list[str], tensors: list[np.ndarray], result
+) -> None:
     """PostProcessRegressionResult."""
     signature = runner.signature_def
     if len(tensors) != len(names):
         raise invalid_argument("Expected output_tensors and output_tensor_names to have the same size.")
     if REGRESS_OUTPUTS not in signature.outputs:
-        raise ServingError(Code.FAILED_PRECONDITION,
-                           f"No regression outputs found in SignatureDef: {_debug_string(signature)}")
+        raise ServingError(
+            Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {_debug_string(signature)}"
+        )
     name = signature.outputs[REGRESS_OUTPUTS].name
-    tensor = dict(zip(names, tensors)).get(name)
+    tensor = dict(zip(names, tensors, strict=True)).get(name)
     if tensor is None:
         raise invalid_argument(f"Could not find output tensor '{name}'")
     if not (tensor.ndim == 1 or (tensor.ndim == 2 and tensor.shape[1] == 1)):
-        raise invalid_argument("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-                               f"{_shape_text(tensor)}")
+        raise invalid_argument(
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(tensor)}"
+        )
     if num_examples != tensor.shape[0]:
-        raise invalid_argument(f"Input batch size did not match output batch size: {num_examples} vs. {tensor.shape[0]}")
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {num_examples} vs. {tensor.shape[0]}"
+        )
     if tensor.dtype != np.float32:
         raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(tensor)}")
     if tensor.size != num_examples:
@@ -170,8 +207,9 @@ def regression_result(runner: SignatureRunner, num_examples: int, names: list[st
         result.regressions.add().value = value
 
 
-def run_example_api(method: str, signatures: dict[str, SignatureRunner], request, response,
-                    check_method_name: bool, timeout_ms: int = 0) -> float:
+def run_example_api(
+    method: str, signatures: dict[str, SignatureRunner], request, response, check_method_name: bool, timeout_ms: int = 0
+) -> float:
     """RunClassify or RunRegress (``method``) into ``response.result``; returns the Session run's seconds."""
     import time
 
@@ -182,13 +220,20 @@ def run_example_api(method: str, signatures: dict[str, SignatureRunner], request
     started = time.perf_counter()
     outputs = runner.runner.run([(input_name, examples)], output_names, timeout_ms)
     elapsed = time.perf_counter() - started
-    (classification_result if classify else regression_result)(runner, len(examples), output_names, outputs,
-                                                               response.result)
+    (classification_result if classify else regression_result)(
+        runner, len(examples), output_names, outputs, response.result
+    )
     return elapsed
 
 
-def multi_inference(signatures: dict[str, SignatureRunner], request, response, session_runner,
-                    check_method_name: bool, timeout_ms: int = 0) -> int:
+def multi_inference(
+    signatures: dict[str, SignatureRunner],
+    request,
+    response,
+    session_runner,
+    check_method_name: bool,
+    timeout_ms: int = 0,
+) -> int:
     """TensorFlowMultiInferenceRunner::Infer: every task's signature in one Session run; returns the example count."""
     model_name, seen = "", set()
     input_names, output_names = set(), set()

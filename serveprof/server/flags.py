@@ -60,7 +60,7 @@ HELP = {
     "model_base_path": "directory holding numeric version directories (1/, 2/, ...); the highest is served",
     "rest_api_num_threads": "most REST requests processed at once",
     "rest_api_timeout_in_ms": "a REST request must arrive whole within this of its first byte; a kept-alive "
-                              "connection idle this long is closed",
+    "connection idle this long is closed",
     "grpc_max_threads": "threads serving gRPC requests",
     "tensorflow_intra_op_parallelism": "threads one TensorFlow op may use; 0 = TensorFlow's choice",
     "tensorflow_inter_op_parallelism": "TensorFlow ops run at once; 0 = TensorFlow's choice",
@@ -80,31 +80,51 @@ HELP = {
     "host": "address to bind (serveprof's own flag; TF Serving binds all interfaces)",
     "max_request_bytes": "largest request body accepted, REST body and gRPC message alike (serveprof's own flag)",
     "max_connections": "open connections per API; at the cap the one idle longest is closed to admit a new one, "
-                       "and a new one is refused if none is idle (serveprof's own flag)",
+    "and a new one is refused if none is idle (serveprof's own flag)",
     "handshake_timeout_ms": "a new connection must send the HTTP/2 preface and SETTINGS (gRPC) or its first "
-                            "request head (REST) within this (serveprof's own flag)",
+    "request head (REST) within this (serveprof's own flag)",
     "grpc_idle_timeout_ms": "a gRPC connection with no call open this long gets GOAWAY and is closed "
-                            "(serveprof's own flag; grpc's max_connection_idle_ms)",
+    "(serveprof's own flag; grpc's max_connection_idle_ms)",
     "grpc_request_timeout_ms": "a gRPC request must arrive whole, and its answer be taken by the client, within "
-                               "this (or the call's grpc-timeout if shorter) (serveprof's own flag)",
+    "this (or the call's grpc-timeout if shorter) (serveprof's own flag)",
     "max_queued_requests": "requests per API waiting for a thread; more are answered RESOURCE_EXHAUSTED "
-                           "(REST: 429) (serveprof's own flag)",
+    "(REST: 429) (serveprof's own flag)",
     "max_buffered_bytes": "request bytes held in memory at once, both APIs together; a request that does not fit "
-                          "is answered RESOURCE_EXHAUSTED; 0 = twice --max_request_bytes (serveprof's own flag)",
+    "is answered RESOURCE_EXHAUSTED; 0 = twice --max_request_bytes (serveprof's own flag)",
 }
 
 # tensorflow_model_server flags the embedded server does not implement.
-UNSUPPORTED = frozenset({
-    "grpc_socket_path", "rest_api_enable_cors_support", "allow_version_labels_for_unavailable_models",
-    "enable_per_model_batching_parameters", "model_config_file", "model_config_file_poll_wait_seconds",
-    "num_load_threads", "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
-    "flush_filesystem_caches", "use_alts_credentials", "ssl_config_file",
-    "platform_config_file", "per_process_gpu_memory_fraction", "grpc_channel_arguments",
-    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
-    "num_tflite_interpreters_per_pool", "xla_cpu_compilation_enabled",
-    "xla_gpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file", "mixed_precision",
-    "skip_initialize_tpu", "enable_grpc_healthcheck_service",
-})
+UNSUPPORTED = frozenset(
+    {
+        "grpc_socket_path",
+        "rest_api_enable_cors_support",
+        "allow_version_labels_for_unavailable_models",
+        "enable_per_model_batching_parameters",
+        "model_config_file",
+        "model_config_file_poll_wait_seconds",
+        "num_load_threads",
+        "num_unload_threads",
+        "max_num_load_retries",
+        "load_retry_interval_micros",
+        "flush_filesystem_caches",
+        "use_alts_credentials",
+        "ssl_config_file",
+        "platform_config_file",
+        "per_process_gpu_memory_fraction",
+        "grpc_channel_arguments",
+        "remove_unused_fields_from_bundle_metagraph",
+        "prefer_tflite_model",
+        "num_tflite_pools",
+        "num_tflite_interpreters_per_pool",
+        "xla_cpu_compilation_enabled",
+        "xla_gpu_compilation_enabled",
+        "enable_profiler",
+        "thread_pool_factory_config_file",
+        "mixed_precision",
+        "skip_initialize_tpu",
+        "enable_grpc_healthcheck_service",
+    }
+)
 
 _TYPES = {field.name: field.type for field in fields(ServerFlags)}
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
@@ -113,7 +133,10 @@ _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
 def usage() -> str:
     width = max(map(len, HELP)) + 2
     defaults = ServerFlags()
-    lines = ["usage: serveprof serve --model_base_path=DIR [--model_name=NAME] [--port=8500] [--rest_api_port=8501] ...", ""]
+    lines = [
+        "usage: serveprof serve --model_base_path=DIR [--model_name=NAME] [--port=8500] [--rest_api_port=8501] ...",
+        "",
+    ]
     for name, text in HELP.items():
         lines.append(f"  --{name.ljust(width)}{text} (default {getattr(defaults, name)!r})")
     return "\n".join(lines)
@@ -130,13 +153,16 @@ def parse_flags(argv: list[str]) -> ServerFlags:
             parsed.help = True
             continue
         if not arg.startswith("--") or arg == "--":
-            raise ServeprofError(f"serveprof serve takes only flags, got the argument {arg!r}",
-                                 "write every option as --name=value (see serveprof serve --help)")
+            raise ServeprofError(
+                f"serveprof serve takes only flags, got the argument {arg!r}",
+                "write every option as --name=value (see serveprof serve --help)",
+            )
         name, has_value, value = arg[2:].partition("=")
         if name in UNSUPPORTED:
             raise ServeprofError(
                 f"--{name} is a tensorflow_model_server flag the embedded server does not support",
-                "remove it, or use backend tfserving (the real tensorflow_model_server) for it")
+                "remove it, or use backend tfserving (the real tensorflow_model_server) for it",
+            )
         if name not in _TYPES or name == "help":
             raise ServeprofError(f"unknown flag --{name}", "see serveprof serve --help for the flags it takes")
         kind = _TYPES[name]
@@ -174,8 +200,10 @@ def _parse_int(name: str, value: str) -> int:
 
 def _check(flags: ServerFlags) -> None:
     if not flags.model_base_path:
-        raise ServeprofError("--model_base_path is required",
-                             "point it at the directory holding the model's version directories (e.g. models/m, with models/m/1/saved_model.pb)")
+        raise ServeprofError(
+            "--model_base_path is required",
+            "point it at the directory holding the model's version directories (e.g. models/m, with models/m/1/saved_model.pb)",
+        )
     if not flags.model_name:
         raise ServeprofError("--model_name is empty", "give the model the name clients will use, e.g. --model_name=m")
     for name in ("port", "rest_api_port"):
@@ -183,34 +211,60 @@ def _check(flags: ServerFlags) -> None:
         if not 0 <= port <= 65535:
             raise ServeprofError(f"--{name}={port} is not a TCP port", f"give --{name} a value from 1 to 65535")
     if flags.port == 0:
-        raise ServeprofError("--port=0: the gRPC API cannot be turned off (tensorflow_model_server requires it too)",
-                             "give --port a free TCP port, e.g. --port=8500")
+        raise ServeprofError(
+            "--port=0: the gRPC API cannot be turned off (tensorflow_model_server requires it too)",
+            "give --port a free TCP port, e.g. --port=8500",
+        )
     if flags.rest_api_port == flags.port:
-        raise ServeprofError(f"--rest_api_port and --port are both {flags.port}",
-                             "give the REST API a different port, or --rest_api_port=0 to turn REST off")
-    for name in ("rest_api_num_threads", "grpc_max_threads", "rest_api_timeout_in_ms", "max_connections",
-                 "handshake_timeout_ms", "grpc_idle_timeout_ms", "grpc_request_timeout_ms", "max_queued_requests"):
+        raise ServeprofError(
+            f"--rest_api_port and --port are both {flags.port}",
+            "give the REST API a different port, or --rest_api_port=0 to turn REST off",
+        )
+    for name in (
+        "rest_api_num_threads",
+        "grpc_max_threads",
+        "rest_api_timeout_in_ms",
+        "max_connections",
+        "handshake_timeout_ms",
+        "grpc_idle_timeout_ms",
+        "grpc_request_timeout_ms",
+        "max_queued_requests",
+    ):
         if getattr(flags, name) < 1:
-            raise ServeprofError(f"--{name}={getattr(flags, name)} must be at least 1", f"give --{name} a positive number")
-    for name in ("tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
-                 "tensorflow_session_parallelism", "file_system_poll_wait_seconds", "num_request_iterations_for_warmup"):
+            raise ServeprofError(
+                f"--{name}={getattr(flags, name)} must be at least 1", f"give --{name} a positive number"
+            )
+    for name in (
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+        "tensorflow_session_parallelism",
+        "file_system_poll_wait_seconds",
+        "num_request_iterations_for_warmup",
+    ):
         if getattr(flags, name) < 0:
             raise ServeprofError(f"--{name}={getattr(flags, name)} is negative", f"give --{name} 0 (automatic) or more")
     if not 1024 <= flags.max_request_bytes <= GRPC_MESSAGE_LIMIT:
-        raise ServeprofError(f"--max_request_bytes={flags.max_request_bytes} is out of range",
-                             f"give a size from 1024 to {GRPC_MESSAGE_LIMIT} bytes (gRPC's limit)")
+        raise ServeprofError(
+            f"--max_request_bytes={flags.max_request_bytes} is out of range",
+            f"give a size from 1024 to {GRPC_MESSAGE_LIMIT} bytes (gRPC's limit)",
+        )
     if flags.max_buffered_bytes and flags.max_buffered_bytes < flags.max_request_bytes:
-        raise ServeprofError(f"--max_buffered_bytes={flags.max_buffered_bytes} is smaller than --max_request_bytes="
-                             f"{flags.max_request_bytes}: no request of the largest size could be held",
-                             "give --max_buffered_bytes at least --max_request_bytes, or 0 for twice it")
+        raise ServeprofError(
+            f"--max_buffered_bytes={flags.max_buffered_bytes} is smaller than --max_request_bytes="
+            f"{flags.max_request_bytes}: no request of the largest size could be held",
+            "give --max_buffered_bytes at least --max_request_bytes, or 0 for twice it",
+        )
     if flags.max_buffered_bytes < 0:
-        raise ServeprofError(f"--max_buffered_bytes={flags.max_buffered_bytes} is negative",
-                             "give it 0 (twice --max_request_bytes) or a size in bytes")
+        raise ServeprofError(
+            f"--max_buffered_bytes={flags.max_buffered_bytes} is negative",
+            "give it 0 (twice --max_request_bytes) or a size in bytes",
+        )
     if flags.batching_parameters_file and not flags.enable_batching:
         # tensorflow_model_server refuses this combination the same way (server.cc).
-        raise ServeprofError("server_options.batching_parameters_file is set without setting "
-                             "server_options.enable_batching to true.",
-                             "add --enable_batching, or drop --batching_parameters_file")
+        raise ServeprofError(
+            "server_options.batching_parameters_file is set without setting server_options.enable_batching to true.",
+            "add --enable_batching, or drop --batching_parameters_file",
+        )
     if not [tag for tag in flags.saved_model_tags.split(",") if tag]:
         raise ServeprofError("--saved_model_tags is empty", "give the tags of the MetaGraphDef to load, e.g. serve")
     for name in ("batching_parameters_file", "monitoring_config_file", "tensorflow_session_config_file"):

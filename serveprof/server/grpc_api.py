@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 
@@ -72,10 +72,12 @@ class Handlers:
             version, label = version_of(spec)
             served_version, servable = self.core.resolve(model, version, label)
             runner = signature(servable, spec.signature_name)
-            outputs = run_predict(servable, runner, inputs, self.convert, request.output_filter,
-                                  metrics=self.core.metrics, model=model)
-            return encode_predict_response(outputs, model_spec_bytes(model, runner.key, served_version),
-                                           self.core.settings.tensor_content)
+            outputs = run_predict(
+                servable, runner, inputs, self.convert, request.output_filter, metrics=self.core.metrics, model=model
+            )
+            return encode_predict_response(
+                outputs, model_spec_bytes(model, runner.key, served_version), self.core.settings.tensor_content
+            )
         except BaseException as failure:
             error = failure
             raise
@@ -110,7 +112,7 @@ class Handlers:
         served_version, servable = self.core.resolve(spec.name if spec is not None else "", version, label)
         response = inference_pb2.MultiInferenceResponse()
         run_multi_inference(servable, request, response, self.core.settings, metrics=self.core.metrics)
-        for task, result in zip(request.tasks, response.results):  # MakeModelSpec, per task
+        for task, result in zip(request.tasks, response.results, strict=True):  # MakeModelSpec, per task
             result.model_spec.name = task.model_spec.name
             result.model_spec.version.value = served_version
             result.model_spec.signature_name = task.model_spec.signature_name or "serving_default"
@@ -119,8 +121,9 @@ class Handlers:
     def get_model_metadata(self, raw) -> bytes:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        return model_metadata_response(self.core, _parse(get_model_metadata_pb2.GetModelMetadataRequest, raw)) \
-            .SerializeToString()
+        return model_metadata_response(
+            self.core, _parse(get_model_metadata_pb2.GetModelMetadataRequest, raw)
+        ).SerializeToString()
 
     def get_model_status(self, raw) -> bytes:
         from tensorflow_serving.apis import get_model_status_pb2
@@ -147,8 +150,9 @@ def _unimplemented_message(services: dict[str, set[str]]) -> Callable[[str], str
     return message
 
 
-def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int, max_request_bytes: int,
-                      limits=None) -> GrpcServer:
+def start_grpc_server(
+    core: ServingCore, host: str, port: int, max_threads: int, max_request_bytes: int, limits=None
+) -> GrpcServer:
     """Bind and start; raise ServeprofError (see bind_errors) if the port cannot be had."""
     from tensorflow_serving.apis import classification_pb2, model_service_pb2, prediction_service_pb2, regression_pb2
 
@@ -156,20 +160,27 @@ def start_grpc_server(core: ServingCore, host: str, port: int, max_threads: int,
     methods: dict[str, Method] = {
         f"/{PREDICTION_SERVICE}/Predict": handlers.predict,
         f"/{PREDICTION_SERVICE}/Classify": handlers._example_api(
-            "Classify", classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse,
-            run_classify),
+            "Classify",
+            classification_pb2.ClassificationRequest,
+            classification_pb2.ClassificationResponse,
+            run_classify,
+        ),
         f"/{PREDICTION_SERVICE}/Regress": handlers._example_api(
-            "Regress", regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, run_regress),
+            "Regress", regression_pb2.RegressionRequest, regression_pb2.RegressionResponse, run_regress
+        ),
         f"/{PREDICTION_SERVICE}/MultiInference": handlers.multi_inference,
         f"/{PREDICTION_SERVICE}/GetModelMetadata": handlers.get_model_metadata,
         f"/{MODEL_SERVICE}/GetModelStatus": handlers.get_model_status,
     }
     # Every method the services' descriptors list, so the unimplemented ones are named as such.
-    services = {full_name: {method.name for method in module.DESCRIPTOR.services_by_name[full_name.rsplit(".", 1)[1]].methods}
-                for full_name, module in ((PREDICTION_SERVICE, prediction_service_pb2), (MODEL_SERVICE, model_service_pb2))}
+    services = {
+        full_name: {method.name for method in module.DESCRIPTOR.services_by_name[full_name.rsplit(".", 1)[1]].methods}
+        for full_name, module in ((PREDICTION_SERVICE, prediction_service_pb2), (MODEL_SERVICE, model_service_pb2))
+    }
     try:
-        server = GrpcServer(methods, host, port, max_threads, max_request_bytes, _unimplemented_message(services),
-                            limits=limits)
+        server = GrpcServer(
+            methods, host, port, max_threads, max_request_bytes, _unimplemented_message(services), limits=limits
+        )
     except OSError as error:
         raise bind_error(host, port, "--port", error) from None
     server.start()

@@ -40,22 +40,60 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from hpack.exceptions import HPACKError
 
 from serveprof.server.event_loop import FOREVER, Connection, EventLoop, WorkerPool, quiet_log
 from serveprof.server.limits import Limits
-from serveprof.wire.http2 import (CANCEL, CONTINUATION, DATA, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, ENHANCE_YOUR_CALM,
-                                  FLAG_ACK, FLAG_END_HEADERS, FLAG_END_STREAM, FLAG_PADDED, FLAG_PRIORITY,
-                                  FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, LARGEST_FRAME,
-                                  MAX_CONTINUATIONS, MAX_HEADER_BLOCK, MAX_WINDOW, NO_ERROR, PING, PREFACE, PRIORITY,
-                                  PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM, SETTINGS,
-                                  SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_CONCURRENT_STREAMS,
-                                  SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE, STREAM_CLOSED,
-                                  COMPRESSION_ERROR, WINDOW_UPDATE, HeaderDecoder, Http2Error, data_frame, frame,
-                                  frame_header, grpc_message_encode, grpc_prefix, header_block, parse_grpc_timeout)
+from serveprof.wire.http2 import (
+    CANCEL,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    ENHANCE_YOUR_CALM,
+    FLAG_ACK,
+    FLAG_END_HEADERS,
+    FLAG_END_STREAM,
+    FLAG_PADDED,
+    FLAG_PRIORITY,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    LARGEST_FRAME,
+    MAX_CONTINUATIONS,
+    MAX_HEADER_BLOCK,
+    MAX_WINDOW,
+    NO_ERROR,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_FRAME_SIZE,
+    SETTINGS_MAX_HEADER_LIST_SIZE,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
+    HeaderDecoder,
+    Http2Error,
+    data_frame,
+    frame,
+    frame_header,
+    grpc_message_encode,
+    grpc_prefix,
+    header_block,
+    parse_grpc_timeout,
+)
 from serveprof.wire.status import Code, ServingError
 
 log = logging.getLogger("serveprof.serve")
@@ -92,20 +130,35 @@ def status_headers(code: int, message: str) -> bytes:
 class GrpcServer:
     """Serves ``methods`` (``{"/pkg.Service/Method": Method}``) on ``host:port`` until ``stop``."""
 
-    def __init__(self, methods: dict[str, Method], host: str, port: int, max_workers: int, max_message_bytes: int,
-                 unimplemented: Callable[[str], str] = lambda path: f"Method not found: {path}",
-                 limits: Limits | None = None):
+    def __init__(
+        self,
+        methods: dict[str, Method],
+        host: str,
+        port: int,
+        max_workers: int,
+        max_message_bytes: int,
+        unimplemented: Callable[[str], str] = lambda path: f"Method not found: {path}",
+        limits: Limits | None = None,
+    ):
         self.methods, self.unimplemented = methods, unimplemented
         self.max_message_bytes = max_message_bytes
         self.limits = limits or Limits()
         # A request up to 64 MiB streams in without waiting for window updates.
         self.initial_window = min(max_message_bytes + 5, 64 << 20, MAX_WINDOW)
-        settings = struct.pack(">HIHIHIHI", SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS,
-                               SETTINGS_INITIAL_WINDOW_SIZE, self.initial_window,
-                               SETTINGS_MAX_FRAME_SIZE, LARGEST_FRAME,
-                               SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_BYTES)
-        self.greeting = (frame(SETTINGS, 0, 0, settings)
-                         + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW)))
+        settings = struct.pack(
+            ">HIHIHIHI",
+            SETTINGS_MAX_CONCURRENT_STREAMS,
+            MAX_CONCURRENT_STREAMS,
+            SETTINGS_INITIAL_WINDOW_SIZE,
+            self.initial_window,
+            SETTINGS_MAX_FRAME_SIZE,
+            LARGEST_FRAME,
+            SETTINGS_MAX_HEADER_LIST_SIZE,
+            MAX_HEADER_LIST_BYTES,
+        )
+        self.greeting = frame(SETTINGS, 0, 0, settings) + frame(
+            WINDOW_UPDATE, 0, 0, struct.pack(">I", MAX_WINDOW - DEFAULT_WINDOW)
+        )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, port), family=family, backlog=1024)
         self.port = listener.getsockname()[1]
@@ -114,8 +167,9 @@ class GrpcServer:
         except BaseException:
             listener.close()
             raise
-        self.loop = EventLoop("gRPC", listener, lambda loop, sock, peer: _Http2Connection(self, loop, sock, peer),
-                              self.limits)
+        self.loop = EventLoop(
+            "gRPC", listener, lambda loop, sock, peer: _Http2Connection(self, loop, sock, peer), self.limits
+        )
         self._lock = threading.Condition()
         self._in_flight = 0
         self._stopping = False
@@ -163,11 +217,29 @@ class GrpcServer:
 class _Stream:
     """One call; also the WorkerPool job that runs it."""
 
-    __slots__ = ("connection", "id", "path", "receiving", "answered", "reset", "submitted", "waiting", "prefix",
-                 "message", "filled", "reserved", "recv_window", "consumed", "send_window", "pending", "deadline")
+    __slots__ = (
+        "connection",
+        "id",
+        "path",
+        "receiving",
+        "answered",
+        "reset",
+        "submitted",
+        "waiting",
+        "prefix",
+        "message",
+        "filled",
+        "reserved",
+        "recv_window",
+        "consumed",
+        "send_window",
+        "pending",
+        "deadline",
+    )
 
-    def __init__(self, connection: _Http2Connection, stream_id: int, send_window: int, recv_window: int,
-                 deadline: float):
+    def __init__(
+        self, connection: _Http2Connection, stream_id: int, send_window: int, recv_window: int, deadline: float
+    ):
         self.connection, self.id = connection, stream_id
         self.path = ""
         self.receiving = True  # the client has not ended its side
@@ -194,8 +266,15 @@ class _Stream:
             try:
                 answer = server.methods[self.path](memoryview(self.message))
             except ServingError as failure:
-                quiet_log(logging.INFO, f"gRPC {self.path} {failure.code.name}", "gRPC %s from %s: %s: %s", self.path,
-                          connection.peer, failure.code.name, failure.message[:300])
+                quiet_log(
+                    logging.INFO,
+                    f"gRPC {self.path} {failure.code.name}",
+                    "gRPC %s from %s: %s: %s",
+                    self.path,
+                    connection.peer,
+                    failure.code.name,
+                    failure.message[:300],
+                )
                 error = failure.code.value, failure.message
             except Exception as failure:  # noqa: BLE001 - the server must outlive any one request
                 log.exception("%s failed unexpectedly", self.path)
@@ -273,8 +352,13 @@ class _Http2Connection(Connection):
             quiet_log(logging.INFO, "gRPC broke HTTP/2", "gRPC connection from %s broke HTTP/2: %s", self.peer, error)
             self._fail(error.code, str(error))
         except HPACKError as error:
-            quiet_log(logging.INFO, "gRPC HPACK", "gRPC connection from %s sent an undecodable header block: %s",
-                      self.peer, error)
+            quiet_log(
+                logging.INFO,
+                "gRPC HPACK",
+                "gRPC connection from %s sent an undecodable header block: %s",
+                self.peer,
+                error,
+            )
             self._fail(COMPRESSION_ERROR, "undecodable header block")
 
     def _read_into_message(self) -> bool:
@@ -292,7 +376,7 @@ class _Http2Connection(Connection):
             if room < 4096:
                 return _ > 0
             try:
-                received = self.sock.recv_into(view[stream.filled:stream.filled + room])
+                received = self.sock.recv_into(view[stream.filled : stream.filled + room])
             except (BlockingIOError, InterruptedError):
                 return True
             if not received:
@@ -309,7 +393,7 @@ class _Http2Connection(Connection):
         position, end = 0, len(buffer)
         while position < end and not self.closed and not self.lingering:
             if self.stage == _PREFACE:
-                got = buffer[position:position + len(PREFACE)]
+                got = buffer[position : position + len(PREFACE)]
                 if not PREFACE.startswith(got):
                     raise Http2Error(PROTOCOL_ERROR, "not the HTTP/2 client preface (gRPC needs HTTP/2)")
                 if len(got) < len(PREFACE):
@@ -332,9 +416,9 @@ class _Http2Connection(Connection):
                 continue
             if end - position < 9:
                 break
-            length = int.from_bytes(buffer[position:position + 3], "big")
+            length = int.from_bytes(buffer[position : position + 3], "big")
             kind, flags = buffer[position + 3], buffer[position + 4]
-            stream_id = int.from_bytes(buffer[position + 5:position + 9], "big") & 0x7FFFFFFF
+            stream_id = int.from_bytes(buffer[position + 5 : position + 9], "big") & 0x7FFFFFFF
             if self.stage == _SETTINGS and kind != SETTINGS:
                 raise Http2Error(PROTOCOL_ERROR, "the client preface must be followed by SETTINGS")
             if self.block is not None and (kind != CONTINUATION or stream_id != self.block.stream):
@@ -353,11 +437,13 @@ class _Http2Connection(Connection):
                     self._end_data_frame()
                 continue
             if length > MAX_CONTROL_FRAME:
-                raise Http2Error(FRAME_SIZE_ERROR, f"a frame of type {kind} with {length} bytes (at most "
-                                                   f"{MAX_CONTROL_FRAME} but in DATA)")
+                raise Http2Error(
+                    FRAME_SIZE_ERROR,
+                    f"a frame of type {kind} with {length} bytes (at most {MAX_CONTROL_FRAME} but in DATA)",
+                )
             if end - position < 9 + length:
                 break
-            payload = buffer[position + 9:position + 9 + length]
+            payload = buffer[position + 9 : position + 9 + length]
             position += 9 + length
             self._frame(kind, flags, stream_id, payload)
         return position
@@ -395,8 +481,9 @@ class _Http2Connection(Connection):
         if stream_id == 0:
             raise Http2Error(PROTOCOL_ERROR, "DATA on stream 0")
         if length > self.recv_window:
-            raise Http2Error(FLOW_CONTROL_ERROR, f"DATA of {length} bytes with {self.recv_window} left in the "
-                                                 "connection's window")
+            raise Http2Error(
+                FLOW_CONTROL_ERROR, f"DATA of {length} bytes with {self.recv_window} left in the connection's window"
+            )
         self.recv_window -= length
         self.consumed += length
         if self.consumed >= TOP_UP_AT:
@@ -425,7 +512,7 @@ class _Http2Connection(Connection):
         stream = self.data_stream
         if stream is None or stream.answered or stream.reset:
             return  # flow control counted them; nothing keeps them
-        view = memoryview(buffer)[position:position + count]
+        view = memoryview(buffer)[position : position + count]
         if stream.message is None:
             take = min(5 - len(stream.prefix), count)
             stream.prefix += view[:take]
@@ -435,11 +522,15 @@ class _Http2Connection(Connection):
         room = len(stream.message) - stream.filled
         take = min(room, len(view))
         if take:
-            memoryview(stream.message)[stream.filled:stream.filled + take] = view[:take]
+            memoryview(stream.message)[stream.filled : stream.filled + take] = view[:take]
             stream.filled += take
         if len(view) > take:
-            self.respond_error(stream, Code.INTERNAL.value, "Exception deserializing request! (more bytes than the "
-                               "message's length prefix: one unary request has one message)")
+            self.respond_error(
+                stream,
+                Code.INTERNAL.value,
+                "Exception deserializing request! (more bytes than the "
+                "message's length prefix: one unary request has one message)",
+            )
 
     def _allocate(self, stream: _Stream) -> bool:
         """The length prefix is in: reserve and allocate the message, or answer; False if answered."""
@@ -449,14 +540,20 @@ class _Http2Connection(Connection):
             return False
         if declared > self.server.max_message_bytes:
             # gRPC's own wording; the message is never read into memory.
-            self.respond_error(stream, Code.RESOURCE_EXHAUSTED.value,
-                               f"Received message larger than max ({declared} vs. {self.server.max_message_bytes})")
+            self.respond_error(
+                stream,
+                Code.RESOURCE_EXHAUSTED.value,
+                f"Received message larger than max ({declared} vs. {self.server.max_message_bytes})",
+            )
             return False
         budget = self.limits.budget
         if not budget.reserve(declared):
-            self.respond_error(stream, Code.RESOURCE_EXHAUSTED.value,
-                               f"the server holds {budget.used} bytes of requests and may hold {budget.limit} "
-                               f"(--max_buffered_bytes); a {declared}-byte message does not fit now, retry later")
+            self.respond_error(
+                stream,
+                Code.RESOURCE_EXHAUSTED.value,
+                f"the server holds {budget.used} bytes of requests and may hold {budget.limit} "
+                f"(--max_buffered_bytes); a {declared}-byte message does not fit now, retry later",
+            )
             return False
         stream.reserved = declared
         stream.message = np.empty(declared, np.uint8)  # pages are only committed as the bytes arrive
@@ -484,7 +581,7 @@ class _Http2Connection(Connection):
         if flags & FLAG_PADDED:
             if not fragment or fragment[0] >= len(fragment):
                 raise Http2Error(PROTOCOL_ERROR, "a padded frame is shorter than its padding")
-            fragment = fragment[1:len(fragment) - fragment[0]]
+            fragment = fragment[1 : len(fragment) - fragment[0]]
         if flags & FLAG_PRIORITY:
             if len(fragment) < 5:
                 raise Http2Error(FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
@@ -557,8 +654,11 @@ class _Http2Connection(Connection):
             self._retire(stream)
             return
         if stream.message is None or stream.filled != len(stream.message):
-            self.respond_error(stream, Code.INTERNAL.value,
-                               "Exception deserializing request! (the body is not one length-prefixed gRPC message)")
+            self.respond_error(
+                stream,
+                Code.INTERNAL.value,
+                "Exception deserializing request! (the body is not one length-prefixed gRPC message)",
+            )
             return
         stream.answered = stream.submitted = True
         if not self.server.submit(stream):
@@ -592,8 +692,10 @@ class _Http2Connection(Connection):
                 for stream in self.streams.values():
                     stream.send_window += delta
                     if stream.send_window > MAX_WINDOW:
-                        raise Http2Error(FLOW_CONTROL_ERROR, "a SETTINGS_INITIAL_WINDOW_SIZE change pushes a stream's "
-                                                             "window past 2^31-1")
+                        raise Http2Error(
+                            FLOW_CONTROL_ERROR,
+                            "a SETTINGS_INITIAL_WINDOW_SIZE change pushes a stream's window past 2^31-1",
+                        )
                 self.peer_initial_window = value
             elif key == SETTINGS_MAX_FRAME_SIZE:
                 if not DEFAULT_MAX_FRAME <= value <= LARGEST_FRAME:
@@ -756,8 +858,7 @@ class _Http2Connection(Connection):
             self.send_window -= allowed
             stream.send_window -= allowed
         stream.pending = None
-        buffers += [frame_header(len(OK_TRAILERS), HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream.id),
-                    OK_TRAILERS]
+        buffers += [frame_header(len(OK_TRAILERS), HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, stream.id), OK_TRAILERS]
         self._finish(stream, buffers)
 
     def _pump_blocked(self) -> None:
@@ -816,8 +917,13 @@ class _Http2Connection(Connection):
                 return
             if self.stage != _OPEN:
                 if now >= self.accepted + self.limits.handshake_timeout_s:
-                    quiet_log(logging.INFO, "gRPC handshake", "gRPC connection from %s sent no HTTP/2 preface and "
-                              "SETTINGS within %.1f s; closing it", self.peer, self.limits.handshake_timeout_s)
+                    quiet_log(
+                        logging.INFO,
+                        "gRPC handshake",
+                        "gRPC connection from %s sent no HTTP/2 preface and SETTINGS within %.1f s; closing it",
+                        self.peer,
+                        self.limits.handshake_timeout_s,
+                    )
                     self.closed = True
                 return
             if self.write_stalled(now):
@@ -832,8 +938,13 @@ class _Http2Connection(Connection):
                     upcoming = min(upcoming, stream.deadline)
             if not self.streams and not self.out:
                 if now >= self.idle_since + self.limits.idle_timeout_s:
-                    quiet_log(logging.INFO, "gRPC idle", "gRPC connection from %s idle for %.0f s; closing it",
-                              self.peer, self.limits.idle_timeout_s)
+                    quiet_log(
+                        logging.INFO,
+                        "gRPC idle",
+                        "gRPC connection from %s idle for %.0f s; closing it",
+                        self.peer,
+                        self.limits.idle_timeout_s,
+                    )
                     self.go_away(NO_ERROR, "idle")
                     self.closed = True
                     return
@@ -842,14 +953,28 @@ class _Http2Connection(Connection):
 
     def _expire(self, stream: _Stream) -> None:
         if stream.pending is not None:
-            quiet_log(logging.WARNING, "gRPC window", "gRPC client %s gave no flow-control window for the answer on "
-                      "stream %d within %.0f s; dropping it", self.peer, stream.id, self.limits.request_timeout_s)
+            quiet_log(
+                logging.WARNING,
+                "gRPC window",
+                "gRPC client %s gave no flow-control window for the answer on stream %d within %.0f s; dropping it",
+                self.peer,
+                stream.id,
+                self.limits.request_timeout_s,
+            )
             self._stream_error(stream, CANCEL)
         else:
-            quiet_log(logging.INFO, "gRPC body", "gRPC request from %s on stream %d did not arrive whole in time; "
-                      "answering DEADLINE_EXCEEDED", self.peer, stream.id)
-            self.respond_error(stream, Code.DEADLINE_EXCEEDED.value, "the request did not arrive whole before its "
-                               "deadline (grpc-timeout, or --grpc_request_timeout_ms)")
+            quiet_log(
+                logging.INFO,
+                "gRPC body",
+                "gRPC request from %s on stream %d did not arrive whole in time; answering DEADLINE_EXCEEDED",
+                self.peer,
+                stream.id,
+            )
+            self.respond_error(
+                stream,
+                Code.DEADLINE_EXCEEDED.value,
+                "the request did not arrive whole before its deadline (grpc-timeout, or --grpc_request_timeout_ms)",
+            )
             self.release(stream)
 
     # ---------------------------------------------------------------- the loop's questions

@@ -61,9 +61,18 @@ class Limits:
         connections = flags.max_connections
         if soft != resource.RLIM_INFINITY and connections * apis + SPARE_DESCRIPTORS > soft:
             connections = max((soft - SPARE_DESCRIPTORS) // apis, 1)
-            log.warning("--max_connections=%d per API does not fit the open-file limit of %d; using %d "
-                        "(raise it with ulimit -n)", flags.max_connections, soft, connections)
-        return cls(max_connections=connections, handshake_timeout_s=flags.handshake_timeout_ms / 1000,
-                   idle_timeout_s=flags.grpc_idle_timeout_ms / 1000,
-                   request_timeout_s=flags.grpc_request_timeout_ms / 1000,
-                   max_queued_requests=flags.max_queued_requests, budget=BufferBudget(buffered))
+            log.warning(
+                "--max_connections=%d per API does not fit the open-file limit of %d; using %d "
+                "(raise it with ulimit -n)",
+                flags.max_connections,
+                soft,
+                connections,
+            )
+        return cls(
+            max_connections=connections,
+            handshake_timeout_s=flags.handshake_timeout_ms / 1000,
+            idle_timeout_s=flags.grpc_idle_timeout_ms / 1000,
+            request_timeout_s=flags.grpc_request_timeout_ms / 1000,
+            max_queued_requests=flags.max_queued_requests,
+            budget=BufferBudget(buffered),
+        )

@@ -67,8 +67,11 @@ def _read_option_files(flags: ServerFlags) -> _OptionFiles:
 
     batching = None
     if flags.enable_batching:
-        parameters = (parse_text_file(flags.batching_parameters_file, "BatchingParameters", "--batching_parameters_file")
-                      if flags.batching_parameters_file else None)
+        parameters = (
+            parse_text_file(flags.batching_parameters_file, "BatchingParameters", "--batching_parameters_file")
+            if flags.batching_parameters_file
+            else None
+        )
         batching = batching_options(parameters)
     metrics_path = None
     if flags.monitoring_config_file:
@@ -92,8 +95,11 @@ def version_text() -> str:
 
 def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s serveprof-serve] %(message)s",
-                                           datefmt="%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname)s serveprof-serve] %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
+        )
+    )
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -151,16 +157,19 @@ def _start_up(flags: ServerFlags, host, options: _OptionFiles, running: _Running
 
         limits = Limits.from_flags(flags, apis=2 if flags.rest_api_port else 1)
         metrics = Metrics()
-        settings = RunSettings(tensor_content=flags.enable_serialization_as_tensor_content,
-                               check_method_name=flags.enable_signature_method_name_check,
-                               rest_timeout_ms=flags.rest_api_timeout_in_ms)
+        settings = RunSettings(
+            tensor_content=flags.enable_serialization_as_tensor_content,
+            check_method_name=flags.enable_signature_method_name_check,
+            rest_timeout_ms=flags.rest_api_timeout_in_ms,
+        )
         core = ServingCore(host, flags.max_request_bytes, settings, metrics, metrics_path=options.metrics_path)
         host.set_state(State.LOADING)
         tags = [tag for tag in flags.saved_model_tags.split(",") if tag]
         load_started = time.monotonic()
         try:
-            servable = load_servable(host.path, tags, config, options.batching, metrics,
-                                     flags.enable_signature_method_name_check)
+            servable = load_servable(
+                host.path, tags, config, options.batching, metrics, flags.enable_signature_method_name_check
+            )
         except BaseException:
             metrics.load(str(host.path), time.monotonic() - load_started, ok=False)
             raise
@@ -174,17 +183,30 @@ def _start_up(flags: ServerFlags, host, options: _OptionFiles, running: _Running
                 warmup_s, records = warmed.seconds, warmed.records
         log.info("startup timings: load_s=%.6f warmup_s=%.6f warmup_records=%d", load_s, warmup_s, records)
         host.set_state(State.AVAILABLE, servable=servable)
-        log.info("Successfully loaded servable version {name: %s version: %d} in %.1f s; model %r is AVAILABLE "
-                 "(signatures: %s; Predict answers in %s)", host.name, host.version, time.monotonic() - started,
-                 host.name, ", ".join(sorted(servable.signatures)),
-                 "tensor_content" if settings.tensor_content else "typed fields")
-        running.grpc_server = start_grpc_server(core, flags.host, flags.port, flags.grpc_max_threads,
-                                                flags.max_request_bytes, limits=limits)
+        log.info(
+            "Successfully loaded servable version {name: %s version: %d} in %.1f s; model %r is AVAILABLE "
+            "(signatures: %s; Predict answers in %s)",
+            host.name,
+            host.version,
+            time.monotonic() - started,
+            host.name,
+            ", ".join(sorted(servable.signatures)),
+            "tensor_content" if settings.tensor_content else "typed fields",
+        )
+        running.grpc_server = start_grpc_server(
+            core, flags.host, flags.port, flags.grpc_max_threads, flags.max_request_bytes, limits=limits
+        )
         log.info("Running gRPC ModelServer at %s:%d ...", flags.host, flags.port)
         if flags.rest_api_port:
-            running.rest_server = start_rest_server(core, flags.host, flags.rest_api_port, flags.rest_api_num_threads,
-                                                    flags.rest_api_timeout_in_ms, flags.max_request_bytes,
-                                                    limits=limits)
+            running.rest_server = start_rest_server(
+                core,
+                flags.host,
+                flags.rest_api_port,
+                flags.rest_api_num_threads,
+                flags.rest_api_timeout_in_ms,
+                flags.max_request_bytes,
+                limits=limits,
+            )
             log.info("Exporting HTTP/REST API at:%s:%d ...", flags.host, flags.rest_api_port)
             if options.metrics_path:
                 log.info("Prometheus metrics at http://%s:%d%s", flags.host, flags.rest_api_port, options.metrics_path)
@@ -206,10 +228,18 @@ def _session_config(flags: ServerFlags):
 
     from serveprof.server.session_bundle import session_config
 
-    config = session_config(flags.tensorflow_intra_op_parallelism, flags.tensorflow_inter_op_parallelism,
-                            flags.tensorflow_session_parallelism, flags.tensorflow_session_config_file)
-    log.info("TensorFlow %s; Session intra-op threads %s, inter-op threads %s", tf.__version__,
-             config.intra_op_parallelism_threads or "auto", config.inter_op_parallelism_threads or "auto")
+    config = session_config(
+        flags.tensorflow_intra_op_parallelism,
+        flags.tensorflow_inter_op_parallelism,
+        flags.tensorflow_session_parallelism,
+        flags.tensorflow_session_config_file,
+    )
+    log.info(
+        "TensorFlow %s; Session intra-op threads %s, inter-op threads %s",
+        tf.__version__,
+        config.intra_op_parallelism_threads or "auto",
+        config.inter_op_parallelism_threads or "auto",
+    )
     return config
 
 

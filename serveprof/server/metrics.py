@@ -72,7 +72,9 @@ class _Family:
         with self.lock:
             cells = sorted(self.cells.items())
         for labels, cell in cells:
-            pairs = [f'{_label_name(name)}="{_label_value(value)}"' for name, value in zip(self.labels, labels)]
+            pairs = [
+                f'{_label_name(name)}="{_label_value(value)}"' for name, value in zip(self.labels, labels, strict=True)
+            ]
             if self.buckets is None:
                 out.append(f"{prometheus}{{{','.join(pairs)}}} {cell}")
                 continue
@@ -117,8 +119,12 @@ class Metrics:
             _Family("/tensorflow/serving/batching_session/processed_batch_size", (), SIZE_BUCKETS),
             _Family("/tensorflow/serving/batching_session/padding_size", ("execution_batch_size",), SIZE_BUCKETS),
         ]
-        self._families = {family.name.rsplit("/", 1)[1] if "batching" not in family.name else
-                          "batching_" + family.name.rsplit("/", 1)[1]: family for family in families}
+        self._families = {
+            family.name.rsplit("/", 1)[1]
+            if "batching" not in family.name
+            else "batching_" + family.name.rsplit("/", 1)[1]: family
+            for family in families
+        }
         # The three every request touches, without the lookup by name.
         self._count = self._families["request_count"]
         self._latency = self._families["request_latency"]

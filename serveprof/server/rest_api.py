@@ -24,8 +24,6 @@ import numpy as np
 import orjson
 
 from serveprof.server.core import ServingCore, run_classify, run_predict, run_regress, tensor_converter
-from serveprof.wire import example_json
-from serveprof.wire.json_codec import decode_predict_body, encode_predict_response
 from serveprof.server.responses import (
     metadata_json,
     model_metadata_response,
@@ -33,6 +31,8 @@ from serveprof.server.responses import (
     model_status_response,
     status_json,
 )
+from serveprof.wire import example_json
+from serveprof.wire.json_codec import decode_predict_body, encode_predict_response
 from serveprof.wire.status import Code, ServingError, invalid_argument
 
 log = logging.getLogger("serveprof.serve")
@@ -40,7 +40,9 @@ log = logging.getLogger("serveprof.serve")
 # http_rest_api_util.cc; re.ASCII because RE2's \d matches ASCII digits only.
 _FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
 _API = re.compile(r"/v1/.*", _FLAGS)
-_PREDICT = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", _FLAGS)
+_PREDICT = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", _FLAGS
+)
 _STATUS = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", _FLAGS)
 _INT64_MAX = (1 << 63) - 1
 
@@ -105,7 +107,7 @@ class RestApi:
     def _route(self, method: str, path: str, body: bytes, request: dict) -> bytes:
         if not _API.fullmatch(path):
             raise ServingError(Code.NOT_FOUND, f"Not found: {method} {_shown(path)} (the API is under /v1/models/)")
-        match = (_PREDICT if method == "POST" else _STATUS if method == "GET" else None)
+        match = _PREDICT if method == "POST" else _STATUS if method == "GET" else None
         match = match.fullmatch(path) if match else None
         if match is None:
             raise invalid_argument(f"Malformed request: {method} {_shown(path)}")
@@ -147,8 +149,9 @@ class RestApi:
             _, arrays, fmt = decode_predict_body(body, input_specs)
             runner = chosen[0]
             _, servable = self.core.resolve(name, version, label)
-            outputs = run_predict(servable, runner, arrays, self._input, (), self.core.settings.rest_timeout_ms,
-                                  self.core.metrics, name)
+            outputs = run_predict(
+                servable, runner, arrays, self._input, (), self.core.settings.rest_timeout_ms, self.core.metrics, name
+            )
             return encode_predict_response(outputs, fmt)
 
     def _input(self, alias: str, value) -> np.ndarray:

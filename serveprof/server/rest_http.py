@@ -62,8 +62,9 @@ class _Refusal(Exception):
 class RestServer:
     """TF Serving's REST API on ``host:port``, served by an EventLoop and a WorkerPool."""
 
-    def __init__(self, api: RestApi, host: str, port: int, num_threads: int, timeout_s: float, max_body: int,
-                 limits: Limits):
+    def __init__(
+        self, api: RestApi, host: str, port: int, num_threads: int, timeout_s: float, max_body: int, limits: Limits
+    ):
         self.api, self.timeout_s, self.max_body, self.limits = api, timeout_s, max_body, limits
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         listener = socket.create_server((host, port), family=family, backlog=1024)
@@ -74,8 +75,9 @@ class RestServer:
         except BaseException:
             listener.close()
             raise
-        self.loop = EventLoop("REST", listener, lambda loop, sock, peer: _RestConnection(self, loop, sock, peer),
-                              limits)
+        self.loop = EventLoop(
+            "REST", listener, lambda loop, sock, peer: _RestConnection(self, loop, sock, peer), limits
+        )
         self.loop.start()
 
     def shutdown(self) -> None:
@@ -158,7 +160,7 @@ class _RestConnection(Connection):
         with self.lock:
             try:
                 if self.state == _BODY and not self.buffer and len(self.body) - self.filled >= DIRECT_READ_AT:
-                    received = self.sock.recv_into(memoryview(self.body)[self.filled:])
+                    received = self.sock.recv_into(memoryview(self.body)[self.filled :])
                     if not received:
                         self.closed = True
                         return
@@ -200,7 +202,7 @@ class _RestConnection(Connection):
             elif self.state == _BODY:
                 take = min(len(self.body) - self.filled, len(self.buffer))
                 if take:
-                    memoryview(self.body)[self.filled:self.filled + take] = self.buffer[:take]
+                    memoryview(self.body)[self.filled : self.filled + take] = self.buffer[:take]
                     del self.buffer[:take]
                     self.filled += take
                 if self.filled < len(self.body):
@@ -214,7 +216,7 @@ class _RestConnection(Connection):
 
     def _read_head(self) -> bool:
         while self.buffer.startswith((b"\r\n", b"\n")):  # RFC 9112 §2.2: blank lines before a request line
-            del self.buffer[:1 if self.buffer[0] == 10 else 2]
+            del self.buffer[: 1 if self.buffer[0] == 10 else 2]
         found = _HEAD_END.search(self.buffer, max(self.scanned - 3, 0), MAX_HEAD_BYTES + 4)
         if found is None:
             self.scanned = len(self.buffer)
@@ -222,8 +224,8 @@ class _RestConnection(Connection):
                 raise _Refusal(431, f"request head larger than {MAX_HEAD_BYTES} bytes")
             return False
         self.scanned = 0
-        head = bytes(self.buffer[:found.start()])
-        del self.buffer[:found.end()]
+        head = bytes(self.buffer[: found.start()])
+        del self.buffer[: found.end()]
         self.requests += 1
         self._parse_head(head)
         return True
@@ -266,8 +268,9 @@ class _RestConnection(Connection):
             if names[-1:] != ["chunked"] or "chunked" in names[:-1] or "" in names:
                 raise _Refusal(400, f"Transfer-Encoding {', '.join(codings)[:80]!r} does not end with one chunked")
             if len(names) > 1:
-                raise _Refusal(501, f"transfer coding {names[0][:40]!r} is not supported (send chunked alone, or "
-                                    "Content-Length)")
+                raise _Refusal(
+                    501, f"transfer coding {names[0][:40]!r} is not supported (send chunked alone, or Content-Length)"
+                )
             self._expect_continue(headers)
             self.body = bytearray()
             self.state = _CHUNKS
@@ -299,7 +302,7 @@ class _RestConnection(Connection):
             while True:
                 if self.chunk_left > 0:
                     take = min(self.chunk_left, len(buffer) - position)
-                    self.body += buffer[position:position + take]
+                    self.body += buffer[position : position + take]
                     position += take
                     self.chunk_left -= take
                     if self.chunk_left:
@@ -307,7 +310,7 @@ class _RestConnection(Connection):
                 if self.chunk_left == 0:  # the CRLF that ends a chunk's data
                     if len(buffer) - position < 2:
                         return False
-                    if buffer[position:position + 2] != b"\r\n":
+                    if buffer[position : position + 2] != b"\r\n":
                         raise _Refusal(400, "malformed chunked body: a chunk is cut short or does not end with CRLF")
                     position += 2
                     self.chunk_left = -1
@@ -343,15 +346,21 @@ class _RestConnection(Connection):
 
     def _check_size(self, length: int) -> None:
         if length > self.server.max_body:
-            raise _Refusal(413, f"Request body of {length} bytes is larger than --max_request_bytes="
-                                f"{self.server.max_body}; send a smaller batch or start the server with a larger "
-                                "--max_request_bytes")
+            raise _Refusal(
+                413,
+                f"Request body of {length} bytes is larger than --max_request_bytes="
+                f"{self.server.max_body}; send a smaller batch or start the server with a larger "
+                "--max_request_bytes",
+            )
 
     def _reserve(self, count: int) -> None:
         budget = self.limits.budget
         if not budget.reserve(count):
-            raise _Refusal(429, f"the server holds {budget.used} bytes of requests and may hold {budget.limit} "
-                                "(--max_buffered_bytes); retry later")
+            raise _Refusal(
+                429,
+                f"the server holds {budget.used} bytes of requests and may hold {budget.limit} "
+                "(--max_buffered_bytes); retry later",
+            )
         self.reserved += count
 
     def _expect_continue(self, headers: dict[str, list[str]]) -> None:
@@ -367,8 +376,12 @@ class _RestConnection(Connection):
             self.job = job
         else:
             job.release()
-            self._refuse(429, f"Server Threadpool Exhausted: {self.server.pool.max_queued} REST requests are queued "
-                              "(--max_queued_requests); retry later", close=not self.keep_alive)
+            self._refuse(
+                429,
+                f"Server Threadpool Exhausted: {self.server.pool.max_queued} REST requests are queued "
+                "(--max_queued_requests); retry later",
+                close=not self.keep_alive,
+            )
 
     # ---------------------------------------------------------------- writing (any thread)
 
@@ -378,8 +391,10 @@ class _RestConnection(Connection):
         except ValueError:
             reason = ""
         content_type = getattr(body, "content_type", "application/json")  # the Prometheus page is text/plain
-        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n").encode("latin-1")
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
+        ).encode("latin-1")
         with self.lock:
             if self.closed:
                 return
@@ -457,13 +472,19 @@ class _RestConnection(Connection):
                     if not self.requests:
                         limit = min(limit, self.accepted + self.limits.handshake_timeout_s)
                     if now >= limit:
-                        self._refuse(408, f"the request did not arrive whole within {self.server.timeout_s:.1f} s "
-                                          "(--rest_api_timeout_in_ms)")
+                        self._refuse(
+                            408,
+                            f"the request did not arrive whole within {self.server.timeout_s:.1f} s "
+                            "(--rest_api_timeout_in_ms)",
+                        )
                         return
                     upcoming = min(upcoming, limit)
                 else:
-                    limit = (self.accepted + self.limits.handshake_timeout_s if not self.requests
-                             else self.idle_since + self.server.timeout_s)
+                    limit = (
+                        self.accepted + self.limits.handshake_timeout_s
+                        if not self.requests
+                        else self.idle_since + self.server.timeout_s
+                    )
                     if now >= limit:
                         self.closed = True  # an idle connection: TF Serving closes it silently too
                         return
@@ -482,8 +503,15 @@ class _RestConnection(Connection):
         self.release()
 
 
-def start_rest_server(core: ServingCore, host: str, port: int, num_threads: int, timeout_ms: int,
-                      max_request_bytes: int, limits: Limits | None = None) -> RestServer:
+def start_rest_server(
+    core: ServingCore,
+    host: str,
+    port: int,
+    num_threads: int,
+    timeout_ms: int,
+    max_request_bytes: int,
+    limits: Limits | None = None,
+) -> RestServer:
     """Bind and serve on a background thread; raise ServeprofError if the port cannot be had."""
     api = RestApi(core, num_threads)
     try:

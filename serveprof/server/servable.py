@@ -20,15 +20,20 @@ from serveprof.errors import ServeprofError
 
 log = logging.getLogger("serveprof.serve")
 
+
 def find_served_version(base_path: str | Path) -> tuple[int, Path]:
     """The highest numeric version directory under ``base_path`` and its path."""
     base = Path(base_path)
     if not base.exists():
-        raise ServeprofError(f"model base path {base} does not exist",
-                             "give --model_base_path the directory that holds the version directories (e.g. models/m with models/m/1/)")
+        raise ServeprofError(
+            f"model base path {base} does not exist",
+            "give --model_base_path the directory that holds the version directories (e.g. models/m with models/m/1/)",
+        )
     if not base.is_dir():
-        raise ServeprofError(f"model base path {base} is not a directory",
-                             "give --model_base_path the directory that holds the version directories, not a file")
+        raise ServeprofError(
+            f"model base path {base} is not a directory",
+            "give --model_base_path the directory that holds the version directories, not a file",
+        )
     versions = {}
     for child in base.iterdir():
         # TF Serving takes a directory name as a version only if it is all digits.
@@ -38,12 +43,15 @@ def find_served_version(base_path: str | Path) -> tuple[int, Path]:
         present = sorted(child.name for child in base.iterdir())[:10]
         raise ServeprofError(
             f"no numeric version directory under {base} (found: {', '.join(present) or 'nothing'})",
-            f"export the SavedModel into a version directory, e.g. {base / '1'}/saved_model.pb (TF Serving's layout)")
+            f"export the SavedModel into a version directory, e.g. {base / '1'}/saved_model.pb (TF Serving's layout)",
+        )
     version = max(versions)
     path = versions[version]
     if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
-        raise ServeprofError(f"version directory {path} has no saved_model.pb",
-                             "export a SavedModel there (tf.saved_model.save(model, path)) or remove the directory")
+        raise ServeprofError(
+            f"version directory {path} has no saved_model.pb",
+            "export a SavedModel there (tf.saved_model.save(model, path)) or remove the directory",
+        )
     return version, path
 
 
@@ -95,8 +103,9 @@ class ModelHost:
             return self.state, self.error, self.servable
 
 
-def load_servable(version_dir: Path, tags: list[str], session_config, batching=None, metrics=None,
-                  check_method_name: bool = False) -> Servable:
+def load_servable(
+    version_dir: Path, tags: list[str], session_config, batching=None, metrics=None, check_method_name: bool = False
+) -> Servable:
     """Load ``version_dir`` as tensorflow_model_server does (session_bundle), batching-wrapped if asked."""
     from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -111,8 +120,10 @@ def load_servable(version_dir: Path, tags: list[str], session_config, batching=N
         log.info("Wrapping session to perform batch processing (%s)", batching.describe())
         session = BatchingSession(session, batching, metrics)
     signature_defs = bundle.signature_defs
-    signatures = {key: SignatureRunner(key, signature_def, session, check_method_name)
-                  for key, signature_def in signature_defs.items()}
+    signatures = {
+        key: SignatureRunner(key, signature_def, session, check_method_name)
+        for key, signature_def in signature_defs.items()
+    }
     signature_def_map = get_model_metadata_pb2.SignatureDefMap()
     for key, signature_def in signature_defs.items():
         signature_def_map.signature_def[key].CopyFrom(signature_def)

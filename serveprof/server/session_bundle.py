@@ -52,16 +52,22 @@ def session_config(intra_op: int, inter_op: int, session_parallelism: int, confi
         try:
             text_format.Parse(Path(config_file).read_text(), config)
         except OSError as error:
-            raise ServeprofError(f"--tensorflow_session_config_file={config_file}: cannot read it ({error.strerror})",
-                                 "point it at a readable text-format tensorflow.ConfigProto file") from None
+            raise ServeprofError(
+                f"--tensorflow_session_config_file={config_file}: cannot read it ({error.strerror})",
+                "point it at a readable text-format tensorflow.ConfigProto file",
+            ) from None
         except text_format.ParseError as error:
-            raise ServeprofError(f"Invalid protobuf file: '{config_file}' (--tensorflow_session_config_file): "
-                                 f"Error parsing text-format tensorflow.ConfigProto: {error}",
-                                 "fix the line named above; the file holds a text-format tensorflow.ConfigProto") from None
+            raise ServeprofError(
+                f"Invalid protobuf file: '{config_file}' (--tensorflow_session_config_file): "
+                f"Error parsing text-format tensorflow.ConfigProto: {error}",
+                "fix the line named above; the file holds a text-format tensorflow.ConfigProto",
+            ) from None
     if intra_op > 0 and inter_op > 0 and session_parallelism > 0:
-        raise ServeprofError("Either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
-                             "--tensorflow_inter_op_parallelism) separately. You cannot configure all.",
-                             "drop --tensorflow_session_parallelism, or the two separate flags")
+        raise ServeprofError(
+            "Either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
+            "--tensorflow_inter_op_parallelism) separately. You cannot configure all.",
+            "drop --tensorflow_session_parallelism, or the two separate flags",
+        )
     if intra_op > 0 or inter_op > 0:
         config.intra_op_parallelism_threads = intra_op
         config.inter_op_parallelism_threads = inter_op
@@ -93,7 +99,9 @@ def load_session_bundle(version_dir: Path, tags: list[str], config) -> SessionBu
             f"loads it): {type(error).__name__}: {first_line}",
             "re-export it so the Session loader restores every variable (Keras: keras.export.ExportArchive or "
             "`serveprof export`; see docs/models.md), and check its tags with saved_model_cli show --dir "
-            f"{version_dir}") from error
+            f"{version_dir}",
+        ) from error
     graph.finalize()  # nothing may add ops once serving starts; a request that would is a bug
-    return SessionBundle(session=session, meta_graph_def=meta_graph_def, path=Path(version_dir),
-                         load_seconds=time.monotonic() - started)
+    return SessionBundle(
+        session=session, meta_graph_def=meta_graph_def, path=Path(version_dir), load_seconds=time.monotonic() - started
+    )

@@ -15,7 +15,7 @@ A feed whose dtype differs from its tensor's is run through the C API's
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +30,9 @@ class SessionRunner:
         self._dtypes: dict[str, np.dtype] = {}
         self._lock = threading.Lock()
 
-    def run(self, feeds: Sequence[tuple[str, np.ndarray]], fetches: Sequence[str], timeout_ms: int = 0) -> list[np.ndarray]:
+    def run(
+        self, feeds: Sequence[tuple[str, np.ndarray]], fetches: Sequence[str], timeout_ms: int = 0
+    ) -> list[np.ndarray]:
         """The fetched tensors as ndarrays; TensorFlow's errors (tf.errors.OpError) propagate as they are."""
         if len(feeds) > 1:
             feeds = sorted(feeds, key=lambda feed: feed[0])  # DirectSession's canonical order
@@ -78,7 +80,8 @@ class SessionRunner:
         options = None
         if timeout_ms > 0:
             options = session_module.tf_session.TF_NewBufferFromString(
-                config_pb2.RunOptions(timeout_in_ms=timeout_ms).SerializeToString())
+                config_pb2.RunOptions(timeout_in_ms=timeout_ms).SerializeToString()
+            )
         feed_map = {self.graph.get_tensor_by_name(name)._as_tf_output(): array for name, array in feeds}
         fetch_list = [self.graph.get_tensor_by_name(name)._as_tf_output() for name in fetches]
         try:

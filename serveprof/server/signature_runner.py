@@ -10,8 +10,9 @@ Serving, and its errors come back as TensorFlow words them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -59,9 +60,12 @@ class SignatureRunner:
 
     def verify_for_predict(self) -> None:
         if self.check_method_name and self.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
-            raise ServingError(Code.INTERNAL, "Expected prediction signature method_name to be one of "
-                                              f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
-                                              f"Was: {self.method_name}")
+            raise ServingError(
+                Code.INTERNAL,
+                "Expected prediction signature method_name to be one of "
+                f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
+                f"Was: {self.method_name}",
+            )
 
     def feeds(self, request_inputs: Mapping[str, Any], convert: Callable[[str, Any], np.ndarray]) -> list:
         """``[(tensor name, array)]`` for every signature input: VerifyRequestInputsSize, then GetInputValues.
@@ -77,7 +81,8 @@ class SignatureRunner:
             raise invalid_argument(
                 f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{_joined(sent)}}}) != "
                 f"len({{{_joined(wanted)}}}). Sent extra: {{{_joined(sent - wanted)}}}. "
-                f"Missing but required: {{{_joined(wanted - sent)}}}.")
+                f"Missing but required: {{{_joined(wanted - sent)}}}."
+            )
         feeds, seen = [], set()
         for alias in self._aliases:
             if alias in request_inputs:
@@ -89,11 +94,14 @@ class SignatureRunner:
                 raise invalid_argument(
                     f"Signature input alias: {alias}(feed name: {self.input_names[alias]}) not found in request and no "
                     f"default value provided. Inputs expected to be in the request {{{_joined(request_inputs)}}}, "
-                    f"or default input alias set: {_joined(self.defaults)}")
+                    f"or default input alias set: {_joined(self.defaults)}"
+                )
             feeds.append((self.input_names[alias], convert(alias, value)))
         if request_inputs and len(seen) != len(request_inputs):
-            raise invalid_argument(f"Inputs contains invalid name. Used request inputs: {_joined(seen)}, "
-                                   f"request input: {_joined(request_inputs)}")
+            raise invalid_argument(
+                f"Inputs contains invalid name. Used request inputs: {_joined(seen)}, "
+                f"request input: {_joined(request_inputs)}"
+            )
         return feeds
 
     def output_aliases(self, output_filter) -> list[str]:
@@ -101,18 +109,25 @@ class SignatureRunner:
         seen: list[str] = []
         for alias in output_filter:
             if alias not in self.outputs:
-                raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                                       f"in the set {{{_joined(self.outputs)}}}.")
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                    f"in the set {{{_joined(self.outputs)}}}."
+                )
             if alias in seen:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             seen.append(alias)
         return seen or list(self.outputs)
 
-    def predict(self, request_inputs: Mapping[str, Any], convert: Callable[[str, Any], np.ndarray],
-                output_filter=(), timeout_ms: int = 0) -> dict[str, np.ndarray]:
+    def predict(
+        self,
+        request_inputs: Mapping[str, Any],
+        convert: Callable[[str, Any], np.ndarray],
+        output_filter=(),
+        timeout_ms: int = 0,
+    ) -> dict[str, np.ndarray]:
         """TF Serving's RunPredict from the signature on: checks, one Session run, outputs by alias."""
         self.verify_for_predict()
         feeds = self.feeds(request_inputs, convert)
         aliases = self.output_aliases(output_filter)
         outputs = self.runner.run(feeds, [self.output_names[alias] for alias in aliases], timeout_ms)
-        return dict(zip(aliases, outputs))
+        return dict(zip(aliases, outputs, strict=True))

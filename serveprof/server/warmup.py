@@ -47,8 +47,11 @@ def run_warmup(servable, version_dir: Path, iterations: int, settings, metrics=N
         log.info("No warmup data file found at %s", path)
         return None
     iterations = iterations if iterations > 0 else 1
-    log.info("Starting to read warmup data for model at %s with model-warmup-options num_request_iterations: %d",
-             path, iterations)
+    log.info(
+        "Starting to read warmup data for model at %s with model-warmup-options num_request_iterations: %d",
+        path,
+        iterations,
+    )
     started = time.monotonic()
     records, status = 0, "OK"
     try:
@@ -57,33 +60,46 @@ def run_warmup(servable, version_dir: Path, iterations: int, settings, metrics=N
             try:
                 log_entry.ParseFromString(record)
             except Exception:  # protobuf's DecodeError
-                raise ServeprofError(f"Failed to parse warmup record: {record[:64]!r} from {path}",
-                                     "write the file with TFRecordWriter and PredictionLog records "
-                                     "(serveprof export --warmup-batch-sizes writes one)") from None
+                raise ServeprofError(
+                    f"Failed to parse warmup record: {record[:64]!r} from {path}",
+                    "write the file with TFRecordWriter and PredictionLog records "
+                    "(serveprof export --warmup-batch-sizes writes one)",
+                ) from None
             for _ in range(iterations):
                 _replay(servable, log_entry, settings)
             records += 1
             if records > MAX_RECORDS:
-                raise ServeprofError(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}",
-                                     f"keep at most {MAX_RECORDS} records in the warm-up file")
+                raise ServeprofError(
+                    f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}",
+                    f"keep at most {MAX_RECORDS} records in the warm-up file",
+                )
     except tf.errors.DataLossError as error:
         status = f"DATA_LOSS: {error.message}"
-        raise ServeprofError(f"{error.message}. Please verify your warmup data is in TFRecord format.",
-                             f"rewrite {path} as a TFRecord file of PredictionLog protos") from None
+        raise ServeprofError(
+            f"{error.message}. Please verify your warmup data is in TFRecord format.",
+            f"rewrite {path} as a TFRecord file of PredictionLog protos",
+        ) from None
     except ServeprofError as error:
         status = f"INVALID_ARGUMENT: {error.problem}"
         raise
     except Exception as error:
         status = f"{error.code.name if isinstance(error, ServingError) else 'UNKNOWN'}: {error}"
-        raise ServeprofError(f"model warm-up failed on record {records + 1} of {path}: {error}",
-                             "fix or remove the warm-up record (it must be a request this model accepts), or start "
-                             "with --enable_model_warmup=false") from None
+        raise ServeprofError(
+            f"model warm-up failed on record {records + 1} of {path}: {error}",
+            "fix or remove the warm-up record (it must be a request this model accepts), or start "
+            "with --enable_model_warmup=false",
+        ) from None
     finally:
         seconds = time.monotonic() - started
         if metrics is not None:
             metrics.warmup(str(version_dir), status, seconds, records)
-    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d. "
-             "Elapsed time (microseconds): %d.", path, records, int(seconds * 1e6))
+    log.info(
+        "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+        "Elapsed time (microseconds): %d.",
+        path,
+        records,
+        int(seconds * 1e6),
+    )
     return WarmupResult(records, seconds)
 
 
@@ -91,8 +107,14 @@ def _replay(servable, entry, settings) -> None:
     """RunWarmupRequest: the logged request through the same code paths as a client's, answer dropped."""
     from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
 
-    from serveprof.server.core import (run_classify, run_multi_inference, run_predict, run_regress, signature,
-                                       tensor_converter)
+    from serveprof.server.core import (
+        run_classify,
+        run_multi_inference,
+        run_predict,
+        run_regress,
+        signature,
+        tensor_converter,
+    )
 
     kind = entry.WhichOneof("log_type")
     if kind == "predict_log":
@@ -104,8 +126,9 @@ def _replay(servable, entry, settings) -> None:
     elif kind == "regress_log":
         run_regress(servable, entry.regress_log.request, regression_pb2.RegressionResponse(), settings)
     elif kind == "multi_inference_log":
-        run_multi_inference(servable, entry.multi_inference_log.request, inference_pb2.MultiInferenceResponse(),
-                            settings)
+        run_multi_inference(
+            servable, entry.multi_inference_log.request, inference_pb2.MultiInferenceResponse(), settings
+        )
     elif kind in ("session_run_log", "predict_streamed_log"):
         number = entry.DESCRIPTOR.fields_by_name[kind].number
         raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}")

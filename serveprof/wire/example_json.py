@@ -31,8 +31,9 @@ def fill_request(body: bytes, request) -> None:
         raise invalid_argument(f"JSON Value: {debug_text(doc)} Is not object")
     if "signature_name" in doc:
         if not isinstance(doc["signature_name"], str):
-            raise invalid_argument(f"JSON Value: {debug_text(doc)} not formatted correctly. "
-                                   "'signature_name' key must be a string value.")
+            raise invalid_argument(
+                f"JSON Value: {debug_text(doc)} not formatted correctly. 'signature_name' key must be a string value."
+            )
         request.model_spec.signature_name = doc["signature_name"]
     target = request.input.example_list
     if "context" in doc:
@@ -40,8 +41,9 @@ def fill_request(body: bytes, request) -> None:
         target = request.input.example_list_with_context
     if "examples" not in doc:
         # json_tensor.cc says "classify" for regress requests too.
-        raise invalid_argument(f"JSON Value: {debug_text(doc)} When method is classify, key 'examples' is expected "
-                               "and was not found")
+        raise invalid_argument(
+            f"JSON Value: {debug_text(doc)} When method is classify, key 'examples' is expected and was not found"
+        )
     examples = doc["examples"]
     if not isinstance(examples, list):
         raise invalid_argument(f"JSON Value: {debug_text(doc)} Expecting 'examples' value to be an list/array")
@@ -62,7 +64,9 @@ def _fill_example(value: Any, example) -> None:
 
 
 def _kind_error(name: str, feature):
-    kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(feature.WhichOneof("kind"), "UNKNOWN")
+    kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
+        feature.WhichOneof("kind"), "UNKNOWN"
+    )
     return invalid_argument(f"Unexpected element type in feature: {name} expecting type: {kind}")
 
 
@@ -102,8 +106,10 @@ def classification_json(result) -> bytes:
     """MakeJsonFromClassificationResult: ``{"results": [[[label, score], ...], ...]}``."""
     if not len(result.classifications):
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
-    results = [[[klass.label, np.float32(klass.score)] for klass in classifications.classes]
-               for classifications in result.classifications]
+    results = [
+        [[klass.label, np.float32(klass.score)] for klass in classifications.classes]
+        for classifications in result.classifications
+    ]
     return _dumps({"results": results})
 
 

@@ -19,8 +19,14 @@ from serveprof.wire.sockets import send_all
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 FLAG_END_STREAM, FLAG_ACK, FLAG_END_HEADERS, FLAG_PADDED, FLAG_PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
-(SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_INITIAL_WINDOW_SIZE,
- SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE) = range(1, 7)
+(
+    SETTINGS_HEADER_TABLE_SIZE,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_FRAME_SIZE,
+    SETTINGS_MAX_HEADER_LIST_SIZE,
+) = range(1, 7)
 # RFC 9113 §7 error codes.
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x5, 0x6, 0x7, 0x8, 0x9
@@ -36,9 +42,25 @@ DECODED_BLOCKS_KEPT = 16  # per connection, each at most DECODED_BLOCK_BYTES
 DECODED_BLOCK_BYTES = 1024
 
 # grpc/include/grpcpp/impl/codegen/status_code_enum.h, by number.
-STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+STATUS_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
 
 
 class Http2Error(Exception):
@@ -82,8 +104,9 @@ def header_block(fields) -> bytes:
 
 def grpc_message_encode(text: str) -> bytes:
     """The grpc-message value: UTF-8, with bytes outside printable ASCII and '%' percent-encoded."""
-    return b"".join(bytes((byte,)) if 0x20 <= byte <= 0x7E and byte != 0x25 else b"%%%02X" % byte
-                    for byte in text.encode("utf-8"))
+    return b"".join(
+        bytes((byte,)) if 0x20 <= byte <= 0x7E and byte != 0x25 else b"%%%02X" % byte for byte in text.encode("utf-8")
+    )
 
 
 def grpc_message_decode(value: str) -> str:
@@ -99,7 +122,7 @@ def data_frame(stream: int, prefix: bytes, message: memoryview, sent: int, count
     """The buffers of one DATA frame with bytes ``sent`` to ``sent + count`` of ``prefix + message``, copying none."""
     buffers = [frame_header(count, DATA, flags, stream)]
     if sent < len(prefix):
-        buffers.append(prefix[sent:min(len(prefix), sent + count)])
+        buffers.append(prefix[sent : min(len(prefix), sent + count)])
     start, end = max(sent - len(prefix), 0), sent + count - len(prefix)
     if end > start:
         buffers.append(message[start:end])
@@ -112,7 +135,7 @@ def unpad(payload, flags: int):
         return payload
     if not payload or payload[0] >= len(payload):
         raise Http2Error(PROTOCOL_ERROR, "a padded frame is shorter than its padding")
-    return payload[1:len(payload) - payload[0]]
+    return payload[1 : len(payload) - payload[0]]
 
 
 class FrameSocket:
@@ -134,13 +157,13 @@ class FrameSocket:
                     raise EOFError("the peer closed the connection")
                 buffer += chunk
         self._position = position + count
-        return buffer[position:position + count]
+        return buffer[position : position + count]
 
     def read_into(self, view: memoryview) -> None:
         """Fill ``view`` from the stream: what is buffered first, the rest straight from the socket (no copy)."""
         buffered = min(len(self._buffer) - self._position, len(view))
         if buffered:
-            view[:buffered] = self._buffer[self._position:self._position + buffered]
+            view[:buffered] = self._buffer[self._position : self._position + buffered]
             self._position += buffered
         filled = buffered
         while filled < len(view):
@@ -179,8 +202,9 @@ class FrameSocket:
             if size > max_bytes:
                 raise Http2Error(FRAME_SIZE_ERROR, f"a header block of more than {max_bytes} bytes")
             if len(parts) > MAX_CONTINUATIONS:
-                raise Http2Error(ENHANCE_YOUR_CALM, f"a header block in more than {MAX_CONTINUATIONS} "
-                                                    "CONTINUATION frames")
+                raise Http2Error(
+                    ENHANCE_YOUR_CALM, f"a header block in more than {MAX_CONTINUATIONS} CONTINUATION frames"
+                )
             parts.append(self.read_exact(length))
         return bytes(b"".join(parts))
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -75,15 +76,18 @@ def decode_predict_body(body: bytes, input_specs: Callable[[str], dict]) -> tupl
         raise invalid_argument(f"JSON Value: {debug_text(doc)} Is not object")
     signature_name = doc.get("signature_name", "")
     if not isinstance(signature_name, str):
-        raise invalid_argument(f"JSON Value: {debug_text(doc)} not formatted correctly. "
-                               "'signature_name' key must be a string value.")
+        raise invalid_argument(
+            f"JSON Value: {debug_text(doc)} not formatted correctly. 'signature_name' key must be a string value."
+        )
     specs = input_specs(signature_name or "serving_default")
     if not specs:
         raise invalid_argument(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     if "instances" in doc:
         if "inputs" in doc:
-            raise invalid_argument(f"JSON Value: {debug_text(doc)} Not formatted correctly expecting only one of "
-                                   "'inputs' or 'instances' keys to exist ")
+            raise invalid_argument(
+                f"JSON Value: {debug_text(doc)} Not formatted correctly expecting only one of "
+                "'inputs' or 'instances' keys to exist "
+            )
         instances = doc["instances"]
         if not isinstance(instances, list):
             raise invalid_argument(f"JSON Value: {debug_text(doc)} Expecting 'instances' to be an list/array")
@@ -98,8 +102,10 @@ def decode_predict_body(body: bytes, input_specs: Callable[[str], dict]) -> tupl
 def _from_instances(instances: list, specs: dict, may_hold_bools: bool) -> dict[str, np.ndarray]:
     first_is_object = isinstance(instances[0], dict) and not is_b64(instances[0])
     if not first_is_object and len(specs) > 1:
-        raise invalid_argument("instances is a plain list, but expecting list of objects as multiple "
-                               "input tensors required as per tensorinfo_map")
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple "
+            "input tensors required as per tensorinfo_map"
+        )
     if not first_is_object:
         name = next(iter(specs))
         for index, item in enumerate(instances):
@@ -113,21 +119,29 @@ def _from_instances(instances: list, specs: dict, may_hold_bools: bool) -> dict[
         if set(item) != set(specs):
             unknown = sorted(set(item) - set(specs))
             if unknown:
-                raise invalid_argument(f"Failed to process element: {index} key: {unknown[0]} of 'instances' list. "
-                                       f"Error: JSON object: does not have named input: {unknown[0]}")
-            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. JSON object: "
-                                   f"{debug_text(item)} keys must be equal to: {','.join(sorted(specs))}")
+                raise invalid_argument(
+                    f"Failed to process element: {index} key: {unknown[0]} of 'instances' list. "
+                    f"Error: JSON object: does not have named input: {unknown[0]}"
+                )
+            raise invalid_argument(
+                f"Failed to process element: {index} of 'instances' list. JSON object: "
+                f"{debug_text(item)} keys must be equal to: {','.join(sorted(specs))}"
+            )
         for name in specs:
             columns[name].append(item[name])
-    return {name: to_ndarray(values, specs[name], name, "'instances' list", may_hold_bools)
-            for name, values in columns.items()}
+    return {
+        name: to_ndarray(values, specs[name], name, "'instances' list", may_hold_bools)
+        for name, values in columns.items()
+    }
 
 
 def _from_inputs(value: Any, specs: dict, may_hold_bools: bool) -> dict[str, np.ndarray]:
     if not isinstance(value, dict) or is_b64(value):
         if len(specs) > 1:
-            raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple "
-                                   "input tensors required as per tensorinfo_map")
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple "
+                "input tensors required as per tensorinfo_map"
+            )
         name = next(iter(specs))
         return {name: to_ndarray(value, specs[name], name, "'inputs'", may_hold_bools)}
     arrays = {}
@@ -186,15 +200,19 @@ def _ragged(value: Any) -> bool:
 
 
 def _not_dense(name: str, where: str):
-    return invalid_argument(f"Failed to process {where} for input {name}: the nested lists do not form a dense "
-                            "tensor (every list at the same depth must have the same length)")
+    return invalid_argument(
+        f"Failed to process {where} for input {name}: the nested lists do not form a dense "
+        "tensor (every list at the same depth must have the same length)"
+    )
 
 
 def _type_error(value: Any, spec, name: str, where: str):
     leaf = _first_bad_leaf(value, spec)
     shown = leaf if leaf is not _MISSING else value
-    return invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(shown)} "
-                            f"Type: {json_type(shown)} is not of expected type: {spec.dtype.name}")
+    return invalid_argument(
+        f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(shown)} "
+        f"Type: {json_type(shown)} is not of expected type: {spec.dtype.name}"
+    )
 
 
 _MISSING = object()
@@ -248,13 +266,19 @@ def _strings(value: Any, name: str, where: str) -> np.ndarray:
             try:
                 flat.append(base64.b64decode(item["b64"], validate=True))
             except (binascii.Error, ValueError):
-                raise invalid_argument(f"Failed to process {where} for input {name}. Error: Unable to base64 decode") from None
+                raise invalid_argument(
+                    f"Failed to process {where} for input {name}. Error: Unable to base64 decode"
+                ) from None
         elif isinstance(item, dict):
-            raise invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(item)} "
-                                   "not formatted correctly for base64 data")
+            raise invalid_argument(
+                f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(item)} "
+                "not formatted correctly for base64 data"
+            )
         else:
-            raise invalid_argument(f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(item)} "
-                                   f"Type: {json_type(item)} is not of expected type: string")
+            raise invalid_argument(
+                f"Failed to process {where} for input {name}. Error: JSON Value: {debug_text(item)} "
+                f"Type: {json_type(item)} is not of expected type: string"
+            )
 
     walk(value, 0)
     array = np.empty(len(flat), dtype=object)
@@ -275,8 +299,9 @@ def encode_predict_response(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
             if array.ndim == 0:
                 raise invalid_argument(f"Tensor name: {name} has no shape information ")
             if batch is not None and array.shape[0] != batch:
-                raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                                       f"expecting: {batch}")
+                raise invalid_argument(
+                    f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}"
+                )
             batch = array.shape[0]
         if len(values) == 1:
             payload = {"predictions": next(iter(values.values()))}

@@ -46,24 +46,27 @@ def _dtype(enum, name, numpy, field, field_numpy=None) -> DType:
 
 
 # tensorflow/core/framework/types.proto numbers; fields as in tensor.proto.
-DTYPES = {d.enum: d for d in (
-    _dtype(1, "float", np.float32, "float_val"),
-    _dtype(2, "double", np.float64, "double_val"),
-    _dtype(3, "int32", np.int32, "int_val"),
-    _dtype(4, "uint8", np.uint8, "int_val", np.int32),
-    _dtype(5, "int16", np.int16, "int_val", np.int32),
-    _dtype(6, "int8", np.int8, "int_val", np.int32),
-    _dtype(7, "string", object, "string_val"),
-    _dtype(8, "complex64", np.complex64, "scomplex_val", np.float32),
-    _dtype(9, "int64", np.int64, "int64_val"),
-    _dtype(10, "bool", np.bool_, "bool_val"),
-    _dtype(14, "bfloat16", ml_dtypes.bfloat16, "half_val", np.int32),
-    _dtype(17, "uint16", np.uint16, "int_val", np.int32),
-    _dtype(18, "complex128", np.complex128, "dcomplex_val", np.float64),
-    _dtype(19, "half", np.float16, "half_val", np.int32),
-    _dtype(22, "uint32", np.uint32, "uint32_val"),
-    _dtype(23, "uint64", np.uint64, "uint64_val"),
-)}
+DTYPES = {
+    d.enum: d
+    for d in (
+        _dtype(1, "float", np.float32, "float_val"),
+        _dtype(2, "double", np.float64, "double_val"),
+        _dtype(3, "int32", np.int32, "int_val"),
+        _dtype(4, "uint8", np.uint8, "int_val", np.int32),
+        _dtype(5, "int16", np.int16, "int_val", np.int32),
+        _dtype(6, "int8", np.int8, "int_val", np.int32),
+        _dtype(7, "string", object, "string_val"),
+        _dtype(8, "complex64", np.complex64, "scomplex_val", np.float32),
+        _dtype(9, "int64", np.int64, "int64_val"),
+        _dtype(10, "bool", np.bool_, "bool_val"),
+        _dtype(14, "bfloat16", ml_dtypes.bfloat16, "half_val", np.int32),
+        _dtype(17, "uint16", np.uint16, "int_val", np.int32),
+        _dtype(18, "complex128", np.complex128, "dcomplex_val", np.float64),
+        _dtype(19, "half", np.float16, "half_val", np.int32),
+        _dtype(22, "uint32", np.uint32, "uint32_val"),
+        _dtype(23, "uint64", np.uint64, "uint64_val"),
+    )
+}
 STRING = 7
 MAX_RANK = 64  # numpy's limit (TensorFlow's is 254)
 MAX_EXPANSION = 16  # elements a typed-field tensor may describe per value it carries ...
@@ -89,8 +92,10 @@ def shape_of(shape_proto) -> tuple[int, ...]:
     if shape_proto.unknown_rank:
         raise invalid_argument("tensor parsing error: a request tensor must have a known rank (unknown_rank is set)")
     if len(shape_proto.dim) > MAX_RANK:
-        raise invalid_argument(f"tensor parsing error: a shape of {len(shape_proto.dim)} dimensions; the embedded "
-                               f"server takes at most {MAX_RANK}")
+        raise invalid_argument(
+            f"tensor parsing error: a shape of {len(shape_proto.dim)} dimensions; the embedded "
+            f"server takes at most {MAX_RANK}"
+        )
     dims = tuple([dim.size for dim in shape_proto.dim])
     if dims and min(dims) < 0:
         raise invalid_argument(f"tensor parsing error: shape {list(dims)} has a negative dimension")
@@ -111,11 +116,15 @@ def to_ndarray(tensor, content=None, max_bytes: int = 1 << 62) -> np.ndarray:
     count = math.prod(shape)
     itemsize = max(dtype.numpy.itemsize, 1)
     if math.prod(size for size in shape if size) * itemsize > _INTP_MAX:
-        raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} is too large to hold "
-                               "(more than 2^63-1 bytes, counting its non-zero dimensions)")
+        raise invalid_argument(
+            f"tensor parsing error: shape {list(shape)} of {dtype.name} is too large to hold "
+            "(more than 2^63-1 bytes, counting its non-zero dimensions)"
+        )
     if count * itemsize > max_bytes:
-        raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} needs more than "
-                               f"--max_request_bytes={max_bytes} bytes")
+        raise invalid_argument(
+            f"tensor parsing error: shape {list(shape)} of {dtype.name} needs more than "
+            f"--max_request_bytes={max_bytes} bytes"
+        )
     if content is None:
         content = tensor.tensor_content
     if dtype.enum == STRING:
@@ -125,16 +134,20 @@ def to_ndarray(tensor, content=None, max_bytes: int = 1 << 62) -> np.ndarray:
     if len(content):
         expected = count * dtype.numpy.itemsize
         if len(content) != expected:
-            raise invalid_argument(f"tensor parsing error: tensor_content has {len(content)} bytes but shape "
-                                   f"{list(shape)} of {dtype.name} needs {expected}")
+            raise invalid_argument(
+                f"tensor parsing error: tensor_content has {len(content)} bytes but shape "
+                f"{list(shape)} of {dtype.name} needs {expected}"
+            )
         return np.frombuffer(content, dtype=dtype.numpy.newbyteorder("<")).reshape(shape)
     values = getattr(tensor, dtype.field)
     carried = len(values) // (2 if dtype.field in ("scomplex_val", "dcomplex_val") else 1)
     if count * itemsize > EXPANSION_FLOOR_BYTES and count > MAX_EXPANSION * max(carried, 1):
-        raise invalid_argument(f"tensor parsing error: shape {list(shape)} of {dtype.name} holds {count} values but "
-                               f"{dtype.field} carries {carried}; the embedded server pads a typed field at most "
-                               f"{MAX_EXPANSION}-fold past {EXPANSION_FLOOR_BYTES >> 20} MiB (send tensor_content, "
-                               "or every value)")
+        raise invalid_argument(
+            f"tensor parsing error: shape {list(shape)} of {dtype.name} holds {count} values but "
+            f"{dtype.field} carries {carried}; the embedded server pads a typed field at most "
+            f"{MAX_EXPANSION}-fold past {EXPANSION_FLOOR_BYTES >> 20} MiB (send tensor_content, "
+            "or every value)"
+        )
     return _from_field(values, dtype, shape, count)
 
 
@@ -154,8 +167,9 @@ def _from_field(values, dtype: DType, shape: tuple[int, ...], count: int) -> np.
                 raise invalid_argument(f"tensor parsing error: {dtype.field} has values out of range for {dtype.name}")
             flat = flat.astype(dtype.numpy)
     if flat.size > count:
-        raise invalid_argument(f"tensor parsing error: {dtype.field} has {flat.size} values but shape {list(shape)} "
-                               f"holds {count}")
+        raise invalid_argument(
+            f"tensor parsing error: {dtype.field} has {flat.size} values but shape {list(shape)} holds {count}"
+        )
     if flat.size < count:
         # TensorFlow's Tensor::FromProto: missing values repeat the last one (zeros if none).
         fill = flat[-1] if flat.size else (b"" if dtype.enum == STRING else 0)
@@ -189,11 +203,13 @@ def _decode_string_list(content, shape: tuple[int, ...], count: int) -> np.ndarr
             raise invalid_argument("tensor parsing error: tensor_content of a string tensor is truncated") from None
         lengths.append(length)
     if pos + sum(lengths) != len(data):
-        raise invalid_argument(f"tensor parsing error: tensor_content of a string tensor holds {len(data)} bytes, "
-                               f"not the {pos + sum(lengths)} its {count} lengths announce")
+        raise invalid_argument(
+            f"tensor parsing error: tensor_content of a string tensor holds {len(data)} bytes, "
+            f"not the {pos + sum(lengths)} its {count} lengths announce"
+        )
     array = np.empty(count, dtype=object)
     for index, length in enumerate(lengths):
-        array[index] = bytes(data[pos:pos + length])
+        array[index] = bytes(data[pos : pos + length])
         pos += length
     return array.reshape(shape)
 
@@ -218,10 +234,22 @@ def read_varint(data: memoryview, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
 
+
 _LENGTH_DELIMITED = 2
 _TENSOR_SHAPE, _TENSOR_CONTENT = 2, 4
-_FIELD_NUMBERS = {"float_val": 5, "double_val": 6, "int_val": 7, "string_val": 8, "scomplex_val": 9, "int64_val": 10,
-                  "bool_val": 11, "dcomplex_val": 12, "half_val": 13, "uint32_val": 16, "uint64_val": 17}
+_FIELD_NUMBERS = {
+    "float_val": 5,
+    "double_val": 6,
+    "int_val": 7,
+    "string_val": 8,
+    "scomplex_val": 9,
+    "int64_val": 10,
+    "bool_val": 11,
+    "dcomplex_val": 12,
+    "half_val": 13,
+    "uint32_val": 16,
+    "uint64_val": 17,
+}
 _FIXED_WIDTH = {"float_val", "double_val", "scomplex_val", "dcomplex_val"}
 _SMALL = [bytes((value,)) for value in range(0x80)]
 
