@@ -307,7 +307,21 @@ def text_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
             continue
         found.append(([str(part) for part in path], _problem(_key_path(path), *_describe(error, config, schema))))
     found += _zoo_url_problems(config, schema)
+    found += _load_problems(config)
     return [text for _, text in sorted(found, key=lambda item: item[0])]
+
+
+def _load_problems(config: Mapping[str, Any]) -> list[tuple[list[str], str]]:
+    """What TF Serving would refuse in ``server.batching``, and what the schema cannot see in ``load:``."""
+    from serveprof.load.scenarios import batching_problems, load_problems
+
+    server = config.get("server")
+    batching = server.get("batching") if isinstance(server, Mapping) else None
+    found = batching_problems(batching) + load_problems(config.get("load"), batching, list(_models(config)))
+    return [
+        (where.replace("[", ".").replace("]", "").split("."), _problem(where, problem, fix))
+        for where, problem, fix in found
+    ]
 
 
 def _settings(config: Mapping[str, Any], schema: Mapping[str, Any], *block: str) -> dict:

@@ -8,7 +8,8 @@ fills the schema's defaults, and builds what each part takes:
 
 - ``ServerSettings`` for launch/ (the ``server:`` block);
 - ``ProcedureSettings`` and ``InputSettings`` for measure/ (``measure:`` and ``measure.input``);
-- ``Style`` for report/ (``plots:``).
+- ``Style`` for report/ (``plots:``);
+- ``LoadSettings``, its ``LoadPoint`` jobs and each job's ``PointSettings`` for load/ (``load:``).
 
 launch/, measure/ and report/ never read a config or the schema themselves.
 """
@@ -29,6 +30,7 @@ import yaml
 from serveprof.config_problems import machine_problems, text_problems, validator_class
 from serveprof.errors import ServeprofError
 from serveprof.launch.spec import ServerSettings
+from serveprof.load.scenarios import LoadPoint, LoadSettings, PointSettings, points
 from serveprof.measure.inputs import InputSettings
 from serveprof.measure.procedure import ProcedureSettings
 from serveprof.model_sheet import read_models
@@ -180,12 +182,31 @@ def _typed(cls, block: Mapping[str, Any]):
 
 
 def _server(block: Mapping[str, Any]) -> ServerSettings:
-    return _typed(ServerSettings, {**block, "extra_flags": tuple(block["extra_flags"])})
+    batching = dict(block["batching"]) if block["batching"] is not None else None
+    return _typed(ServerSettings, {**block, "extra_flags": tuple(block["extra_flags"]), "batching": batching})
 
 
 def _input(block: Mapping[str, Any]) -> InputSettings:
     height, width = block["image_size"]
     return _typed(InputSettings, {**block, "image_size": (height, width)})
+
+
+def _point(block: Mapping[str, Any], resource_interval_s: float) -> PointSettings:
+    return _typed(PointSettings, {**block, "resource_interval_s": resource_interval_s})
+
+
+def _load(block: Mapping[str, Any], resource_interval_s: float) -> LoadSettings:
+    return LoadSettings(
+        models=tuple(block["models"]) if block["models"] is not None else None,
+        concurrency=tuple(block["concurrency"]),
+        request_rate=tuple(float(rate) for rate in block["request_rate"]),
+        batching={
+            key: tuple(tuple(value) if isinstance(value, list) else value for value in values)
+            for key, values in block["batching"].items()
+        },
+        slo_p99_ms=block["slo_p99_ms"],
+        point=_point(block, resource_interval_s),
+    )
 
 
 def _style(block: Mapping[str, Any]) -> Style:
@@ -215,6 +236,15 @@ def input_settings(block: Mapping[str, Any] | None = None) -> InputSettings:
 def style(block: Mapping[str, Any] | None = None) -> Style:
     """A ``plots:`` block (``serveprof plot --style``) as a Style; missing keys take the defaults."""
     return _style(_block(("plots",), block, "plot settings"))
+
+
+def point_settings(block: Mapping[str, Any] | None = None) -> PointSettings:
+    """How a load point is measured (``serveprof load --load``): keys of the ``load:`` block, and
+    ``resource_interval_s`` (the ``measure:`` key); missing keys take the defaults."""
+    block = dict(block or {})
+    interval = block.pop("resource_interval_s", defaults("measure")["resource_interval_s"])
+    procedure_settings({"resource_interval_s": interval})  # checked as measure's key is
+    return _point(_block(("load",), block, "load settings"), interval)
 
 
 def model_definition(model: str, definition: Mapping[str, Any]) -> dict:
@@ -269,6 +299,31 @@ class Settings:
 
     def style(self) -> Style:
         return _style(self.config["plots"])
+
+    def load(self) -> LoadSettings:
+        return _load(self.config["load"], self.config["measure"]["resource_interval_s"])
+
+    def load_models(self) -> list[str]:
+        """The models the load scenarios apply to (none while the block names no point)."""
+        load = self.load()
+        if not load.enabled:
+            return []
+        return [model for model in self.models if load.models is None or model in load.models]
+
+    def load_points(self, model: str) -> list[LoadPoint]:
+        """Every (scenario, point) job of ``model``."""
+        if model not in self.load_models():
+            return []
+        return points(self.load(), self.config["server"]["batching"])
+
+    def load_point(self, model: str, scenario: str, point: str) -> LoadPoint:
+        for candidate in self.load_points(model):
+            if (candidate.scenario, candidate.point) == (scenario, point):
+                return candidate
+        raise ServeprofError(
+            f"{model}/{scenario}/{point} is not a load point of this config",
+            "ask for a point the load: block names (workload/load/<model>/<scenario>/<point>.csv)",
+        )
 
     def model_hash(self, model: str) -> str:
         """Fingerprint of everything that shapes one model's numbers (provenance)."""

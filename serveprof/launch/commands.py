@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from serveprof.errors import ServeprofError
+from serveprof.launch.options import MOUNT, option_flags
 from serveprof.launch.spec import ServerSpec
 
 # Local Apptainer image files, told apart from image references by their suffix.
@@ -83,7 +84,10 @@ def container_name(spec: ServerSpec) -> str:
     return f"serveprof-{model}-{uuid.uuid4().hex[:12]}"
 
 
-def model_server_flags(spec: ServerSpec, grpc_port: int, rest_port: int, base_path: str) -> list[str]:
+def model_server_flags(
+    spec: ServerSpec, grpc_port: int, rest_port: int, base_path: str, options_dir: str | None = None
+) -> list[str]:
+    """tensorflow_model_server's flags; ``options_dir`` is where the server sees its option files (launch/options.py)."""
     flags = [
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
@@ -94,12 +98,23 @@ def model_server_flags(spec: ServerSpec, grpc_port: int, rest_port: int, base_pa
         flags.append(f"--tensorflow_intra_op_parallelism={spec.intra_op_threads}")
     if spec.inter_op_threads:
         flags.append(f"--tensorflow_inter_op_parallelism={spec.inter_op_threads}")
+    if options_dir is not None:
+        flags += option_flags(spec, options_dir)
     return flags + list(spec.extra_flags)
 
 
-def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int, name: str | None = None) -> list[str]:
-    """The full command line; ``name`` is the Docker container's name."""
+def build_command(
+    spec: ServerSpec,
+    backend: str,
+    grpc_port: int,
+    rest_port: int,
+    name: str | None = None,
+    options_dir: str | None = None,
+) -> list[str]:
+    """The full command line; ``name`` is the Docker container's name, ``options_dir`` the folder of the
+    option files on this machine (containers get it mounted read-only at ``options.MOUNT``)."""
     mounted = f"/models/{spec.model_name}"
+    seen_options = MOUNT if options_dir is not None else None
     if backend == "embedded":
         return [
             sys.executable,
@@ -107,7 +122,7 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             "serveprof",
             "serve",
             f"--host={spec.host}",
-            *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path),
+            *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path, options_dir),
         ]
     if backend == "tfserving":
         binary = executable(
@@ -116,7 +131,7 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             "install TF Serving's binary and set server.tfserving_path to it, or use "
             "server.backend: embedded, docker or apptainer (docs/serving.md)",
         )
-        return [binary, *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path)]
+        return [binary, *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path, options_dir)]
     if backend == "docker":
         # --init: docker-init is PID 1 and passes SIGTERM on. tensorflow_model_server as PID 1 would ignore
         # it (no handler), so every stop would wait out the grace period and end in SIGKILL.
@@ -140,17 +155,22 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             "--mount",
             f"type=bind,source={spec.model_base_path},target={mounted},readonly",
         ]
+        if options_dir is not None:
+            command += ["--mount", f"type=bind,source={options_dir},target={MOUNT},readonly"]
         if spec.gpu:
             command += ["--gpus", "all"]
         # The image's entrypoint script adds its own --port/--model_name; call the binary directly.
         command += ["--entrypoint", "tensorflow_model_server", image_reference(spec)]
-        return command + model_server_flags(spec, CONTAINER_GRPC_PORT, CONTAINER_REST_PORT, mounted)
+        return command + model_server_flags(spec, CONTAINER_GRPC_PORT, CONTAINER_REST_PORT, mounted, seen_options)
     if backend == "apptainer":
         command = [spec.apptainer_path, "exec"]
         if spec.gpu:
             command.append("--nv")
-        command += ["--bind", f"{spec.model_base_path}:{mounted}:ro", apptainer_image(spec), "tensorflow_model_server"]
-        return command + model_server_flags(spec, grpc_port, rest_port, mounted)
+        command += ["--bind", f"{spec.model_base_path}:{mounted}:ro"]
+        if options_dir is not None:
+            command += ["--bind", f"{options_dir}:{MOUNT}:ro"]
+        command += [apptainer_image(spec), "tensorflow_model_server"]
+        return command + model_server_flags(spec, grpc_port, rest_port, mounted, seen_options)
     raise ServeprofError(
         f"unknown server backend {backend!r}", "set server.backend to auto, embedded, tfserving, docker or apptainer"
     )

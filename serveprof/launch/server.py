@@ -23,6 +23,7 @@ from pathlib import Path
 import serveprof.launch.process as processes
 from serveprof.errors import ServeprofError
 from serveprof.launch.commands import build_command, container_name, executable, resolve_backend, server_environment
+from serveprof.launch.options import BATCHING_FILE, option_files, written
 from serveprof.launch.ports import free_ports, lost_port_race
 from serveprof.launch.probes import identify
 from serveprof.launch.spec import ServerSpec
@@ -100,6 +101,11 @@ class RunningServer:
     @property
     def rest_url(self) -> str:
         return f"http://{_url_host(self.spec.host)}:{self.rest_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """TF Serving's Prometheus page, when the spec asked for one (``metrics_path``)."""
+        return f"{self.rest_url}{self.spec.metrics_path}" if self.spec.metrics_path else None
 
     @property
     def pid(self) -> int | None:
@@ -205,16 +211,19 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
     """Start the server ``spec`` describes; yield it once the model is AVAILABLE; always stop it."""
     backend = resolve_backend(spec)
     _check_runtime(spec, backend)
+    files = option_files(spec)
     own_log = spec.log_path is None
     log_path = spec.log_path
     if log_path is None:
         descriptor, log_path = tempfile.mkstemp(prefix="serveprof-server-", suffix=".log")
         os.close(descriptor)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    stack = contextlib.ExitStack()
     server = None
     try:
+        options_dir = stack.enter_context(written(files))
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            server = _start(spec, backend, log_path)
+            server = _start(spec, backend, log_path, options_dir)
             try:
                 _wait_until_available(server)
                 break
@@ -238,6 +247,7 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
             (server.available_ns - server.started_ns) / 1e6,
         )
         _identify(server)
+        server.info["batching_parameters"] = files.get(BATCHING_FILE)  # the file as the server read it
         yield server
     except ServeprofError:
         own_log = False  # the error names the log and quotes only its tail: keep it
@@ -245,15 +255,16 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
     finally:
         if server is not None:
             server.stop()
+        stack.close()  # the option files go once the server has stopped reading them
         if own_log:
             with contextlib.suppress(OSError):
                 os.unlink(log_path)
 
 
-def _start(spec: ServerSpec, backend: str, log_path: str) -> RunningServer:
+def _start(spec: ServerSpec, backend: str, log_path: str, options_dir: str | None) -> RunningServer:
     grpc_port, rest_port = free_ports(spec.host)
     container = container_name(spec) if backend == "docker" else None
-    command = build_command(spec, backend, grpc_port, rest_port, container)
+    command = build_command(spec, backend, grpc_port, rest_port, container, options_dir)
     environment = server_environment(spec, backend)
     # A container runtime gets SIGTERM so it can clean up its container; a plain server has nothing to save.
     death_signal = signal.SIGKILL if backend in ("embedded", "tfserving") else signal.SIGTERM

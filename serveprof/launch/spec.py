@@ -7,7 +7,9 @@ fills the schema's defaults, so nothing in the launcher repeats them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from serveprof.errors import ServeprofError
 
@@ -30,6 +32,8 @@ class ServerSettings:
     intra_op_threads: int
     inter_op_threads: int
     extra_flags: tuple[str, ...]
+    # BatchingParameters fields (server.batching): --enable_batching with a file of them; None: batching off.
+    batching: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -39,10 +43,17 @@ class ServerSpec(ServerSettings):
     model_name: str
     model_base_path: str  # absolute: containers mount it and the server may run elsewhere
     log_path: str | None = None
+    # Where to serve TF Serving's Prometheus page on the REST port (--monitoring_config_file); None: no page.
+    metrics_path: str | None = None
 
     @classmethod
     def serving(
-        cls, settings: ServerSettings, model_name: str, model_base_path: str, log_path: str | None = None
+        cls,
+        settings: ServerSettings,
+        model_name: str,
+        model_base_path: str,
+        log_path: str | None = None,
+        metrics_path: str | None = None,
     ) -> ServerSpec:
         if not model_name:
             raise ServeprofError("no model name given to launch", "pass the model key as the model name")
@@ -54,4 +65,5 @@ class ServerSpec(ServerSettings):
             model_name=model_name,
             model_base_path=os.path.abspath(model_base_path),
             log_path=str(log_path) if log_path else None,
+            metrics_path=metrics_path,
         )

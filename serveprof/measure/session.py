@@ -35,6 +35,7 @@ class Endpoint:
     # time.monotonic_ns() at the server process's start and at AVAILABLE (launched servers only)
     started_ns: int | None = None
     available_ns: int | None = None
+    metrics_url: str | None = None  # TF Serving's Prometheus page, where the server serves one
 
     def on_error(self, batch_size: int) -> Callable[[BaseException, str], BaseException]:
         def failure(error: BaseException, what: str) -> BaseException:
@@ -119,11 +120,15 @@ def launched(
     protocol: str,
     log_path: str | None = None,
     transport: str = "builtin",
+    metrics_path: str | None = None,
 ) -> Iterator[Endpoint]:
-    """A fresh server with ``model`` loaded; torn down on leaving, whatever happened."""
+    """A fresh server with ``model`` loaded; torn down on leaving, whatever happened.
+
+    With ``metrics_path`` the server also serves TF Serving's Prometheus page there (``Endpoint.metrics_url``).
+    """
     from serveprof.launch import ServerSpec, launch
 
-    spec = ServerSpec.serving(server, model, model_base_path, log_path=log_path)
+    spec = ServerSpec.serving(server, model, model_base_path, log_path=log_path, metrics_path=metrics_path)
     with launch(spec) as server:
         address = server.grpc_target if protocol == "grpc" else server.rest_url
         client = make_client(protocol, address, model, transport)
@@ -137,6 +142,7 @@ def launched(
                 server.check_alive,
                 server.started_ns,
                 server.available_ns,
+                server.metrics_url,
             )
         finally:
             _close(client)
