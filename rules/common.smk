@@ -218,6 +218,53 @@ def figure_files(models):
     return overview + per_model
 
 
+# ---------------------------------------------------------------- load scenarios (rules/load.smk)
+
+LOAD = SETTINGS.load()
+LOAD_DIR = "workload/load"
+LOAD_REPORT = "reports/load"
+
+
+def load_models():
+    """The profiled models that the load: block applies to (none while it names no point)."""
+    return [model for model in SETTINGS.load_models() if profiled(model)]
+
+
+def load_point_files(model, ext="json"):
+    return [
+        f"{LOAD_DIR}/{model}/{point.scenario}/{point.point}.{ext}"
+        for point in SETTINGS.load_points(model)
+    ]
+
+
+def load_report_files(models):
+    if not models:
+        return []
+    formats = sorted(set(SETTINGS.style().formats) | {"png"})
+    figures = ["latency_throughput"] + (["batching_heatmap"] if LOAD.batching else [])
+    return (
+        [f"{LOAD_REPORT}/{name}" for name in ("summary.csv", "best.csv", "best.md")]
+        + [
+            f"{LOAD_REPORT}/{model}/{figure}.{ext}"
+            for model in models
+            for figure in figures
+            for ext in formats
+        ]
+        + [f"{LOAD_REPORT}/{model}/batching_parameters.txt" for model in models]
+    )
+
+
+def load_files():
+    models = load_models()
+    return [
+        path
+        for model in models
+        for path in load_point_files(model, "csv")
+        + load_point_files(model, "json")
+        + [f"{LOAD_DIR}/{model}/summary.csv"]
+    ] + load_report_files(models)
+
+
 # ---------------------------------------------------------------- what a run makes
 
 MANIFEST = "workload/profiling/all"
@@ -235,6 +282,7 @@ def final_files(wildcards=None):
         + profiled_results()
         + ["reports/report.md", *TABLE_FILES]
         + figure_files(models)
+        + load_files()
     )
 
 

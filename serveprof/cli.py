@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "acquire": ("serveprof.commands.acquire", "download or locate a model's source (tarball, weights, SavedModel)"),
     "export": ("serveprof.commands.export", "export an acquired model as a batchable SavedModel"),
     "load": ("serveprof.commands.load", "load a served model: one closed- or open-loop point, windows until stable"),
+    "load-summary": ("serveprof.commands.load_summary", "one row per load point of a model (summary.csv)"),
+    "load-report": (
+        "serveprof.commands.load_report",
+        "load figures and the best configuration under the SLO, from results (never measures)",
+    ),
     "aggregate": ("serveprof.commands.aggregate", "combine per-batch results into the per-model CSVs"),
     "tables": ("serveprof.commands.tables", "write the markdown report and its tables from result CSVs"),
     "plot": ("serveprof.commands.plot", "draw the figures from existing result CSVs (never measures)"),

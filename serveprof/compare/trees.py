@@ -23,6 +23,7 @@ from serveprof.errors import ServeprofError
 DIMENSIONS = ("device", "variant", "model", "scenario", "point", "batch")
 PROFILING = Path("workload/profiling")
 DEVICES = Path("workload/devices")
+LOAD = Path("workload/load")
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,62 @@ class DevicesWalker:
             yield from walk_profiling(results, {"device": results.parent.name})
 
 
-WALKERS: tuple[Walker, ...] = (ProfilingWalker(), DevicesWalker())
+class LoadWalker:
+    """Load points: ``workload/load/<model>/<scenario>/<point>.{csv,json}`` (docs/load.md).
+
+    A point's latencies are those of its OK requests in the windows its statistics
+    come from (the JSON's ``summary_windows``), counted from each request's scheduled time.
+    """
+
+    name = "load"
+
+    def walk(self, root: Path) -> Iterator[Series]:
+        for document_path in sorted((root / LOAD).glob("*/*/*.json")):
+            requests = document_path.with_suffix(".csv")
+            if not requests.is_file():
+                continue
+            document = _optional_json(document_path)
+            stats = document.get("stats") or {}
+            first, last = document.get("summary_windows") or (None, None)
+            model = document_path.parent.parent.name
+            yield Series(
+                dims={"model": model, "scenario": document_path.parent.name, "point": document_path.stem},
+                latencies=lambda path=requests, first=first, last=last: load_latencies(path, first, last),
+                batch_size=int(document.get("batch_size") or 1),
+                count=stats.get("count"),
+                throughput_per_s=_number(stats.get("throughput_per_s")),
+                peak_memory_mb=_number((document.get("resources") or {}).get("rss_peak_mb")),
+                stats=document,
+                provenance=_load_provenance(document),
+                source=str(requests),
+            )
+
+
+def load_latencies(path: Path, first: int | None, last: int | None) -> np.ndarray:
+    """The OK requests' latencies (ms) of a load point's CSV, within windows ``first``..``last``."""
+    import pandas as pd
+
+    rows = pd.read_csv(path, usecols=["window", "latency_ms", "status"])
+    rows = rows[rows["status"] == "OK"]
+    if first is not None and last is not None:
+        rows = rows[(rows["window"] >= first) & (rows["window"] <= last)]
+    return rows["latency_ms"].to_numpy(dtype=float)
+
+
+def _load_provenance(document: dict) -> dict:
+    """What compare lists of a point's run, from the point's own JSON (load points have no provenance.json)."""
+    server = document.get("server") or {}
+    host = document.get("provenance") or {}
+    return {
+        **host,
+        "backend": server.get("backend"),
+        "backend_version": server.get("version"),
+        "protocol": document.get("protocol"),
+        "client_transport": document.get("transport"),
+    }
+
+
+WALKERS: tuple[Walker, ...] = (ProfilingWalker(), DevicesWalker(), LoadWalker())
 
 
 @dataclass
@@ -171,7 +227,7 @@ def read_tree(root: Path, label: str | None = None, walkers: tuple[Walker, ...] 
             series[one.key] = one
     if not series:
         raise ServeprofError(
-            f"{root} holds no results (no workload/profiling/<model>/summary.csv or other known layout)",
+            f"{root} holds no results (no workload/profiling/<model>/summary.csv, workload/load/<model>/ or other known layout)",
             "pass the folder that holds workload/ (or a run kept with `serveprof snapshot NAME`), after the workflow has run",
         )
     return ResultTree(root=root, label=label or str(root), series=series)
