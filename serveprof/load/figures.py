@@ -17,8 +17,10 @@ from matplotlib.lines import Line2D
 
 from serveprof.load.report import knee, ordered
 from serveprof.load.scenarios import GRID_KEYS
-from serveprof.report.figures import add_grid, new_figure, styled
+from serveprof.report.figures import add_grid, model_legend, new_figure, styled
 from serveprof.report.style import LINESTYLES, MARKERS, Style
+
+KNEE_LABEL = "knee (highest throughput / mean latency)"
 
 
 def _scenario_label(scenario: str, rows: pd.DataFrame) -> str:
@@ -30,7 +32,8 @@ def _scenario_label(scenario: str, rows: pd.DataFrame) -> str:
 def build_latency_throughput(model: str, summary: pd.DataFrame, slo_p99_ms: float | None, style: Style) -> Figure:
     scenarios = list(dict.fromkeys(summary["scenario"]))
     labels = [_scenario_label(scenario, summary[summary["scenario"] == scenario]) for scenario in scenarios]
-    fig = new_figure(style, legend=labels + ["knee", "SLO"])
+    slo_label = f"SLO: p99 {slo_p99_ms:g} ms" if slo_p99_ms is not None else None
+    fig = new_figure(style, legend=[*labels, KNEE_LABEL, *([slo_label] if slo_label else [])])
     ax = fig.add_subplot()
     colours = style.colours
     handles = []
@@ -82,24 +85,25 @@ def build_latency_throughput(model: str, summary: pd.DataFrame, slo_p99_ms: floa
             markerfacecolor="none",
             markersize=11,
             linestyle="",
-            label="knee (highest throughput / mean latency)",
+            label=KNEE_LABEL,
         )
     )
     if slo_p99_ms is not None:
         ax.axhline(slo_p99_ms, color="firebrick", linestyle="--", linewidth=1)
-        handles.append(Line2D([], [], color="firebrick", linestyle="--", label=f"SLO: p99 {slo_p99_ms:g} ms"))
+        handles.append(Line2D([], [], color="firebrick", linestyle="--", label=slo_label))
     if style.log_y:
         ax.set_yscale("log")
     ax.set_xlabel("throughput achieved (items/s)")
     ax.set_ylabel("latency (ms): p99, p50 dotted")
     ax.set_title(f"{model}: latency against throughput; hollow: never stable")
     add_grid(ax)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), frameon=False)
+    model_legend(fig, handles, style)
     return fig
 
 
-def heatmap_axes(summary: pd.DataFrame, documents: dict[str, dict]) -> tuple[str, str] | None:
-    """The two grid parameters that vary most among the batching scenarios (None: fewer than one varies)."""
+def heatmap_axes(summary: pd.DataFrame, documents: dict[str, dict]) -> tuple[str, str | None] | None:
+    """The two grid parameters that vary most among the batching scenarios (None: none varies; a
+    second None: only one varies, drawn as a single row)."""
     values: dict[str, set] = {key: set() for key in GRID_KEYS}
     for scenario in summary["scenario"].unique():
         batching = (documents.get(scenario) or {}).get("batching") or {}
@@ -110,7 +114,7 @@ def heatmap_axes(summary: pd.DataFrame, documents: dict[str, dict]) -> tuple[str
     if not varied:
         return None
     if len(varied) == 1:
-        return varied[0], varied[0]
+        return varied[0], None
     return varied[0], varied[1]
 
 
@@ -131,7 +135,7 @@ def build_heatmap(model: str, summary: pd.DataFrame, documents: dict[str, dict],
     top = rows[level].max()
     rows = rows[rows[level] == top]
     rows["x"] = [str((documents[s].get("batching") or {}).get(x_key)) for s in rows["scenario"]]
-    rows["y"] = [str((documents[s].get("batching") or {}).get(y_key)) for s in rows["scenario"]]
+    rows["y"] = [str((documents[s].get("batching") or {}).get(y_key)) if y_key else "" for s in rows["scenario"]]
     best = rows.sort_values("throughput_per_s", ascending=False).drop_duplicates(["x", "y"])
     xs = sorted(best["x"].unique(), key=_natural)
     ys = sorted(best["y"].unique(), key=_natural)
@@ -147,7 +151,7 @@ def build_heatmap(model: str, summary: pd.DataFrame, documents: dict[str, dict],
         ax.set_xticks(range(len(xs)), xs)
         ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(x_key)
-        ax.set_ylabel(y_key)
+        ax.set_ylabel(y_key or "")
         ax.set_title(title)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle(f"{model}: batching grid at {load}")
