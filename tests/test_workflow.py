@@ -420,6 +420,55 @@ def test_adding_a_model_adds_only_its_jobs(workdir, tmp_path):
     assert (workdir / "workload" / "profiling" / "tiny_saved" / "tiny_saved.csv").is_file()
 
 
+LOAD_BLOCK = {
+    "models": ["tiny_keras"],
+    "concurrency": [2],
+    "batching": {"batch_timeout_micros": [0, 1000]},
+    "window_s": 0.3,
+    "max_windows": 3,
+    "warmup_s": 0.2,
+    "slo_p99_ms": 10000,
+}
+
+
+def test_a_load_block_adds_one_job_per_point_and_its_report_redraws_without_measuring(workdir):
+    """Load is off in the baseline; turning it on adds only its jobs, and the report redraws alone."""
+    config = read_config(workdir)
+    config["load"] = LOAD_BLOCK
+    write_config(workdir, config)
+    run = dry_then_real(workdir, target=None)
+    assert run.rules() - {"all", "manifest"} == {"measure_load", "load_summary", "load_report"}, run.jobs
+    assert sorted((job["model"], job["scenario"], job["point"]) for job in run.jobs_of("measure_load")) == [
+        ("tiny_keras", scenario, "c2") for scenario in ("closed", "closed-t0", "closed-t1000")
+    ]
+    folder = workdir / "workload" / "load" / "tiny_keras"
+    for scenario in ("closed", "closed-t0", "closed-t1000"):
+        requests = pd.read_csv(folder / scenario / "c2.csv")
+        assert list(requests.columns) == ["window", "scheduled_ms", "sent_ms", "done_ms", "latency_ms", "status"]
+        assert len(requests) > 0 and set(requests["status"]) == {"OK"}
+        point = json.loads((folder / scenario / "c2.json").read_text())
+        assert point["batching"] == (None if scenario == "closed" else {"batch_timeout_micros": int(scenario[8:])})
+        assert 2 <= point["windows_measured"] <= 3
+    summary = pd.read_csv(folder / "summary.csv")
+    assert sorted(summary["scenario"]) == ["closed", "closed-t0", "closed-t1000"]
+    assert (summary["throughput_per_s"] > 0).all() and (summary["p99_ms"] >= summary["p50_ms"]).all()
+    report = workdir / "reports" / "load"
+    best = pd.read_csv(report / "best.csv")
+    assert set(best["model"]) == {"tiny_keras"}
+    parameters = (report / "tiny_keras" / "batching_parameters.txt").read_text()
+    assert "batch_timeout_micros { value: " in parameters
+    for figure in ("latency_throughput", "batching_heatmap"):
+        for ext in ("png", "svg"):
+            assert (report / "tiny_keras" / f"{figure}.{ext}").stat().st_size > 0
+    measured = snapshot(workdir, "workload/load")
+    redraw = run_workflow(workdir, "--forcerun", "load_report", target=None)
+    assert redraw.returncode == 0, redraw.output[-4000:]
+    assert redraw.rules() - {"all", "manifest"} == {"load_report"}, redraw.jobs
+    assert snapshot(workdir, "workload/load") == measured
+    again = run_workflow(workdir, "-n", target=None)
+    assert again.returncode == 0 and again.nothing_to_do, again.output[-4000:]
+
+
 def test_strict_mode_fails_on_an_unobtainable_model(tmp_path):
     config = tiny_test_config("http://127.0.0.1:9/tiny_zoo.tar.gz")
     config["models"] = {"tiny_offline": OFFLINE_MODEL}
