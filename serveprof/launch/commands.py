@@ -26,6 +26,10 @@ from serveprof.launch.spec import ServerSpec
 SIF_SUFFIXES = (".sif", ".simg")
 CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501
 CONTAINER_LABEL = "serveprof.launcher"  # `docker ps --filter label=serveprof.launcher` finds leftovers
+# TF Serving's Prometheus page (monitoring_config.proto), served on the REST port.
+METRICS_PATH = "/monitoring/prometheus/metrics"
+MONITORING_FILE = "monitoring_config.txt"
+MONITORING_CONFIG = f'prometheus_config {{\n  enable: true\n  path: "{METRICS_PATH}"\n}}\n'
 
 
 def resolve_backend(spec: ServerSpec) -> str:
@@ -83,7 +87,19 @@ def container_name(spec: ServerSpec) -> str:
     return f"serveprof-{model}-{uuid.uuid4().hex[:12]}"
 
 
-def model_server_flags(spec: ServerSpec, grpc_port: int, rest_port: int, base_path: str) -> list[str]:
+def config_files(spec: ServerSpec) -> dict[str, str]:
+    """The files the server reads its options from (name -> text), written by the launcher into a
+    folder of their own that containers see at the same path (``config_mounts``)."""
+    files = {}
+    if spec.monitoring:
+        files[MONITORING_FILE] = MONITORING_CONFIG
+    return files
+
+
+def model_server_flags(
+    spec: ServerSpec, grpc_port: int, rest_port: int, base_path: str, config_dir: str | None = None
+) -> list[str]:
+    """tensorflow_model_server's flags; ``extra_flags`` come last, so they win over ours."""
     flags = [
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
@@ -94,11 +110,36 @@ def model_server_flags(spec: ServerSpec, grpc_port: int, rest_port: int, base_pa
         flags.append(f"--tensorflow_intra_op_parallelism={spec.intra_op_threads}")
     if spec.inter_op_threads:
         flags.append(f"--tensorflow_inter_op_parallelism={spec.inter_op_threads}")
+    # TF Serving's 30 s REST deadline would answer 504 to a request the client still waits for.
+    flags.append(f"--rest_api_timeout_in_ms={round(spec.request_timeout_s * 1000)}")
+    if config_dir and MONITORING_FILE in config_files(spec):
+        flags.append(f"--monitoring_config_file={config_dir}/{MONITORING_FILE}")
+    if spec.tensor_content:
+        flags.append("--enable_serialization_as_tensor_content=true")
     return flags + list(spec.extra_flags)
 
 
-def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int, name: str | None = None) -> list[str]:
-    """The full command line; ``name`` is the Docker container's name."""
+def config_mounts(backend: str, config_dir: str | None) -> list[str]:
+    """The container options that show the launcher's config folder inside, read-only, at the same path."""
+    if not config_dir:
+        return []
+    if backend == "docker":
+        return ["--mount", f"type=bind,source={config_dir},target={config_dir},readonly"]
+    if backend == "apptainer":
+        return ["--bind", f"{config_dir}:{config_dir}:ro"]
+    return []
+
+
+def build_command(
+    spec: ServerSpec,
+    backend: str,
+    grpc_port: int,
+    rest_port: int,
+    name: str | None = None,
+    config_dir: str | None = None,
+) -> list[str]:
+    """The full command line; ``name`` is the Docker container's name, ``config_dir`` the folder of
+    ``config_files(spec)`` (without one, the flags that name those files are left out)."""
     mounted = f"/models/{spec.model_name}"
     if backend == "embedded":
         return [
@@ -107,7 +148,7 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             "serveprof",
             "serve",
             f"--host={spec.host}",
-            *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path),
+            *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path, config_dir),
         ]
     if backend == "tfserving":
         binary = executable(
@@ -116,7 +157,7 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             "install TF Serving's binary and set server.tfserving_path to it, or use "
             "server.backend: embedded, docker or apptainer (docs/serving.md)",
         )
-        return [binary, *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path)]
+        return [binary, *model_server_flags(spec, grpc_port, rest_port, spec.model_base_path, config_dir)]
     if backend == "docker":
         # --init: docker-init is PID 1 and passes SIGTERM on. tensorflow_model_server as PID 1 would ignore
         # it (no handler), so every stop would wait out the grace period and end in SIGKILL.
@@ -139,18 +180,20 @@ def build_command(spec: ServerSpec, backend: str, grpc_port: int, rest_port: int
             f"{spec.host}:{rest_port}:{CONTAINER_REST_PORT}",
             "--mount",
             f"type=bind,source={spec.model_base_path},target={mounted},readonly",
+            *config_mounts(backend, config_dir),
         ]
         if spec.gpu:
             command += ["--gpus", "all"]
         # The image's entrypoint script adds its own --port/--model_name; call the binary directly.
         command += ["--entrypoint", "tensorflow_model_server", image_reference(spec)]
-        return command + model_server_flags(spec, CONTAINER_GRPC_PORT, CONTAINER_REST_PORT, mounted)
+        return command + model_server_flags(spec, CONTAINER_GRPC_PORT, CONTAINER_REST_PORT, mounted, config_dir)
     if backend == "apptainer":
         command = [spec.apptainer_path, "exec"]
         if spec.gpu:
             command.append("--nv")
-        command += ["--bind", f"{spec.model_base_path}:{mounted}:ro", apptainer_image(spec), "tensorflow_model_server"]
-        return command + model_server_flags(spec, grpc_port, rest_port, mounted)
+        command += ["--bind", f"{spec.model_base_path}:{mounted}:ro", *config_mounts(backend, config_dir)]
+        command += [apptainer_image(spec), "tensorflow_model_server"]
+        return command + model_server_flags(spec, grpc_port, rest_port, mounted, config_dir)
     raise ServeprofError(
         f"unknown server backend {backend!r}", "set server.backend to auto, embedded, tfserving, docker or apptainer"
     )

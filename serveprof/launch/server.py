@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,10 +23,19 @@ from pathlib import Path
 
 import serveprof.launch.process as processes
 from serveprof.errors import ServeprofError
-from serveprof.launch.commands import build_command, container_name, executable, resolve_backend, server_environment
+from serveprof.launch.commands import (
+    METRICS_PATH,
+    build_command,
+    config_files,
+    container_name,
+    executable,
+    resolve_backend,
+    server_environment,
+)
 from serveprof.launch.ports import free_ports, lost_port_race
 from serveprof.launch.probes import identify
 from serveprof.launch.spec import ServerSpec
+from serveprof.server.flags import response_serialization
 
 log = logging.getLogger("serveprof.launch")
 
@@ -90,7 +100,13 @@ class RunningServer:
         self.available_ns: int | None = None
         self.container = container
         self.container_pid: int | None = None  # docker: the server's host pid, once known (launch sets it)
-        self.info = {"backend": backend, "version": None, "command": list(command)}
+        # How Predict answers are serialised is part of what a measurement times (the flag is TF Serving's own).
+        self.info = {
+            "backend": backend,
+            "version": None,
+            "command": list(command),
+            "serialization": response_serialization(command),
+        }
         self._stopped = False
 
     @property
@@ -100,6 +116,11 @@ class RunningServer:
     @property
     def rest_url(self) -> str:
         return f"http://{_url_host(self.spec.host)}:{self.rest_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """TF Serving's Prometheus page, when the launcher turned it on (server.monitoring)."""
+        return f"{self.rest_url}{METRICS_PATH}" if self.spec.monitoring else None
 
     @property
     def pid(self) -> int | None:
@@ -212,9 +233,10 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
         os.close(descriptor)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     server = None
+    config_dir = _write_config_files(spec)
     try:
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            server = _start(spec, backend, log_path)
+            server = _start(spec, backend, log_path, config_dir)
             try:
                 _wait_until_available(server)
                 break
@@ -245,15 +267,29 @@ def launch(spec: ServerSpec) -> Iterator[RunningServer]:
     finally:
         if server is not None:
             server.stop()
+        if config_dir:
+            shutil.rmtree(config_dir, ignore_errors=True)
         if own_log:
             with contextlib.suppress(OSError):
                 os.unlink(log_path)
 
 
-def _start(spec: ServerSpec, backend: str, log_path: str) -> RunningServer:
+def _write_config_files(spec: ServerSpec) -> str | None:
+    """A folder of its own holding the server's option files (None: it needs none)."""
+    files = config_files(spec)
+    if not files:
+        return None
+    folder = tempfile.mkdtemp(prefix="serveprof-config-")
+    os.chmod(folder, 0o755)  # a container's server may run as another user
+    for name, text in files.items():
+        Path(folder, name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def _start(spec: ServerSpec, backend: str, log_path: str, config_dir: str | None = None) -> RunningServer:
     grpc_port, rest_port = free_ports(spec.host)
     container = container_name(spec) if backend == "docker" else None
-    command = build_command(spec, backend, grpc_port, rest_port, container)
+    command = build_command(spec, backend, grpc_port, rest_port, container, config_dir)
     environment = server_environment(spec, backend)
     # A container runtime gets SIGTERM so it can clean up its container; a plain server has nothing to save.
     death_signal = signal.SIGKILL if backend in ("embedded", "tfserving") else signal.SIGTERM

@@ -30,6 +30,9 @@ class ServerSettings:
     intra_op_threads: int
     inter_op_threads: int
     extra_flags: tuple[str, ...]
+    monitoring: bool  # TF Serving's Prometheus page on the REST port (--monitoring_config_file)
+    tensor_content: bool  # --enable_serialization_as_tensor_content
+    request_timeout_s: float  # --rest_api_timeout_in_ms, and how long the measuring client waits
 
 
 @dataclass(frozen=True)
