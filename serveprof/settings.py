@@ -189,6 +189,7 @@ def _procedure(block: Mapping[str, Any]) -> ProcedureSettings:
     nested = {"disturbance": _typed(DisturbanceSettings, block)}
     cpus = block["client_cpus"]
     nested["client_cpus"] = tuple(cpus) if cpus is not None else None
+    nested["keep_gc"] = False  # not a config key: `serveprof measure --keep-gc` sets it
     plain = {field.name: block[field.name] for field in fields(ProcedureSettings) if field.name not in nested}
     return ProcedureSettings(**plain, **nested)
 

@@ -110,9 +110,9 @@ def add_disturbance_flags(parser: argparse.ArgumentParser) -> None:
     """When a timed series counts as disturbed, and how often it is measured again (docs/measurement.md)."""
     defaults = settings.defaults("measure")
     for flag, number, what in (
-        ("max-foreign-cpu-pct", optional_number, "CPU other processes may use, % of one core; none: do not flag"),
-        ("max-steal-pct", optional_number, "hypervisor steal, % of CPU time; none: do not flag"),
-        ("max-memory-some-pct", optional_number, "memory stalls (PSI some), % of wall time; none: do not flag"),
+        ("max-foreign-cpu-pct", optional_number, "CPU other processes may use, %% of one core; none: do not flag"),
+        ("max-steal-pct", optional_number, "hypervisor steal, %% of CPU time; none: do not flag"),
+        ("max-memory-some-pct", optional_number, "memory stalls (PSI some), %% of wall time; none: do not flag"),
         ("disturbance-interval", float, "machine sampling period in s"),
         ("retry-disturbed", int, "times a disturbed series is measured again on a fresh server"),
         ("retry-pause", float, "seconds to wait before measuring a disturbed series again"),

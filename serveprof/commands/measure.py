@@ -8,6 +8,7 @@ then say the model was not freshly loaded).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from functools import partial
 from pathlib import Path
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="pin the client to these CPUs and the server to the others; none: the kernel decides (measure.client_cpus)",
     )
     parser.add_argument(
+        "--keep-gc",
+        action="store_true",
+        help="leave Python's garbage collector on during the timed requests (benchmarks/bench_repeatability.py)",
+    )
+    parser.add_argument(
         "--latencies", type=Path, help="latency file (one batch size only); default <out-dir>/<model>-b<N>.csv"
     )
     parser.add_argument(
@@ -158,6 +164,7 @@ def main(argv: list[str]) -> int:
     server, input_settings = server_and_input(args)
     block = {key: getattr(args, flag) for flag, key in PROCEDURE_FLAGS.items()}
     procedure = settings.procedure_settings({**block, **disturbance_block(args)})
+    procedure = dataclasses.replace(procedure, keep_gc=args.keep_gc)
     gpu = detect_gpu_probe()  # None without NVML or nvidia-smi: the GPU figures are then null
     provenance = host_provenance(gpu)
     say = partial(log, "measure")

@@ -54,6 +54,7 @@ class ProcedureSettings:
     resource_interval_s: float
     disturbance: DisturbanceSettings = field(default_factory=DisturbanceSettings)
     client_cpus: tuple[int, ...] | None = None  # None: the kernel places client and server
+    keep_gc: bool = False  # Python's GC stays on in the timed loop (a benchmark's switch, not a config key)
 
 
 @dataclass
@@ -217,6 +218,7 @@ def measure_series(
             min_requests=settings.min_requests,
             on_error=on_error,
             progress=progress,
+            collect_garbage=settings.keep_gc,
         )
     server_latency = window.close() if window is not None else None
     disturbance = watch.summary()
