@@ -57,6 +57,20 @@ def export_spec(wildcards):
     return model_keys(wildcards.model, EXPORT_KEYS)
 
 
+def warmup_flags(wildcards):
+    """Warm-up records written into the export (export.warmup_batch_sizes, or the model's own)."""
+    sizes = SETTINGS.warmup_batch_sizes(wildcards.model)
+    if not sizes:
+        return ""
+    flags = f"--warmup-batch-sizes {','.join(map(str, sizes))}"
+    # A zoo detector's image input (TF2 Detection Zoo: `input_tensor`, uint8 [1, None, None, 3]) has a
+    # free height and width: the records take the size it is timed at.
+    if MODELS[wildcards.model]["source"] == "tf2_zoo":
+        height, width = SETTINGS.input_for(wildcards.model).image_size
+        flags += f" --warmup-input-shape input_tensor={height},{width},3"
+    return flags
+
+
 # ---------------------------------------------------------------- acquisition
 #
 # A model is acquired when its status file is missing or its source keys change, and
@@ -131,15 +145,31 @@ def client_settings(wildcards=None):
     return f"--protocol {SETTINGS.protocol} --transport {SETTINGS.transport}"
 
 
+def disturbance_settings(wildcards=None):
+    """When a serving job's timed part counts as disturbed, and how often it is measured again."""
+    watch = SETTINGS.procedure().disturbance
+    none = lambda value: "none" if value is None else value
+    return (
+        f"--max-foreign-cpu-pct {none(watch.max_foreign_cpu_pct)}"
+        f" --max-steal-pct {none(watch.max_steal_pct)}"
+        f" --max-memory-some-pct {none(watch.max_memory_some_pct)}"
+        f" --disturbance-interval {watch.disturbance_interval_s}"
+        f" --retry-disturbed {watch.retry_disturbed} --retry-pause {watch.retry_pause_s}"
+    )
+
+
 def procedure_settings(wildcards):
     """Only the measure keys that change a measurement: a new plot style must not rerun it."""
     procedure = SETTINGS.procedure()
+    cpus = procedure.client_cpus
     return (
         f"{client_settings()} --requests {procedure.requests}"
         f" --max-seconds {procedure.max_seconds} --min-requests {procedure.min_requests}"
         f" --warmup-requests {procedure.warmup_requests}"
         f" --warmup-max-seconds {procedure.warmup_max_seconds}"
         f" --resource-interval {procedure.resource_interval_s}"
+        f" {disturbance_settings()}"
+        f" --client-cpus {','.join(map(str, cpus)) if cpus else 'none'}"
     )
 
 
@@ -188,6 +218,7 @@ TABLES = [
     "durations",
     "compact",
     "percentiles",
+    "server_latency",
     "resources",
     "not_profiled",
 ]

@@ -42,7 +42,8 @@ rule export_model:
         runtime=60,
     params:
         spec=export_spec,
+        warmup=warmup_flags,
     shell:
         "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS={threads}"
         " exec serveprof export --model {wildcards.model} --spec {params.spec:q}"
-        " --acquired {input.acquired} --out {output} > {log} 2>&1"
+        " --acquired {input.acquired} --out {output} {params.warmup} > {log} 2>&1"

@@ -28,9 +28,11 @@ rule cold_start:
         server=server_settings,
         input=input_settings,
         client=client_settings,
+        disturbance=disturbance_settings,
     shell:
         "exec serveprof coldstart --model {wildcards.model} --model-base-path {params.base_path}"
-        " --server {params.server:q} --input {params.input:q} {params.client} --out {output} > {log} 2>&1"
+        " --server {params.server:q} --input {params.input:q} {params.client} {params.disturbance}"
+        " --out {output} > {log} 2>&1"
 
 
 rule measure_batch:

@@ -33,6 +33,7 @@ from serveprof.launch.spec import ServerSettings
 from serveprof.load.scenarios import LoadPoint, LoadSettings, PointSettings, points
 from serveprof.measure.inputs import InputSettings
 from serveprof.measure.procedure import ProcedureSettings
+from serveprof.measure.retry import DisturbanceSettings
 from serveprof.model_sheet import read_models
 from serveprof.report.style import PALETTES, Style
 
@@ -186,6 +187,16 @@ def _server(block: Mapping[str, Any]) -> ServerSettings:
     return _typed(ServerSettings, {**block, "extra_flags": tuple(block["extra_flags"]), "batching": batching})
 
 
+def _procedure(block: Mapping[str, Any]) -> ProcedureSettings:
+    """The ``measure:`` keys of a series; the disturbance keys become its DisturbanceSettings."""
+    nested = {"disturbance": _typed(DisturbanceSettings, block)}
+    cpus = block["client_cpus"]
+    nested["client_cpus"] = tuple(cpus) if cpus is not None else None
+    nested["keep_gc"] = False  # not a config key: `serveprof measure --keep-gc` sets it
+    plain = {field.name: block[field.name] for field in fields(ProcedureSettings) if field.name not in nested}
+    return ProcedureSettings(**plain, **nested)
+
+
 def _input(block: Mapping[str, Any]) -> InputSettings:
     height, width = block["image_size"]
     return _typed(InputSettings, {**block, "image_size": (height, width)})
@@ -225,7 +236,12 @@ def server_settings(block: Mapping[str, Any] | None = None) -> ServerSettings:
 
 def procedure_settings(block: Mapping[str, Any] | None = None) -> ProcedureSettings:
     """The measurement procedure's keys of a ``measure:`` block; missing keys take the defaults."""
-    return _typed(ProcedureSettings, _block(("measure",), block, "measure settings"))
+    return _procedure(_block(("measure",), block, "measure settings"))
+
+
+def disturbance_settings(block: Mapping[str, Any] | None = None) -> DisturbanceSettings:
+    """The disturbance keys of a ``measure:`` block (``serveprof coldstart``); missing keys take the defaults."""
+    return _typed(DisturbanceSettings, _block(("measure",), block, "measure settings"))
 
 
 def input_settings(block: Mapping[str, Any] | None = None) -> InputSettings:
@@ -287,7 +303,11 @@ class Settings:
         return _server(self.config["server"])
 
     def procedure(self) -> ProcedureSettings:
-        return _typed(ProcedureSettings, self.config["measure"])
+        return _procedure(self.config["measure"])
+
+    def warmup_batch_sizes(self, model: str) -> list[int]:
+        """The warm-up records written into ``model``'s export: its own list, else ``export.warmup_batch_sizes``."""
+        return sorted(self.models[model].get("warmup_batch_sizes", self.config["export"]["warmup_batch_sizes"]))
 
     def input_for(self, model: str) -> InputSettings:
         """The inputs ``model`` is timed with: kind ``auto`` resolved by its type, its own input size applied."""
@@ -333,6 +353,7 @@ class Settings:
                 "batch_sizes": self.batch_sizes(model),
                 "measure": self.config["measure"],
                 "server": self.config["server"],
+                "warmup_batch_sizes": self.warmup_batch_sizes(model),
             }
         )
 

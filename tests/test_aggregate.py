@@ -14,7 +14,10 @@ import pytest
 SUMMARY_HEADER = (
     "model,batch_size,count,mean_ms,std_ms,min_ms,max_ms,p50_ms,p90_ms,p95_ms,p99_ms,throughput_per_s,"
     "first_init_ms,first_aot_ms,requests_target,truncated,truncated_reason,low_sample_percentiles,"
-    "cpu_util_pct,rss_peak_mb,rss_mean_mb,gpu_util_pct,gpu_mem_mb,protocol,backend"
+    "cpu_util_pct,rss_peak_mb,rss_mean_mb,gpu_util_pct,gpu_mem_mb,protocol,backend,"
+    # Added later, after the contract's first columns.
+    "disturbed,foreign_cpu_pct,steal_pct,attempts,disturbance_reasons,"
+    "server_count,server_mean_ms,server_p50_ms,server_p99_ms,serialization"
 )
 PROVENANCE_KEYS = {
     "model",
@@ -94,6 +97,13 @@ def inputs(tmp_path: Path) -> dict:
         4: stats_doc(4, 20.12346, "2026-11-25T10:00:00+00:00", truncated=True),
         1: stats_doc(1, 5.5, "2026-11-25T10:05:00+00:00"),
     }
+    # Batch 4 as serveprof measure writes it now; batch 1 as before the disturbance sampler and the
+    # server's metrics (a kept run's stats), whose new columns stay empty.
+    docs[4]["disturbance"] = {"flagged": True, "reasons": ["other processes used 97 % of a core (limit 25 %)",
+                              "the hypervisor stole 12.0 % of the CPU time (limit 10 %)"],
+                              "foreign_cpu_pct": 97.0, "steal_pct": 12.0, "attempts": 3}  # fmt: skip
+    docs[4]["server_latency"] = {"count": 7, "mean_ms": 18.5, "p50_ms": 18.0, "p99_ms": 25.0}
+    docs[4]["server"]["serialization"] = "tensor_content"
     for batch, doc in docs.items():
         (stats_dir / f"b{batch}.json").write_text(json.dumps(doc))
     (tmp_path / "coldstart.csv").write_text(
@@ -144,6 +154,16 @@ def test_aggregate_writes_the_three_files(inputs, tmp_path):
     assert summary["first_init_ms"].tolist() == [101.0, 104.0]
     assert summary["gpu_util_pct"].isna().all()
     assert summary["backend"].tolist() == ["embedded", "embedded"]
+    assert summary["disturbed"].isna().tolist() == [True, False] and bool(summary.loc[1, "disturbed"])
+    assert summary.loc[1, ["foreign_cpu_pct", "steal_pct", "attempts"]].tolist() == [97.0, 12.0, 3]
+    assert summary.loc[1, "disturbance_reasons"].count("; ") == 1
+    assert summary.loc[1, ["server_count", "server_mean_ms", "server_p50_ms", "server_p99_ms"]].tolist() == [
+        7,
+        18.5,
+        18.0,
+        25.0,
+    ]
+    assert summary["serialization"].tolist()[1] == "tensor_content" and summary["server_mean_ms"].isna()[0]
 
     provenance = json.loads((out / "provenance.json").read_text())
     assert PROVENANCE_KEYS <= set(provenance)

@@ -43,7 +43,9 @@ from serveprof.launch.commands import (
     server_environment,
     version_command,
 )
+from serveprof.launch.options import MONITORING_FILE, option_files
 from serveprof.launch.probes import gpu_status, identify, run_probe
+from serveprof.launch.spec import METRICS_PATH
 from serveprof.settings import server_settings
 from tests.fixtures.embedded_server import REPO, TINY_IMAGE_SIZE, TINY_MODEL_NAME
 
@@ -320,7 +322,7 @@ def test_tfserving_command_line(tmp_path, monkeypatch):
         extra_flags=["--rest_api_timeout_in_ms=60000"],
     )
     base = str(tmp_path / "models" / "tiny")
-    assert build_command(spec, "tfserving", 8600, 8601) == [
+    assert build_command(spec, "tfserving", 8600, 8601, options_dir="/tmp/cfg") == [
         str(fake),
         "--port=8600",
         "--rest_api_port=8601",
@@ -328,7 +330,23 @@ def test_tfserving_command_line(tmp_path, monkeypatch):
         f"--model_base_path={base}",
         "--tensorflow_intra_op_parallelism=2",
         "--tensorflow_inter_op_parallelism=1",
-        "--rest_api_timeout_in_ms=60000",
+        # server.request_timeout_s (600 s): TF Serving's own 30 s would answer a slow REST request with 504.
+        "--rest_api_timeout_in_ms=600000",
+        "--monitoring_config_file=/tmp/cfg/monitoring_config.txt",
+        "--rest_api_timeout_in_ms=60000",  # extra_flags come last, so they win
+    ]
+    assert list(option_files(spec)) == [MONITORING_FILE]
+    # The file is TF Serving's text-format MonitoringConfig, as the embedded server parses it too.
+    from serveprof.server.config_protos import parse_text_file
+
+    (tmp_path / "monitoring.txt").write_text(option_files(spec)[MONITORING_FILE])
+    monitoring = parse_text_file(tmp_path / "monitoring.txt", "MonitoringConfig", "--monitoring_config_file")
+    assert (monitoring.prometheus_config.enable, monitoring.prometheus_config.path) == (True, METRICS_PATH)
+    quiet = spec_for(tmp_path, backend="tfserving", monitoring=False, tensor_content=True, request_timeout_s=1.5)
+    assert option_files(quiet) == {}
+    assert build_command(quiet, "tfserving", 8600, 8601, options_dir="/tmp/cfg")[5:] == [
+        "--rest_api_timeout_in_ms=1500",
+        "--enable_serialization_as_tensor_content=true",
     ]
 
 
@@ -367,14 +385,17 @@ def test_rest_can_be_turned_off_through_extra_flags(model_copy):
 def test_docker_command_line(tmp_path, gpu):
     spec = spec_for(tmp_path, backend="docker", image_tag="2.18.0", gpu=gpu, extra_flags=["--enable_batching"])
     base = str(tmp_path / "models" / "tiny")
-    command = build_command(spec, "docker", 8600, 8601, name="serveprof-tiny-test")
+    command = build_command(spec, "docker", 8600, 8601, name="serveprof-tiny-test", options_dir="/tmp/cfg")
     image = "tensorflow/serving:2.18.0-gpu" if gpu else "tensorflow/serving:2.18.0"
     at = command.index(image)
     options, server_flags = command[:at], command[at + 1 :]
     # --init: TF Serving as the container's PID 1 would ignore the SIGTERM that stops it.
     assert options[:5] == ["docker", "run", "--rm", "--init", "--name"] and options[5] == "serveprof-tiny-test"
     assert "serveprof.launcher=serveprof" in options
-    assert options[options.index("--mount") + 1] == f"type=bind,source={base},target=/models/tiny,readonly"
+    mounts = [options[i + 1] for i, part in enumerate(options) if part == "--mount"]
+    # The model, and the launcher's option files at options.MOUNT inside.
+    assert mounts == [f"type=bind,source={base},target=/models/tiny,readonly",
+                      "type=bind,source=/tmp/cfg,target=/serveprof/options,readonly"]  # fmt: skip
     published = [options[i + 1] for i, part in enumerate(options) if part == "-p"]
     assert published == ["127.0.0.1:8600:8500", "127.0.0.1:8601:8501"]
     assert ("--gpus" in options) == gpu and (not gpu or options[options.index("--gpus") + 1] == "all")
@@ -384,6 +405,8 @@ def test_docker_command_line(tmp_path, gpu):
         "--rest_api_port=8501",
         "--model_name=tiny",
         "--model_base_path=/models/tiny",
+        "--rest_api_timeout_in_ms=600000",
+        "--monitoring_config_file=/serveprof/options/monitoring_config.txt",
         "--enable_batching",
     ]
     assert server_environment(spec, "docker") is None  # a container sees no GPU without --gpus anyway
@@ -393,7 +416,7 @@ def test_docker_command_line(tmp_path, gpu):
 def test_apptainer_command_line(tmp_path, gpu):
     spec = spec_for(tmp_path, backend="apptainer", apptainer_path="/opt/apptainer/bin/apptainer", gpu=gpu)
     base = str(tmp_path / "models" / "tiny")
-    command = build_command(spec, "apptainer", 8600, 8601)
+    command = build_command(spec, "apptainer", 8600, 8601, options_dir="/tmp/cfg")
     image = "docker://tensorflow/serving:latest" + ("-gpu" if gpu else "")
     # No PID namespace (no --pid/--containall): TF Serving is not PID 1 and dies of SIGTERM as usual.
     expected = [
@@ -402,12 +425,16 @@ def test_apptainer_command_line(tmp_path, gpu):
         *(["--nv"] if gpu else []),
         "--bind",
         f"{base}:/models/tiny:ro",
+        "--bind",
+        "/tmp/cfg:/serveprof/options:ro",
         image,
         "tensorflow_model_server",
         "--port=8600",
         "--rest_api_port=8601",
         "--model_name=tiny",
         "--model_base_path=/models/tiny",
+        "--rest_api_timeout_in_ms=600000",
+        "--monitoring_config_file=/serveprof/options/monitoring_config.txt",
     ]
     assert command == expected
     assert version_command(spec, "apptainer", command, None) == [
@@ -482,12 +509,16 @@ if {broken}:
 if args[0] == "run":
     name = args[args.index("--name") + 1]
     published = {{spec.rsplit(":", 2)[2]: spec.rsplit(":", 2)[1] for i, spec in enumerate(args) if args[i - 1] == "-p"}}
-    mount = dict(part.split("=", 1) for part in args[args.index("--mount") + 1].split(",") if "=" in part)
+    # Every bind mount: a path inside the container is its source outside.
+    mounts = [dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+              for i, spec in enumerate(args) if args[i - 1] == "--mount"]
     flags = []
     for flag in args[args.index("--entrypoint") + 3:]:
         key, _, value = flag.partition("=")
-        value = {{"--port": published.get("8500"), "--rest_api_port": published.get("8501"),
-                  "--model_base_path": mount["source"]}}.get(key, value)
+        for mount in mounts:
+            if value == mount["target"] or value.startswith(mount["target"] + "/"):
+                value = mount["source"] + value[len(mount["target"]):]
+        value = {{"--port": published.get("8500"), "--rest_api_port": published.get("8501")}}.get(key, value)
         flags.append(f"{{key}}={{value}}")
     # The container's process as the host sees it: a tensorflow_model_server below the container's init.
     server = subprocess.Popen([os.path.join(state, "tensorflow_model_server"), "600"])

@@ -7,6 +7,7 @@ byte for byte where the format is fixed.
 
 from __future__ import annotations
 
+import csv
 import importlib.metadata
 import json
 import os
@@ -20,6 +21,7 @@ import psutil
 import pytest
 
 from serveprof.measure.resources import detect_gpu_probe
+from serveprof.measure.result_files import COLDSTART_COLUMNS
 from serveprof.measure.stats import latency_stats
 from tests.fixtures.embedded_server import REPO, TINY_MODEL_NAME, server_env
 
@@ -330,12 +332,20 @@ def test_coldstart(tiny_classifier_base, tmp_path, client):
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    header, row, *rest = out.read_text().splitlines()
-    assert header == "model,load_ms,first_infer_ms,backend,backend_version"
-    assert rest == []
-    model, load_ms, first_infer_ms, backend, version = row.split(",")
-    assert model == MODEL and backend == "embedded" and version
-    assert float(load_ms) > float(first_infer_ms) > 0  # loading TensorFlow and the model dwarfs one tiny request
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert len(rows) == 1
+    row = rows[0]
+    # The documented columns come first, as before; the load split and the disturbance follow.
+    assert list(row)[:5] == ["model", "load_ms", "first_infer_ms", "backend", "backend_version"]
+    assert list(row) == list(COLDSTART_COLUMNS)
+    assert row["model"] == MODEL and row["backend"] == "embedded" and row["backend_version"]
+    load_ms, first_infer_ms = float(row["load_ms"]), float(row["first_infer_ms"])
+    assert load_ms > first_infer_ms > 0  # loading TensorFlow and the model dwarfs one tiny request
+    # The server's own SavedModel load is part of the launcher's load, which also holds TensorFlow's import.
+    assert 0 < float(row["server_load_ms"]) < load_ms
+    assert float(row["warmup_ms"]) == 0 and row["warmup_records"] == "0"  # the tiny export has no warm-up records
+    assert row["disturbed"] in ("true", "false") and float(row["foreign_cpu_pct"]) >= 0
+    assert row["attempts"] == "1"  # measure.retry_disturbed defaults to 0
 
 
 def test_bad_invocations_are_clear_errors(tiny_classifier_base, tmp_path):

@@ -75,6 +75,56 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def optional_number(text: str) -> float | None:
+    """A number, or none/null/off for a check switched off."""
+    if text.strip().lower() in ("none", "null", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor none") from None
+
+
+def cpu_list(text: str) -> list[int] | None:
+    """CPU numbers as ``0`` or ``0,1``; none/null for no pinning."""
+    if text.strip().lower() in ("none", "null", "off"):
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of CPU numbers such as 0 or 0,1") from None
+
+
+# The measure: keys of the disturbance sampler and the retries, by flag (measure and coldstart).
+DISTURBANCE_FLAGS = {
+    "max_foreign_cpu_pct": "max_foreign_cpu_pct",
+    "max_steal_pct": "max_steal_pct",
+    "max_memory_some_pct": "max_memory_some_pct",
+    "disturbance_interval": "disturbance_interval_s",
+    "retry_disturbed": "retry_disturbed",
+    "retry_pause": "retry_pause_s",
+}
+
+
+def add_disturbance_flags(parser: argparse.ArgumentParser) -> None:
+    """When a timed series counts as disturbed, and how often it is measured again (docs/measurement.md)."""
+    defaults = settings.defaults("measure")
+    for flag, number, what in (
+        ("max-foreign-cpu-pct", optional_number, "CPU other processes may use, %% of one core; none: do not flag"),
+        ("max-steal-pct", optional_number, "hypervisor steal, %% of CPU time; none: do not flag"),
+        ("max-memory-some-pct", optional_number, "memory stalls (PSI some), %% of wall time; none: do not flag"),
+        ("disturbance-interval", float, "machine sampling period in s"),
+        ("retry-disturbed", int, "times a disturbed series is measured again on a fresh server"),
+        ("retry-pause", float, "seconds to wait before measuring a disturbed series again"),
+    ):
+        key = DISTURBANCE_FLAGS[flag.replace("-", "_")]
+        parser.add_argument(f"--{flag}", type=number, default=defaults[key], help=f"{what} (measure.{key})")
+
+
+def disturbance_block(args) -> dict:
+    return {key: getattr(args, flag) for flag, key in DISTURBANCE_FLAGS.items()}
+
+
 def server_and_input(args) -> tuple:
     """The ServerSettings and InputSettings of ``--server`` and ``--input``."""
     server = settings.server_settings(json_object(args.server, "--server", '{"backend": "embedded"}'))

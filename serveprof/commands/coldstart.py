@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
-from serveprof.commands.arguments import add_client_flags, add_server_flags, log, server_and_input
+from serveprof import settings
+from serveprof.commands.arguments import (
+    add_client_flags,
+    add_disturbance_flags,
+    add_server_flags,
+    disturbance_block,
+    log,
+    server_and_input,
+)
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
 from serveprof.measure.coldstart import cold_start
@@ -17,6 +26,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", required=True)
     add_server_flags(parser)
     add_client_flags(parser)
+    add_disturbance_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="coldstart.csv to write")
     args = parser.parse_args(argv)
     if not args.model_base_path:
@@ -25,6 +35,7 @@ def main(argv: list[str]) -> int:
             "pass --model-base-path data/model/inference/<model>",
         )
     server, input_settings = server_and_input(args)
+    disturbance = settings.disturbance_settings(disturbance_block(args))
     with terminate_on_sigterm():
         row = cold_start(
             args.model,
@@ -35,7 +46,19 @@ def main(argv: list[str]) -> int:
             args.server_log,
             args.type,
             args.transport,
+            disturbance,
+            partial(log, "coldstart"),
         )
     write_coldstart(args.out, row)
-    log("coldstart", f"{args.model}: load {row['load_ms']:.1f} ms, first inference {row['first_infer_ms']:.1f} ms")
+    split = (
+        f" (SavedModel load {row['server_load_ms']:.1f} ms, warm-up {row['warmup_ms']:.1f} ms of"
+        f" {row['warmup_records']} records)"
+        if row["server_load_ms"] is not None
+        else ""
+    )
+    log(
+        "coldstart",
+        f"{args.model}: load {row['load_ms']:.1f} ms{split}, first inference {row['first_infer_ms']:.1f} ms"
+        + (f"; disturbed: {row['disturbance_reasons']}" if row["disturbed"] else ""),
+    )
     return 0

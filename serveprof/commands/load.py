@@ -16,13 +16,12 @@ from serveprof import settings
 from serveprof.commands.arguments import add_client_flags, add_server_flags, json_object, log, server_and_input
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
+from serveprof.launch.spec import METRICS_PATH
 from serveprof.load.point import measure_point
 from serveprof.load.results import requests_text, write_point
 from serveprof.load.scenarios import parse_point
 from serveprof.measure.provenance import host_provenance
 from serveprof.measure.session import external, launched
-
-METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default path for the page
 
 
 def now_iso() -> str:

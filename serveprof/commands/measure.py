@@ -8,18 +8,28 @@ then say the model was not freshly loaded).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from functools import partial
 from pathlib import Path
 
 from serveprof import settings
-from serveprof.commands.arguments import add_client_flags, add_server_flags, log, server_and_input
+from serveprof.commands.arguments import (
+    add_client_flags,
+    add_disturbance_flags,
+    add_server_flags,
+    cpu_list,
+    disturbance_block,
+    log,
+    server_and_input,
+)
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
 from serveprof.measure.procedure import measure_batch
 from serveprof.measure.provenance import host_provenance
 from serveprof.measure.resources import detect_gpu_probe
 from serveprof.measure.result_files import write_measurement
+from serveprof.measure.retry import retried
 from serveprof.measure.session import external, launched
 
 # The measure: keys each flag sets, for the settings owner's checks and defaults.
@@ -30,6 +40,7 @@ PROCEDURE_FLAGS = {
     "warmup_requests": "warmup_requests",
     "warmup_max_seconds": "warmup_max_seconds",
     "resource_interval": "resource_interval_s",
+    "client_cpus": "client_cpus",
 }
 
 
@@ -45,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_flags(parser)
     parser.add_argument("--address", help="HOST:PORT of a running server (its REST port with --protocol rest)")
     parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
+    parser.add_argument(
+        "--metrics-url",
+        help="with --address: the server's Prometheus page (e.g. http://127.0.0.1:8501/monitoring/prometheus/metrics),"
+        " for its own latency beside the client's",
+    )
     add_server_flags(parser)
     parser.add_argument("--requests", type=int, default=defaults["requests"], help="timed requests (measure.requests)")
     parser.add_argument(
@@ -76,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults["resource_interval_s"],
         help="server CPU/RSS sampling period in s (measure.resource_interval_s)",
+    )
+    add_disturbance_flags(parser)
+    parser.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        default=defaults["client_cpus"],
+        metavar="N[,N...]",
+        help="pin the client to these CPUs and the server to the others; none: the kernel decides (measure.client_cpus)",
+    )
+    parser.add_argument(
+        "--keep-gc",
+        action="store_true",
+        help="leave Python's garbage collector on during the timed requests (benchmarks/bench_repeatability.py)",
     )
     parser.add_argument(
         "--latencies", type=Path, help="latency file (one batch size only); default <out-dir>/<model>-b<N>.csv"
@@ -113,51 +142,69 @@ def check_args(args) -> None:
         )
 
 
+def endpoint_context(args, server):
+    """The server one attempt measures: freshly launched, or the running one at ``--address``."""
+    if args.address:
+        return external(
+            args.model,
+            args.address,
+            args.protocol,
+            pid=args.pid,
+            transport=args.transport,
+            metrics_url=args.metrics_url,
+        )
+    return launched(
+        args.model, args.model_base_path, server, args.protocol, log_path=args.server_log, transport=args.transport
+    )
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     server, input_settings = server_and_input(args)
-    procedure = settings.procedure_settings({key: getattr(args, flag) for flag, key in PROCEDURE_FLAGS.items()})
+    block = {key: getattr(args, flag) for flag, key in PROCEDURE_FLAGS.items()}
+    procedure = settings.procedure_settings({**block, **disturbance_block(args)})
+    procedure = dataclasses.replace(procedure, keep_gc=args.keep_gc)
     gpu = detect_gpu_probe()  # None without NVML or nvidia-smi: the GPU figures are then null
     provenance = host_provenance(gpu)
     say = partial(log, "measure")
     with terminate_on_sigterm():
         for batch_size in args.batch_size:
-            started_at = now_iso()
             say(
                 f"{args.model}: batch size {batch_size} over {args.protocol} ({args.transport} transport)"
                 + (f" at {args.address}" if args.address else " on a fresh server")
             )
-            if args.address:
-                endpoint_context = external(
-                    args.model, args.address, args.protocol, pid=args.pid, transport=args.transport
-                )
-            else:
-                endpoint_context = launched(
-                    args.model,
-                    args.model_base_path,
-                    server,
-                    args.protocol,
-                    log_path=args.server_log,
-                    transport=args.transport,
-                )
-            with endpoint_context as endpoint:
-                latencies, measured = measure_batch(
-                    endpoint, batch_size, procedure, input_settings, gpu, say, args.type
-                )
-            document = {
-                "model": args.model,
-                "batch_size": batch_size,
-                "protocol": args.protocol,
-                "transport": args.transport,
-                **{key: value for key, value in measured.items() if key != "input"},
-                "server": {**endpoint.info, "pid": endpoint.pid},
-                "input": measured["input"],
-                "model_freshly_loaded": endpoint.freshly_loaded,
-                "provenance": provenance,
-                "started_at": started_at,
-                "finished_at": now_iso(),
-            }
+
+            def attempt(batch_size=batch_size) -> dict:
+                """One series on a fresh server (or again on the running one): the stats JSON and latencies."""
+                started_at = now_iso()
+                with endpoint_context(args, server) as endpoint:
+                    latencies, measured = measure_batch(
+                        endpoint, batch_size, procedure, input_settings, gpu, say, args.type
+                    )
+                return {
+                    "model": args.model,
+                    "batch_size": batch_size,
+                    "protocol": args.protocol,
+                    "transport": args.transport,
+                    **{key: value for key, value in measured.items() if key != "input"},
+                    "server": {**endpoint.info, "pid": endpoint.pid},
+                    "input": measured["input"],
+                    "model_freshly_loaded": endpoint.freshly_loaded,
+                    "provenance": provenance,
+                    "started_at": started_at,
+                    "finished_at": now_iso(),
+                    "latencies": latencies,
+                }
+
+            document = retried(
+                attempt,
+                lambda doc: doc["disturbance"],
+                procedure.disturbance,
+                say,
+                f"{args.model} batch {batch_size}",
+            )
+            latencies = document.pop("latencies")
             latencies_path, stats_path = result_paths(args, batch_size)
             # Written only now, whole: a job that dies earlier leaves no result behind.
             write_measurement(latencies_path, stats_path, latencies, document)

@@ -16,7 +16,7 @@ from serveprof.compare.trees import ResultTree, Series
 EXPLAINS = (
     "backend", "backend_version", "tensorflow_version", "image", "image_digest", "cpu_model", "cpu_count", "gpu",
     "gpu_used", "hostname", "config_hash", "weights", "source", "git_revision", "git_dirty", "protocol",
-    "client_transport", "server_notes", "serveprof_version", "python_version",
+    "client_transport", "serialization", "server_notes", "serveprof_version", "python_version",
 )  # fmt: skip
 # Different in every run by nature: never an explanation.
 IGNORED = {"model", "started_at"}

@@ -98,6 +98,10 @@ def model_server_flags(
         flags.append(f"--tensorflow_intra_op_parallelism={spec.intra_op_threads}")
     if spec.inter_op_threads:
         flags.append(f"--tensorflow_inter_op_parallelism={spec.inter_op_threads}")
+    # TF Serving's 30 s REST deadline would answer 504 to a request the client still waits for.
+    flags.append(f"--rest_api_timeout_in_ms={round(spec.request_timeout_s * 1000)}")
+    if spec.tensor_content:
+        flags.append("--enable_serialization_as_tensor_content=true")
     if options_dir is not None:
         flags += option_flags(spec, options_dir)
     return flags + list(spec.extra_flags)

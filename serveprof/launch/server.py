@@ -27,6 +27,7 @@ from serveprof.launch.options import BATCHING_FILE, option_files, written
 from serveprof.launch.ports import free_ports, lost_port_race
 from serveprof.launch.probes import identify
 from serveprof.launch.spec import ServerSpec
+from serveprof.server.flags import response_serialization
 
 log = logging.getLogger("serveprof.launch")
 
@@ -91,7 +92,13 @@ class RunningServer:
         self.available_ns: int | None = None
         self.container = container
         self.container_pid: int | None = None  # docker: the server's host pid, once known (launch sets it)
-        self.info = {"backend": backend, "version": None, "command": list(command)}
+        # How Predict answers are serialised is part of what a measurement times (the flag is TF Serving's own).
+        self.info = {
+            "backend": backend,
+            "version": None,
+            "command": list(command),
+            "serialization": response_serialization(command),
+        }
         self._stopped = False
 
     @property

@@ -13,6 +13,9 @@ from typing import Any
 
 from serveprof.errors import ServeprofError
 
+# TF Serving's Prometheus page (monitoring_config.proto), served on the REST port.
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
 BACKENDS = ("auto", "embedded", "tfserving", "docker", "apptainer")
 
 
@@ -34,6 +37,9 @@ class ServerSettings:
     extra_flags: tuple[str, ...]
     # BatchingParameters fields (server.batching): --enable_batching with a file of them; None: batching off.
     batching: Mapping[str, Any] | None
+    monitoring: bool  # TF Serving's Prometheus page on the REST port (--monitoring_config_file)
+    tensor_content: bool  # --enable_serialization_as_tensor_content
+    request_timeout_s: float  # --rest_api_timeout_in_ms, and how long the measuring client waits
 
 
 @dataclass(frozen=True)
@@ -65,5 +71,6 @@ class ServerSpec(ServerSettings):
             model_name=model_name,
             model_base_path=os.path.abspath(model_base_path),
             log_path=str(log_path) if log_path else None,
-            metrics_path=metrics_path,
+            # server.monitoring turns TF Serving's page on at its usual path; a caller may ask for one anyway.
+            metrics_path=metrics_path or (METRICS_PATH if settings.monitoring else None),
         )

@@ -16,6 +16,7 @@ from serveprof.measure.result_files import (
     write_json,
     write_summary,
 )
+from serveprof.measure.retry import disturbance_columns
 
 STAT_KEYS = (
     "count",
@@ -42,11 +43,18 @@ JOB_KEYS = (
 )
 
 
+# The server's own latency of the timed requests (stats JSON ``server_latency``), as server_<key>.
+SERVER_LATENCY_KEYS = ("count", "mean_ms", "p50_ms", "p99_ms")
+
+
 def summary_row(doc: Mapping) -> dict:
-    row = {"model": doc["model"], "backend": (doc.get("server") or {}).get("backend")}
+    server = doc.get("server") or {}
+    row = {"model": doc["model"], "backend": server.get("backend"), "serialization": server.get("serialization")}
     row.update({key: doc.get(key) for key in JOB_KEYS})
     row.update({key: doc["stats"].get(key) for key in STAT_KEYS})
     row.update({key: (doc.get("resources") or {}).get(key) for key in RESOURCE_KEYS})
+    row.update(disturbance_columns(doc.get("disturbance")))
+    row.update({f"server_{key}": (doc.get("server_latency") or {}).get(key) for key in SERVER_LATENCY_KEYS})
     return row
 
 

@@ -5,21 +5,30 @@
 3. warm-up requests, not recorded: up to ``warmup_requests``, each started only if it
    is expected to end within ``warmup_max_seconds``,
 4. timed requests until ``requests`` are done or ``max_seconds`` is spent, but never
-   fewer than ``min_requests``; the server's CPU and memory are sampled meanwhile.
+   fewer than ``min_requests``; the server's CPU and memory are sampled meanwhile, and
+   the whole machine, to flag a series that something else disturbed (disturbance.py).
+   The server's own metrics are read just before and just after (server_side.py).
 
 A request is built once (``client.prepare``) and re-sent; the timer
-(``time.perf_counter_ns``) brackets the send call alone.
+(``time.perf_counter_ns``) brackets the send call alone. Python's garbage collector is
+off during the timed requests, as ``timeit`` does, so a collection of the client's
+heap never lands inside a request; with ``measure.client_cpus`` the client and the
+server run on separate cores (placement.py).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from serveprof.measure.inputs import AUTO, InputSettings
+from serveprof.measure.placement import pinned
 from serveprof.measure.resources import GpuProbe, ResourceSampler
+from serveprof.measure.retry import DisturbanceSettings
+from serveprof.measure.server_side import ServerLatencyWindow
 from serveprof.measure.stats import latency_stats
 
 if TYPE_CHECKING:
@@ -43,6 +52,9 @@ class ProcedureSettings:
     warmup_requests: int
     warmup_max_seconds: float
     resource_interval_s: float
+    disturbance: DisturbanceSettings = field(default_factory=DisturbanceSettings)
+    client_cpus: tuple[int, ...] | None = None  # None: the kernel places client and server
+    keep_gc: bool = False  # Python's GC stays on in the timed loop (a benchmark's switch, not a config key)
 
 
 @dataclass
@@ -121,30 +133,42 @@ def run_timed(
     min_requests: int,
     on_error: OnError,
     progress: Progress | None = None,
+    collect_garbage: bool = False,
 ) -> TimedSeries:
-    """Timed requests until ``requests`` or ``max_seconds``, whichever first, but at least ``min_requests``."""
+    """Timed requests until ``requests`` or ``max_seconds``, whichever first, but at least ``min_requests``.
+
+    The garbage collector is off meanwhile unless ``collect_garbage`` (a benchmark's switch).
+    """
     minimum = min(min_requests, requests)
     durations_ns: list[int] = []
     append = durations_ns.append
     total_ns = 0
-    started = time.monotonic_ns()
-    deadline = started + int(max_seconds * 1e9)
-    truncated_reason = None
-    while len(durations_ns) < requests:
-        if len(durations_ns) >= minimum and time.monotonic_ns() >= deadline:
-            truncated_reason = f"max_seconds ({max_seconds:g} s) reached after {len(durations_ns)} requests"
-            break
-        try:
-            start = time.perf_counter_ns()
-            send(request)
-            end = time.perf_counter_ns()
-        except Exception as error:
-            raise on_error(error, f"timed request {len(durations_ns) + 1}") from error
-        append(end - start)
-        if progress is not None:
-            total_ns += end - start
-            progress.update(len(durations_ns), total_ns)
-    elapsed_s = (time.monotonic_ns() - started) / 1e9
+    collecting = gc.isenabled() and not collect_garbage
+    if collecting:
+        gc.collect()  # what has piled up is collected now, not in the first requests after
+        gc.disable()
+    try:
+        started = time.monotonic_ns()
+        deadline = started + int(max_seconds * 1e9)
+        truncated_reason = None
+        while len(durations_ns) < requests:
+            if len(durations_ns) >= minimum and time.monotonic_ns() >= deadline:
+                truncated_reason = f"max_seconds ({max_seconds:g} s) reached after {len(durations_ns)} requests"
+                break
+            try:
+                start = time.perf_counter_ns()
+                send(request)
+                end = time.perf_counter_ns()
+            except Exception as error:
+                raise on_error(error, f"timed request {len(durations_ns) + 1}") from error
+            append(end - start)
+            if progress is not None:
+                total_ns += end - start
+                progress.update(len(durations_ns), total_ns)
+        elapsed_s = (time.monotonic_ns() - started) / 1e9
+    finally:
+        if collecting:
+            gc.enable()
     return TimedSeries(
         [ns / NS_PER_MS for ns in durations_ns], truncated_reason is not None, truncated_reason, elapsed_s
     )
@@ -160,8 +184,14 @@ def measure_series(
     on_error: OnError,
     log: Callable[[str], None],
     gpu: GpuProbe | None = None,
+    window: ServerLatencyWindow | None = None,
 ) -> tuple[list[float], dict]:
-    """Steps 1–4 above; returns the latencies and the stats JSON's measurement fields."""
+    """Steps 1–4 above; returns the latencies and the stats JSON's measurement fields.
+
+    ``pid`` is the server's (None: not visible from here, so the disturbance sampler cannot
+    tell its CPU from others' and does not flag foreign CPU); ``window`` reads the
+    server's own latency of the timed requests.
+    """
     log(f"batch {batch_size}: first request (first init)")
     first_init = time_one(send, request, on_error, "first request (first init)")
     log(f"batch {batch_size}: first init {first_init:.1f} ms; second request (first AoT)")
@@ -176,7 +206,10 @@ def measure_series(
         f"batch {batch_size}: {warmups} warm-up request(s); timing up to {settings.requests} requests or {settings.max_seconds:g} s"
     )
     progress = Progress(f"batch {batch_size}", settings.requests, log)
-    with ResourceSampler(pid, settings.resource_interval_s, gpu=gpu) as sampler:
+    if window is not None:
+        window.open()
+    watch = settings.disturbance.sampler([pid], server_seen=pid is not None)
+    with ResourceSampler(pid, settings.resource_interval_s, gpu=gpu) as sampler, watch:
         series = run_timed(
             send,
             request,
@@ -185,11 +218,23 @@ def measure_series(
             min_requests=settings.min_requests,
             on_error=on_error,
             progress=progress,
+            collect_garbage=settings.keep_gc,
         )
+    server_latency = window.close() if window is not None else None
+    disturbance = watch.summary()
     stats = latency_stats(series.latencies_ms, batch_size)
     log(
         f"batch {batch_size}: {stats['count']} timed requests in {series.elapsed_s:.1f} s, mean {stats['mean_ms']:.3f} ms, "
         f"p50 {stats['p50_ms']:.3f} ms" + (f" ({series.truncated_reason})" if series.truncated else "")
+    )
+    if server_latency and server_latency["count"]:
+        log(
+            f"batch {batch_size}: the server's own latency over {server_latency['count']} requests: mean "
+            f"{server_latency['mean_ms']:.3f} ms, p50 {server_latency['p50_ms']:.3f} ms (histogram bucket estimate)"
+        )
+    log(
+        f"batch {batch_size}: others used {disturbance['foreign_cpu_pct']:.0f} % of a core, steal "
+        f"{disturbance['steal_pct']:.1f} %" + (" (disturbed)" if disturbance["flagged"] else "")
     )
     fields = {
         "first_init_ms": first_init,
@@ -203,6 +248,8 @@ def measure_series(
         "timed_seconds": series.elapsed_s,
         "stats": stats,
         "resources": sampler.summary(),
+        "disturbance": disturbance,
+        "server_latency": server_latency,
     }
     return series.latencies_ms, fields
 
@@ -220,14 +267,16 @@ def measure_batch(
     input_settings, resolution = endpoint.resolve_input(batch_size, input_settings, model_type)
     request, input_description = endpoint.prepare_request(batch_size, input_settings)
     input_description.update(resolution)
-    latencies, fields = measure_series(
-        endpoint.client.send,
-        request,
-        batch_size,
-        settings,
-        pid=endpoint.pid,
-        on_error=endpoint.on_error(batch_size),
-        log=log,
-        gpu=gpu,
-    )
-    return latencies, {"input": input_description, **fields}
+    with pinned(settings.client_cpus, endpoint.pid) as placement:
+        latencies, fields = measure_series(
+            endpoint.client.send,
+            request,
+            batch_size,
+            settings,
+            pid=endpoint.pid,
+            on_error=endpoint.on_error(batch_size),
+            log=log,
+            gpu=gpu,
+            window=ServerLatencyWindow(endpoint.metrics_url, endpoint.model, endpoint.protocol),
+        )
+    return latencies, {"input": input_description, **fields, "placement": placement}

@@ -113,6 +113,7 @@ def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping
         "gpu_used": _agreed([server.get("gpu_used") for server in servers]),
         "protocol": _agreed([doc.get("protocol") for doc in stats_docs]),
         "client_transport": _agreed([doc.get("transport") for doc in stats_docs]),
+        "serialization": _agreed([server.get("serialization") for server in servers]),
         "server_notes": _notes(servers),
         "serveprof_version": _agreed([host.get("serveprof_version") for host in hosts]) or serveprof.__version__,
         "python_version": _agreed([host.get("python_version") for host in hosts]),

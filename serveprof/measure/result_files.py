@@ -18,7 +18,7 @@ from serveprof.atomic import atomic_write_text
 from serveprof.errors import ServeprofError
 
 DURATIONS_HEADER = "batch_size, duration"
-SUMMARY_COLUMNS = (
+SUMMARY_CORE = (
     "model",
     "batch_size",
     "count",
@@ -45,7 +45,21 @@ SUMMARY_COLUMNS = (
     "protocol",
     "backend",
 )
-COLDSTART_COLUMNS = ("model", "load_ms", "first_infer_ms", "backend", "backend_version")
+# Columns added later go after the first ones, which stay as they were (scripts read them by
+# position too); readers accept files without them (runs kept from before, `serveprof compare`).
+DISTURBANCE_COLUMNS = ("disturbed", "foreign_cpu_pct", "steal_pct", "attempts", "disturbance_reasons")
+SUMMARY_ADDED = (
+    *DISTURBANCE_COLUMNS,
+    "server_count",
+    "server_mean_ms",
+    "server_p50_ms",
+    "server_p99_ms",
+    "serialization",
+)
+SUMMARY_COLUMNS = SUMMARY_CORE + SUMMARY_ADDED
+COLDSTART_CORE = ("model", "load_ms", "first_infer_ms", "backend", "backend_version")
+COLDSTART_ADDED = ("server_load_ms", "warmup_ms", "warmup_records", *DISTURBANCE_COLUMNS)
+COLDSTART_COLUMNS = COLDSTART_CORE + COLDSTART_ADDED
 
 
 def format_ms(value: float) -> str:
@@ -133,7 +147,7 @@ def read_json(path: str | os.PathLike, what: str) -> dict:
 def read_coldstart(path: str | os.PathLike) -> dict[str, str]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    if len(rows) != 1 or set(rows[0]) != set(COLDSTART_COLUMNS):
+    if len(rows) != 1 or not set(COLDSTART_CORE) <= set(rows[0]) <= set(COLDSTART_COLUMNS):
         raise ServeprofError(
             f"{path} is not a cold-start file (one row with columns {', '.join(COLDSTART_COLUMNS)})",
             "delete it and rerun `serveprof coldstart`",

@@ -36,6 +36,9 @@ class Endpoint:
     started_ns: int | None = None
     available_ns: int | None = None
     metrics_url: str | None = None  # TF Serving's Prometheus page, where the server serves one
+    log_tail: Callable[[int], str] = lambda lines=40: ""  # the server log's last lines (launched servers)
+    model: str = ""  # the name the server serves the model under
+    protocol: str = "grpc"
 
     def on_error(self, batch_size: int) -> Callable[[BaseException, str], BaseException]:
         def failure(error: BaseException, what: str) -> BaseException:
@@ -89,8 +92,12 @@ class Endpoint:
         return prepared, description
 
 
-def make_client(protocol: str, address: str, model: str, transport: str = "builtin"):
+def make_client(protocol: str, address: str, model: str, transport: str = "builtin", timeout_s: float | None = None):
+    """``timeout_s``: how long one request may take (None: the clients' default)."""
     from serveprof.client import GrpcClient, RestClient
+    from serveprof.client.grpc_client import DEFAULT_TIMEOUT_S
+
+    timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
 
     if transport not in TRANSPORTS:
         raise ServeprofError(
@@ -98,9 +105,10 @@ def make_client(protocol: str, address: str, model: str, transport: str = "built
             "pass --transport builtin or --transport library",
         )
     if protocol == "grpc":
-        return GrpcClient(address, model, transport=transport)
+        return GrpcClient(address, model, transport=transport, timeout_s=timeout_s)
     if protocol == "rest":
-        return RestClient(address if address.startswith("http") else f"http://{address}", model, transport=transport)
+        url = address if address.startswith("http") else f"http://{address}"
+        return RestClient(url, model, transport=transport, timeout_s=timeout_s)
     raise ServeprofError(
         f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}", "pass --protocol grpc or --protocol rest"
     )
@@ -131,7 +139,7 @@ def launched(
     spec = ServerSpec.serving(server, model, model_base_path, log_path=log_path, metrics_path=metrics_path)
     with launch(spec) as server:
         address = server.grpc_target if protocol == "grpc" else server.rest_url
-        client = make_client(protocol, address, model, transport)
+        client = make_client(protocol, address, model, transport, timeout_s=server.spec.request_timeout_s)
         try:
             yield Endpoint(
                 client,
@@ -143,6 +151,9 @@ def launched(
                 server.started_ns,
                 server.available_ns,
                 server.metrics_url,
+                server.log_tail,
+                model,
+                protocol,
             )
         finally:
             _close(client)
@@ -150,12 +161,22 @@ def launched(
 
 @contextlib.contextmanager
 def external(
-    model: str, address: str, protocol: str, pid: int | None = None, transport: str = "builtin"
+    model: str,
+    address: str,
+    protocol: str,
+    pid: int | None = None,
+    transport: str = "builtin",
+    metrics_url: str | None = None,
 ) -> Iterator[Endpoint]:
-    """A server someone else started: the model was not freshly loaded for this measurement."""
+    """A server someone else started: the model was not freshly loaded for this measurement.
+
+    ``metrics_url``: its Prometheus page, if it serves one (how it serialises answers is unknown).
+    """
     client = make_client(protocol, address, model, transport)
-    info = {"backend": "external", "version": None, "command": None, "address": address}
+    info = {"backend": "external", "version": None, "command": None, "address": address, "serialization": None}
     try:
-        yield Endpoint(client, address, pid, info, False, lambda: None)
+        yield Endpoint(
+            client, address, pid, info, False, lambda: None, metrics_url=metrics_url, model=model, protocol=protocol
+        )
     finally:
         _close(client)

@@ -87,6 +87,8 @@ def provenance_section(run: Run) -> str:
         ["git revision", _shared(run, "git_revision", _revision)],
         ["measured", measured],
         ["protocol / client transport", f"{_shared(run, 'protocol')} / {_shared(run, 'client_transport')}"],
+        # Predict answers in typed fields (TF Serving's default) or tensor_content: part of what was timed.
+        ["response serialization", _shared(run, "serialization")],
     ]
     if dirty:
         rows[5][1] += f" with uncommitted changes ({', '.join(dirty)})"

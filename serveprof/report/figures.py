@@ -42,6 +42,7 @@ MAX_LEGEND_COLUMNS = 5
 BAR_HEIGHT = 0.5  # cold-start bars, in rows
 BAND_LABEL = "band: p50 to p99"
 CUT_SHORT_LABEL = "open marker: series cut short"
+DISTURBED_LABEL = "×: measured while the machine was busy (disturbed)"
 _TEXT_PATH = TextToPath()
 
 
@@ -192,7 +193,23 @@ def _model_handle(look: ModelLook, **overrides) -> Line2D:
 
 def _legend_labels(summary: pd.DataFrame, looks: Mapping[str, ModelLook], extra: list[str]) -> list[str]:
     labels = [looks[model].label for model in summary["model"].unique()] + extra
-    return labels + [CUT_SHORT_LABEL] if _cut_short(summary).any() else labels
+    labels += [CUT_SHORT_LABEL] if _cut_short(summary).any() else []
+    return labels + [DISTURBED_LABEL] if _disturbed(summary).any() else labels
+
+
+def _disturbed(rows: pd.DataFrame) -> pd.Series:
+    """Series the disturbance sampler flagged and the retries did not clear (False for runs without it)."""
+    return rows["disturbed"].astype(bool) if "disturbed" in rows else pd.Series(False, index=rows.index)
+
+
+def _mark_disturbed(ax: Axes, x, y, mask, gid: str) -> None:
+    if mask.any():
+        ax.plot(np.asarray(x)[mask], np.asarray(y)[mask], linestyle="none", marker="x", color="#222222",
+                markersize=9, markeredgewidth=1.6, zorder=5, gid=gid)  # fmt: skip
+
+
+def _disturbed_handle() -> Line2D:
+    return Line2D([], [], linestyle="none", marker="x", color="#222222", markersize=8, label=DISTURBED_LABEL)
 
 
 def _cut_short(rows: pd.DataFrame) -> pd.Series:
@@ -242,11 +259,14 @@ def _lines_per_model(summary: pd.DataFrame, looks: Mapping[str, ModelLook], styl
         ax.plot(batch, rows[column], color=look.colour, marker=look.marker, linestyle=look.linestyle,
                 linewidth=1.8, markersize=5, gid=f"{column}:{model}", label=look.label)  # fmt: skip
         _mark_cut_short(ax, batch, rows[column], _cut_short(rows).to_numpy(), look, f"cut:{model}")
+        _mark_disturbed(ax, batch, rows[column], _disturbed(rows).to_numpy(), f"disturbed:{model}")
         handles.append(_model_handle(look))
     if band:
         handles.append(Patch(facecolor="#555555", alpha=BAND_ALPHA * 2, label=BAND_LABEL))
     if _cut_short(summary).any():
         handles.append(_cut_short_handle())
+    if _disturbed(summary).any():
+        handles.append(_disturbed_handle())
     unit, scale = time_unit(summary[[column, "p99_ms"] if band else [column]].to_numpy().ravel()) if time else ("", 1.0)
     _batch_axis(ax, summary["batch_size"].unique(), style)
     _value_axis(ax, style.log_y, scale=scale)
@@ -298,7 +318,9 @@ def build_coldstart_figure(coldstart: pd.DataFrame, looks: Mapping[str, ModelLoo
         ax.barh(position, load_s, height=BAR_HEIGHT, color=look.colour, edgecolor=look.colour, gid=f"load:{model}")
         ax.barh(position, first_s, left=load_s, height=BAR_HEIGHT, color=look.colour, alpha=0.4, hatch="///",
                 edgecolor=look.colour, linewidth=0.8, gid=f"first:{model}")  # fmt: skip
-        ax.annotate(look.label, xy=(0, position - BAR_HEIGHT / 2), xytext=(1, 2), textcoords="offset points",
+        disturbed = "disturbed" in rows and bool(rows.at[model, "disturbed"])
+        name = f"{look.label} (disturbed ×)" if disturbed else look.label
+        ax.annotate(name, xy=(0, position - BAR_HEIGHT / 2), xytext=(1, 2), textcoords="offset points",
                     ha="left", va="bottom", gid=f"label:{model}",
                     bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none", alpha=0.85))  # fmt: skip
         ax.annotate(f"{significant(load_s + first_s)} s", xy=(load_s + first_s, position), xytext=(4, 0),
@@ -414,6 +436,8 @@ def build_distribution_figure(
         label = f"batch {batch} (n={latencies[batch].size:,}"
         if batch in rows.index and (rows.at[batch, "truncated"] or rows.at[batch, "low_sample_percentiles"]):
             label += ", cut short" if rows.at[batch, "truncated"] else ", few samples"
+        if batch in rows.index and "disturbed" in rows and rows.at[batch, "disturbed"]:
+            label += ", disturbed"
         labels[batch] = label + ")"
     fig = new_figure(style, legend=list(labels.values()))
     ax = fig.add_subplot()

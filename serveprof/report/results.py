@@ -18,14 +18,24 @@ import pandas as pd
 from serveprof.errors import ServeprofError
 
 # The writers' column lists: the files are read with the contract they were written by.
-from serveprof.measure.result_files import COLDSTART_COLUMNS, SUMMARY_COLUMNS, read_json, read_latencies
+from serveprof.measure.result_files import (
+    COLDSTART_ADDED,
+    COLDSTART_CORE,
+    SUMMARY_ADDED,
+    SUMMARY_CORE,
+    read_json,
+    read_latencies,
+)
 
 DURATION_COLUMNS = ("batch_size", "duration")
 NUMERIC_SUMMARY = (
     "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
     "throughput_per_s", "first_init_ms", "first_aot_ms", "requests_target", "cpu_util_pct",
-    "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb",
+    "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb", "foreign_cpu_pct", "steal_pct", "attempts",
+    "server_count", "server_mean_ms", "server_p50_ms", "server_p99_ms",
 )  # fmt: skip
+NUMERIC_COLDSTART = ("load_ms", "first_infer_ms", "server_load_ms", "warmup_ms", "warmup_records", "foreign_cpu_pct",
+                     "steal_pct", "attempts")  # fmt: skip
 
 
 def _missing(path: Path, model: str) -> ServeprofError:
@@ -52,6 +62,14 @@ def _read_csv(path: Path, model: str, columns: Iterable[str]) -> pd.DataFrame:
             f"{path} lacks the column(s) {', '.join(absent)} (it has {', '.join(map(str, frame.columns))})",
             f"rerun `serveprof aggregate` for model {model!r}; docs/ARCHITECTURE.md lists the columns",
         )
+    return frame
+
+
+def _with_added(frame: pd.DataFrame, added: Iterable[str]) -> pd.DataFrame:
+    """Columns later versions added, empty in files written before them (runs kept from then)."""
+    for column in added:
+        if column not in frame.columns:
+            frame[column] = None
     return frame
 
 
@@ -98,7 +116,7 @@ def load_summary(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
     frames = []
     for model in models:
         path = Path(results_dir) / model / "summary.csv"
-        frame = _numeric(_read_csv(path, model, SUMMARY_COLUMNS), NUMERIC_SUMMARY, path)
+        frame = _numeric(_with_added(_read_csv(path, model, SUMMARY_CORE), SUMMARY_ADDED), NUMERIC_SUMMARY, path)
         frame["model"] = frame["model"].astype(str)
         if not (frame["model"] == model).all():
             raise ServeprofError(
@@ -107,28 +125,31 @@ def load_summary(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
             )
         if frame.empty:
             raise ServeprofError(f"{path} has no rows", f"rerun the measurements for model {model!r}")
-        try:
-            frame["truncated"] = frame["truncated"].map(parse_flag)
-        except ValueError as error:
-            raise ServeprofError(f"{path}: column truncated: {error}", "write truncated as True or False") from None
+        for column in ("truncated", "disturbed"):
+            try:
+                frame[column] = frame[column].map(parse_flag)
+            except ValueError as error:
+                raise ServeprofError(f"{path}: column {column}: {error}", f"write {column} as true or false") from None
         frame["low_sample_percentiles"] = frame["low_sample_percentiles"].map(parse_percentile_list)
         frame["batch_size"] = frame["batch_size"].astype(int)
         frames.append(frame.sort_values("batch_size"))
-    return _stacked(frames, list(SUMMARY_COLUMNS))
+    return _stacked(frames, [*SUMMARY_CORE, *SUMMARY_ADDED])
 
 
 def load_coldstart(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
     frames = []
     for model in models:
         path = Path(results_dir) / model / "coldstart.csv"
-        frame = _numeric(_read_csv(path, model, COLDSTART_COLUMNS), ("load_ms", "first_infer_ms"), path)
+        frame = _with_added(_read_csv(path, model, COLDSTART_CORE), COLDSTART_ADDED)
+        frame = _numeric(frame, NUMERIC_COLDSTART, path)
+        frame["disturbed"] = frame["disturbed"].map(parse_flag)
         if len(frame) != 1:
             raise ServeprofError(
                 f"{path} has {len(frame)} rows, expected one", f"rerun the cold start of model {model!r}"
             )
         frame["model"] = model
         frames.append(frame)
-    return _stacked(frames, list(COLDSTART_COLUMNS))
+    return _stacked(frames, [*COLDSTART_CORE, *COLDSTART_ADDED])
 
 
 def load_durations(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:

@@ -15,6 +15,11 @@ from serveprof.report.results import Run
 
 LOW_SAMPLE = "†"
 TRUNCATED = "‡"
+DISTURBED = "§"
+DISTURBED_NOTE = (
+    f"{DISTURBED} measured while other processes used the machine (beyond measure.max_foreign_cpu_pct or"
+    " measure.max_steal_pct), and still so after the retries (measure.retry_disturbed): read these numbers with care."
+)
 LOW_SAMPLE_NOTE = f"{LOW_SAMPLE} too few requests to trust this tail percentile (fewer than the minimum sample count in docs/measurement.md)."
 TRUNCATED_NOTE = (
     f"{TRUNCATED} series cut short by the time cap (measure.max_seconds): fewer requests were timed than the target."
@@ -29,23 +34,51 @@ def _seconds(ms) -> float:
     return float(ms) / 1000.0
 
 
+def _disturbed_reasons(rows: pd.DataFrame) -> list[str]:
+    """The note naming the disturbed rows' reasons, when there are any."""
+    return [DISTURBED_NOTE] if rows["disturbed"].any() else []
+
+
 def coldstart_table(run: Run) -> Table:
     rows, records = [], []
     for model in run.profiled:
         cold = run.coldstart.set_index("model").loc[model]
         load_s, first_s = _seconds(cold["load_ms"]), _seconds(cold["first_infer_ms"])
-        rows.append([model, _model_type(run, model), significant(load_s), significant(first_s)])
-        records.append({"model": model, "type": _model_type(run, model), "load_s": load_s, "first_infer_s": first_s})
+        # The server's own split of the load (server.monitoring): the SavedModel load and the warm-up replay.
+        saved_model_s, warmup_s = _seconds(cold["server_load_ms"]), _seconds(cold["warmup_ms"])
+        warmup_records = cold["warmup_records"]
+        load_text = significant(load_s) + (DISTURBED if cold["disturbed"] else "")
+        rows.append([model, _model_type(run, model), load_text, significant(saved_model_s), significant(warmup_s),
+                     integer(warmup_records), significant(first_s)])  # fmt: skip
+        records.append({
+            "model": model, "type": _model_type(run, model), "load_s": load_s, "first_infer_s": first_s,
+            "saved_model_load_s": saved_model_s, "warmup_s": warmup_s, "warmup_records": warmup_records,
+            "disturbed": bool(cold["disturbed"]), "foreign_cpu_pct": cold["foreign_cpu_pct"],
+            "attempts": cold["attempts"], "disturbance_reasons": cold["disturbance_reasons"],
+        })  # fmt: skip
+    columns = ["model", "type", "load_s", "first_infer_s", "saved_model_load_s", "warmup_s", "warmup_records",
+               "disturbed", "foreign_cpu_pct", "attempts", "disturbance_reasons"]  # fmt: skip
+    notes = [
+        "load time: server start until the model is AVAILABLE; of which the server itself reports the SavedModel"
+        " load into a Session and the replay of the model's warm-up records (the rest is the process's start,"
+        " TensorFlow's import among it); first infer: the first batch-1 request after AVAILABLE."
+    ]
     return Table(
         name="coldstart",
         title="Cold start",
-        header=["model", "type", "load time (s)", "first infer (s)"],
+        header=[
+            "model",
+            "type",
+            "load time (s)",
+            "SavedModel load (s)",
+            "warm-up (s)",
+            "warm-up records",
+            "first infer (s)",
+        ],  # fmt: skip
         rows=rows,
-        numeric=[False, False, True, True],
-        data=pd.DataFrame(records, columns=["model", "type", "load_s", "first_infer_s"]),
-        notes=[
-            "load time: server start until the model is AVAILABLE; first infer: the first batch-1 request after that."
-        ],
+        numeric=[False, False, True, True, True, True, True],
+        data=pd.DataFrame(records, columns=columns),
+        notes=notes + _disturbed_reasons(run.coldstart[run.coldstart["model"].isin(run.profiled)]),
     )
 
 
@@ -61,13 +94,13 @@ def duration_table(run: Run) -> Table:
         for position, (_, row) in enumerate(group.iterrows()):
             rows.append([
                 model if position == 0 else "",
-                str(row["batch_size"]),
+                _batch_cell(row),
                 significant(row["first_init_ms"]),
                 significant(row["first_aot_ms"]),
                 significant(row["duration"]),
                 significant(row["throughput_per_s"]),
             ])  # fmt: skip
-    columns = ["model", "batch_size", "first_init_ms", "first_aot_ms", "duration", "throughput_per_s"]
+    columns = ["model", "batch_size", "first_init_ms", "first_aot_ms", "duration", "throughput_per_s", "disturbed"]
     return Table(
         name="durations",
         title="Duration and throughput per batch size",
@@ -78,7 +111,8 @@ def duration_table(run: Run) -> Table:
         notes=[
             "first init: the first request at this batch size on a fresh model; first AoT: the second;"
             " duration: mean of the timed requests; throughput: batch size × 1000 / duration."
-        ],
+        ]
+        + _disturbed_reasons(frame),
     )
 
 
@@ -115,6 +149,11 @@ def compact_table(run: Run) -> Table:
     )
 
 
+def _batch_cell(row: pd.Series) -> str:
+    """The batch size, marked when its series stayed disturbed."""
+    return str(row["batch_size"]) + (DISTURBED if row["disturbed"] else "")
+
+
 def _marked(row: pd.Series, column: str, percentile: str) -> str:
     text = significant(row[column])
     return text + LOW_SAMPLE if percentile in row["low_sample_percentiles"] else text
@@ -130,7 +169,7 @@ def percentile_table(run: Run) -> Table:
                 requests = f"{requests} of {integer(row['requests_target'])}{TRUNCATED}"
             rows.append([
                 model if position == 0 else "",
-                str(row["batch_size"]),
+                _batch_cell(row),
                 requests,
                 _marked(row, "p50_ms", "p50"),
                 _marked(row, "p90_ms", "p90"),
@@ -139,7 +178,8 @@ def percentile_table(run: Run) -> Table:
             ])  # fmt: skip
     data = summary[
         ["model", "batch_size", "count", "requests_target", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "std_ms",
-         "min_ms", "max_ms", "truncated", "truncated_reason", "low_sample_percentiles"]
+         "min_ms", "max_ms", "truncated", "truncated_reason", "low_sample_percentiles", "disturbed", "foreign_cpu_pct",
+         "steal_pct", "attempts", "disturbance_reasons"]
     ].copy()  # fmt: skip
     data["low_sample_percentiles"] = data["low_sample_percentiles"].map(";".join)
     notes = []
@@ -147,6 +187,8 @@ def percentile_table(run: Run) -> Table:
         notes.append(LOW_SAMPLE_NOTE)
     if summary["truncated"].any():
         notes.append(TRUNCATED_NOTE + " The reason per row is in tables/percentiles.csv.")
+    if summary["disturbed"].any():
+        notes.append(DISTURBED_NOTE + " Who used it: tables/percentiles.csv (disturbance_reasons).")
     return Table(
         name="percentiles",
         title="Latency percentiles",
@@ -186,6 +228,55 @@ def resource_table(run: Run) -> Table:
     )
 
 
+def server_latency_table(run: Run) -> Table:
+    """The client's latency beside the server's own, so the client's and the transport's share shows."""
+    summary = run.summary
+    share = 100.0 * (1.0 - summary["server_mean_ms"] / summary["mean_ms"])
+    rows = []
+    for model, group in summary.assign(share=share).groupby("model", sort=False):
+        for position, (_, row) in enumerate(group.iterrows()):
+            rows.append([
+                model if position == 0 else "",
+                _batch_cell(row),
+                significant(row["mean_ms"]),
+                significant(row["server_mean_ms"]),
+                significant(row["share"], 2),
+                significant(row["p50_ms"]),
+                significant(row["server_p50_ms"]),
+                significant(row["p99_ms"]),
+                significant(row["server_p99_ms"]),
+            ])  # fmt: skip
+    data = summary[["model", "batch_size", "count", "mean_ms", "p50_ms", "p99_ms", "server_count", "server_mean_ms",
+                    "server_p50_ms", "server_p99_ms", "serialization"]].copy()  # fmt: skip
+    data.insert(8, "client_share_pct", share)
+    notes = [
+        "server: TF Serving's own request latency (:tensorflow:serving:request_latency, from a request's arrival in"
+        " the server to its answer) over the same timed requests, scraped from its Prometheus page just before and"
+        " after them; its mean is exact, its p50 and p99 are interpolated within histogram buckets whose bounds"
+        " are 1.8× apart. client + transport: 1 − server mean / client mean, what the client, the loopback and the"
+        " framing added. Empty where the server served no metrics (server.monitoring off, an external server)."
+    ]
+    return Table(
+        name="server_latency",
+        title="Client and server latency",
+        header=[
+            "model",
+            "batch size",
+            "client mean (ms)",
+            "server mean (ms)",
+            "client + transport (%)",
+            "client p50 (ms)",
+            "server p50 (ms)",
+            "client p99 (ms)",
+            "server p99 (ms)",
+        ],  # fmt: skip
+        rows=rows,
+        numeric=[False] + [True] * 8,
+        data=data,
+        notes=notes + _disturbed_reasons(summary),
+    )
+
+
 def not_profiled_table(run: Run) -> Table:
     records = [
         {
@@ -210,4 +301,11 @@ def result_tables(run: Run) -> list[Table]:
 
     The same files every time, so the workflow can name each one as an output.
     """
-    return [coldstart_table(run), duration_table(run), compact_table(run), percentile_table(run), resource_table(run)]
+    return [
+        coldstart_table(run),
+        duration_table(run),
+        compact_table(run),
+        percentile_table(run),
+        server_latency_table(run),
+        resource_table(run),
+    ]
