@@ -1,6 +1,7 @@
 """serveprof's load generator beside Triton's perf_analyzer (``--service-kind=tfserving``), same server, same model.
 
-    .venv/bin/python benchmarks/bench_perf_analyzer.py --perf-analyzer PATH [--seconds 2] [--rounds 2]
+    LD_LIBRARY_PATH=<nvidia/cuda_runtime/lib> .venv/bin/python benchmarks/bench_perf_analyzer.py \
+        --perf-analyzer PATH [--seconds 2] [--rounds 2]
 
 perf_analyzer is a C++ TF Serving client. It ships in the ``tritonclient`` wheel up to
 2.41 (``tritonclient-2.41.0.data/data/bin/perf_analyzer``; later versions moved it to a
