@@ -40,7 +40,10 @@ from bench_load_generator import embedded_server, table  # noqa: E402
 LEVELS = (1, 4, 8)
 
 
-def perf_analyzer(binary: Path, address: str, clients: int, seconds: float, scratch: Path) -> tuple[float, float]:
+def perf_analyzer(
+    binary: Path, address: str, clients: int, seconds: float, stability: float, scratch: Path
+) -> tuple[float, float]:
+    """perf_analyzer's throughput and p50 (ms); NaN where it found no stable windows (it then reports nothing)."""
     out = scratch / f"pa-{clients}.csv"
     result = subprocess.run(
         [
@@ -59,7 +62,7 @@ def perf_analyzer(binary: Path, address: str, clients: int, seconds: float, scra
             "--measurement-interval",
             str(int(seconds * 1000)),
             "--stability-percentage",
-            "10",
+            str(stability),
             "-f",
             str(out),
         ],
@@ -67,13 +70,15 @@ def perf_analyzer(binary: Path, address: str, clients: int, seconds: float, scra
         text=True,
         timeout=300,
     )
+    if "Failed to obtain stable measurement" in result.stdout + result.stderr:
+        return float("nan"), float("nan")
     if result.returncode != 0:
         raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
     row = next(csv.DictReader(out.open()))
     return float(row["Inferences/Second"]), float(row["p50 latency"]) / 1000.0
 
 
-def serveprof_load(address: str, clients: int, seconds: float, scratch: Path) -> tuple[float, float]:
+def serveprof_load(address: str, clients: int, seconds: float, stability: float, scratch: Path) -> tuple[float, float]:
     summary = scratch / f"sp-{clients}.json"
     subprocess.run(
         [
@@ -88,7 +93,9 @@ def serveprof_load(address: str, clients: int, seconds: float, scratch: Path) ->
             "--address",
             address,
             "--load",
-            json.dumps({"window_s": seconds, "stable_windows": 3, "max_windows": 10, "warmup_s": 1}),
+            json.dumps(
+                {"window_s": seconds, "stable_windows": 3, "max_windows": 10, "warmup_s": 1, "stability_pct": stability}
+            ),
             "--requests-out",
             str(scratch / f"sp-{clients}.csv"),
             "--summary-out",
@@ -108,6 +115,9 @@ def main() -> int:
     parser.add_argument("--perf-analyzer", type=Path, required=True, help="the perf_analyzer binary")
     parser.add_argument("--seconds", type=float, default=2.0, help="window length for both tools")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--stability-pct", type=float, default=10, help="both tools' stability rule (perf_analyzer: 10)"
+    )
     args = parser.parse_args()
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
@@ -126,9 +136,11 @@ def main() -> int:
                     measured = {}
                     for name, _ in tools:
                         if name == "perf_analyzer":
-                            measured[name] = perf_analyzer(args.perf_analyzer, address, clients, args.seconds, scratch)
+                            measured[name] = perf_analyzer(
+                                args.perf_analyzer, address, clients, args.seconds, args.stability_pct, scratch
+                            )
                         else:
-                            measured[name] = serveprof_load(address, clients, args.seconds, scratch)
+                            measured[name] = serveprof_load(address, clients, args.seconds, args.stability_pct, scratch)
                     (pa_rate, pa_p50), (sp_rate, sp_p50) = measured["perf_analyzer"], measured["serveprof"]
                     rows.append(
                         [
