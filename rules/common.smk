@@ -285,6 +285,40 @@ def load_report_files(models):
     )
 
 
+# The load: keys that shape a point, and those that shape only open-loop points, so a
+# closed-loop point is not measured again when only the arrivals change.
+POINT_KEYS = (
+    "batch_size",
+    "window_s",
+    "window_requests",
+    "stable_windows",
+    "max_windows",
+    "stability_pct",
+    "warmup_s",
+    "processes",
+)
+OPEN_LOOP_KEYS = ("arrival", "seed", "max_in_flight", "schedule_tolerance_ms")
+
+
+def load_point(wildcards):
+    return SETTINGS.load_point(wildcards.model, wildcards.scenario, wildcards.point)
+
+
+def load_server(wildcards):
+    """The server: block with the scenario's batching parameters."""
+    return canonical_json(
+        {**SETTINGS.config["server"], "batching": load_point(wildcards).batching}
+    )
+
+
+def load_settings(wildcards):
+    block = SETTINGS.config["load"]
+    keys = POINT_KEYS + (OPEN_LOOP_KEYS if load_point(wildcards).mode == "open" else ())
+    taken = {key: block[key] for key in keys}
+    taken["resource_interval_s"] = SETTINGS.config["measure"]["resource_interval_s"]
+    return canonical_json(taken)
+
+
 def load_files():
     models = load_models()
     return [
