@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -321,9 +322,16 @@ def test_server_killed_mid_measurement_fails_fast_and_leaves_nothing(tiny_classi
 )
 def test_coldstart(tiny_classifier_base, tmp_path, client):
     out = tmp_path / "coldstart.csv"
+    base, warmup_records = tiny_classifier_base, 0
+    if client:  # the second case serves a copy with warm-up records for batch sizes 1 and 2
+        from tests.test_server_batching import write_warmup
+
+        base, warmup_records = tmp_path / MODEL, 2
+        shutil.copytree(tiny_classifier_base, base)
+        write_warmup(base / "1", 1, 2)
     done = serveprof(
         "coldstart",
-        *launch_args(tiny_classifier_base),
+        *launch_args(base),
         "--input",
         '{"kind": "random"}',
         *client,
@@ -343,7 +351,10 @@ def test_coldstart(tiny_classifier_base, tmp_path, client):
     assert load_ms > first_infer_ms > 0  # loading TensorFlow and the model dwarfs one tiny request
     # The server's own SavedModel load is part of the launcher's load, which also holds TensorFlow's import.
     assert 0 < float(row["server_load_ms"]) < load_ms
-    assert float(row["warmup_ms"]) == 0 and row["warmup_records"] == "0"  # the tiny export has no warm-up records
+    # The server replayed the warm-up records before AVAILABLE, inside the load; without any, no warm-up.
+    assert int(row["warmup_records"]) == warmup_records
+    assert (float(row["warmup_ms"]) > 0) == bool(warmup_records)
+    assert float(row["server_load_ms"]) + float(row["warmup_ms"]) < load_ms
     assert row["disturbed"] in ("true", "false") and float(row["foreign_cpu_pct"]) >= 0
     assert row["attempts"] == "1"  # measure.retry_disturbed defaults to 0
 
