@@ -250,6 +250,8 @@ def test_against_a_running_server(embedded_server, tmp_path, protocol):
         "2",
         "--requests",
         "10",
+        # The session's server serves no metrics page: asking for one must not fail the measurement.
+        *(["--metrics-url", f"{embedded_server.rest_url}/monitoring/prometheus/metrics"] if protocol == "rest" else []),
         "--out-dir",
         str(out),
         cwd=tmp_path,
@@ -258,6 +260,12 @@ def test_against_a_running_server(embedded_server, tmp_path, protocol):
     lines, stats = read_results(out, 2)
     check_series(lines, stats, 2)
     assert stats["protocol"] == protocol
+    server_latency = stats["server_latency"]
+    assert server_latency["count"] is None and server_latency["mean_ms"] is None
+    expected = "reading http://" if protocol == "rest" else "the server serves no metrics page"
+    assert server_latency["reason"].startswith(expected), server_latency
+    # With --pid the server's CPU is ours, so the foreign-CPU check stays on.
+    assert stats["disturbance"]["limits"]["max_foreign_cpu_pct"] == 25 and stats["disturbance"]["attempts"] == 1
     assert stats["model_freshly_loaded"] is False
     assert (stats["server"]["backend"], stats["server"]["address"]) == ("external", address)
     assert stats["resources"]["rss_peak_mb"] > 100  # sampled through --pid
