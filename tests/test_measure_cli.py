@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -249,6 +250,8 @@ def test_against_a_running_server(embedded_server, tmp_path, protocol):
         "2",
         "--requests",
         "10",
+        # The session's server serves no metrics page: asking for one must not fail the measurement.
+        *(["--metrics-url", f"{embedded_server.rest_url}/monitoring/prometheus/metrics"] if protocol == "rest" else []),
         "--out-dir",
         str(out),
         cwd=tmp_path,
@@ -257,6 +260,12 @@ def test_against_a_running_server(embedded_server, tmp_path, protocol):
     lines, stats = read_results(out, 2)
     check_series(lines, stats, 2)
     assert stats["protocol"] == protocol
+    server_latency = stats["server_latency"]
+    assert server_latency["count"] is None and server_latency["mean_ms"] is None
+    expected = "reading http://" if protocol == "rest" else "the server serves no metrics page"
+    assert server_latency["reason"].startswith(expected), server_latency
+    # With --pid the server's CPU is ours, so the foreign-CPU check stays on.
+    assert stats["disturbance"]["limits"]["max_foreign_cpu_pct"] == 25 and stats["disturbance"]["attempts"] == 1
     assert stats["model_freshly_loaded"] is False
     assert (stats["server"]["backend"], stats["server"]["address"]) == ("external", address)
     assert stats["resources"]["rss_peak_mb"] > 100  # sampled through --pid
@@ -321,9 +330,16 @@ def test_server_killed_mid_measurement_fails_fast_and_leaves_nothing(tiny_classi
 )
 def test_coldstart(tiny_classifier_base, tmp_path, client):
     out = tmp_path / "coldstart.csv"
+    base, warmup_records = tiny_classifier_base, 0
+    if client:  # the second case serves a copy with warm-up records for batch sizes 1 and 2
+        from tests.test_server_batching import write_warmup
+
+        base, warmup_records = tmp_path / MODEL, 2
+        shutil.copytree(tiny_classifier_base, base)
+        write_warmup(base / "1", 1, 2)
     done = serveprof(
         "coldstart",
-        *launch_args(tiny_classifier_base),
+        *launch_args(base),
         "--input",
         '{"kind": "random"}',
         *client,
@@ -343,7 +359,10 @@ def test_coldstart(tiny_classifier_base, tmp_path, client):
     assert load_ms > first_infer_ms > 0  # loading TensorFlow and the model dwarfs one tiny request
     # The server's own SavedModel load is part of the launcher's load, which also holds TensorFlow's import.
     assert 0 < float(row["server_load_ms"]) < load_ms
-    assert float(row["warmup_ms"]) == 0 and row["warmup_records"] == "0"  # the tiny export has no warm-up records
+    # The server replayed the warm-up records before AVAILABLE, inside the load; without any, no warm-up.
+    assert int(row["warmup_records"]) == warmup_records
+    assert (float(row["warmup_ms"]) > 0) == bool(warmup_records)
+    assert float(row["server_load_ms"]) + float(row["warmup_ms"]) < load_ms
     assert row["disturbed"] in ("true", "false") and float(row["foreign_cpu_pct"]) >= 0
     assert row["attempts"] == "1"  # measure.retry_disturbed defaults to 0
 

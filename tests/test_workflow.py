@@ -57,7 +57,8 @@ FALLBACK_KERAS = {"source": "keras", "type": "classification", "application": "M
 PROFILED = ("tiny_keras", "tiny_zoo")
 SERVING_RULES = {"acquire_model", "export_model", "cold_start", "measure_batch"}
 FIGURES = ("latency", "throughput", "coldstart", "resources")
-TABLES = ("coldstart", "durations", "compact", "percentiles", "resources", "not_profiled")
+TABLES = ("coldstart", "durations", "compact", "percentiles", "server_latency", "resources", "not_profiled")
+WARMUP_BATCH_SIZES = [1, 2]  # export.warmup_batch_sizes: records written at export, replayed at every start
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,7 @@ def baseline(tmp_path_factory, served):
     work = tmp_path_factory.mktemp("workflow")
     config = tiny_test_config(served.url_for("tiny_zoo.tar.gz"), tiny_offline=OFFLINE_MODEL)
     config["models"]["tiny_keras"] = FALLBACK_KERAS
+    config["export"] = {"warmup_batch_sizes": WARMUP_BATCH_SIZES}
     write_config(work, config)
     first = run_workflow(work)
     assert first.returncode == 0, first.output[-6000:]
@@ -143,8 +145,14 @@ def test_first_run_writes_the_result_contract(baseline):
             row = summary[summary.batch_size == int(batch)].iloc[0]
             assert row["count"] == len(latencies)
             assert float(duration) == pytest.approx(sum(latencies) / len(latencies), rel=1e-3)
+            # The server's own latency of the same requests (server.monitoring is on by default).
+            assert row["server_count"] == len(latencies) and 0 < row["server_mean_ms"] < row["mean_ms"]
+            assert row["serialization"] == "typed_fields" and row["attempts"] == 1
         coldstart = pd.read_csv(folder / "coldstart.csv")
         assert coldstart.loc[0, "load_ms"] > 0 and coldstart.loc[0, "first_infer_ms"] > 0
+        # The export wrote warm-up records (a zoo detector's at its configured image size); the server replayed them.
+        assert coldstart.loc[0, "warmup_records"] == len(WARMUP_BATCH_SIZES) and coldstart.loc[0, "warmup_ms"] > 0
+        assert coldstart.loc[0, "server_load_ms"] + coldstart.loc[0, "warmup_ms"] < coldstart.loc[0, "load_ms"]
         provenance = json.loads((folder / "provenance.json").read_text())
         assert provenance["backend"] == "embedded" and provenance["config_hash"]
 
