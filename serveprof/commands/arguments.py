@@ -57,6 +57,27 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """The device whose limits the launched server runs under (a ``devices:`` entry)."""
+    parser.add_argument(
+        "--device",
+        default="{}",
+        help='the device as JSON: {"name": "edge", "cpus": 1, "memory": "2GiB", "intra_op_threads": 1, '
+        '"inter_op_threads": 1}; {} (default) is the unconstrained host',
+    )
+
+
+def device_of(args):
+    """The DeviceSettings of ``--device``; limits apply only to a server this command launches."""
+    device = settings.device_settings(json_object(args.device, "--device", '{"name": "edge", "cpus": 1}'))
+    if device.constrained and getattr(args, "address", None):
+        raise ServeprofError(
+            f"--device {device.name} sets limits, but --address names a server serveprof did not start",
+            "limit that server yourself, or pass --model-base-path so serveprof launches one under the limits",
+        )
+    return device
+
+
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     """How the client talks to the server: ``measure.protocol`` and ``measure.transport``."""
     defaults = settings.defaults("measure")

@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from serveprof.commands.arguments import add_client_flags, add_server_flags, log, server_and_input
+from serveprof.commands.arguments import (
+    add_client_flags,
+    add_device_flags,
+    add_server_flags,
+    device_of,
+    log,
+    server_and_input,
+)
 from serveprof.errors import ServeprofError
-from serveprof.launch import terminate_on_sigterm
+from serveprof.launch import DoesNotFit, terminate_on_sigterm
 from serveprof.measure.coldstart import cold_start
 from serveprof.measure.result_files import write_coldstart
 
@@ -17,6 +24,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", required=True)
     add_server_flags(parser)
     add_client_flags(parser)
+    add_device_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="coldstart.csv to write")
     args = parser.parse_args(argv)
     if not args.model_base_path:
@@ -25,17 +33,25 @@ def main(argv: list[str]) -> int:
             "pass --model-base-path data/model/inference/<model>",
         )
     server, input_settings = server_and_input(args)
+    device = device_of(args)
     with terminate_on_sigterm():
-        row = cold_start(
-            args.model,
-            args.model_base_path,
-            server,
-            input_settings,
-            args.protocol,
-            args.server_log,
-            args.type,
-            args.transport,
-        )
+        try:
+            row = cold_start(
+                args.model,
+                args.model_base_path,
+                server,
+                input_settings,
+                args.protocol,
+                args.server_log,
+                args.type,
+                args.transport,
+                device,
+            )
+        except DoesNotFit as unfit:
+            # The run goes on: the row's empty times say there was no cold start, the measurements say why.
+            log("coldstart", f"{unfit.problem}\n  {args.model} does not fit in {unfit.memory}: no cold start")
+            write_coldstart(args.out, {"model": args.model, "backend": unfit.backend})
+            return 0
     write_coldstart(args.out, row)
     log("coldstart", f"{args.model}: load {row['load_ms']:.1f} ms, first inference {row['first_infer_ms']:.1f} ms")
     return 0

@@ -13,9 +13,17 @@ from functools import partial
 from pathlib import Path
 
 from serveprof import settings
-from serveprof.commands.arguments import add_client_flags, add_server_flags, log, server_and_input
+from serveprof.commands.arguments import (
+    add_client_flags,
+    add_device_flags,
+    add_server_flags,
+    device_of,
+    log,
+    server_and_input,
+)
 from serveprof.errors import ServeprofError
-from serveprof.launch import terminate_on_sigterm
+from serveprof.launch import DoesNotFit, terminate_on_sigterm
+from serveprof.measure.device_result import device_fields, unfit_document
 from serveprof.measure.procedure import measure_batch
 from serveprof.measure.provenance import host_provenance
 from serveprof.measure.resources import detect_gpu_probe
@@ -46,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help="HOST:PORT of a running server (its REST port with --protocol rest)")
     parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
     add_server_flags(parser)
+    add_device_flags(parser)
+    parser.add_argument(
+        "--repeat", type=int, help="which repeat of measure.repeats this series is (recorded in the stats JSON)"
+    )
     parser.add_argument("--requests", type=int, default=defaults["requests"], help="timed requests (measure.requests)")
     parser.add_argument(
         "--max-seconds",
@@ -111,12 +123,15 @@ def check_args(args) -> None:
             "--latencies/--stats name one batch size's files, but several --batch-size were given",
             "use --out-dir for several batch sizes",
         )
+    if args.repeat is not None and args.repeat < 1:
+        raise ServeprofError(f"--repeat {args.repeat} is not a repeat number", "pass --repeat 1 or more")
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     server, input_settings = server_and_input(args)
+    device = device_of(args)
     procedure = settings.procedure_settings({key: getattr(args, flag) for flag, key in PROCEDURE_FLAGS.items()})
     gpu = detect_gpu_probe()  # None without NVML or nvidia-smi: the GPU figures are then null
     provenance = host_provenance(gpu)
@@ -140,25 +155,42 @@ def main(argv: list[str]) -> int:
                     args.protocol,
                     log_path=args.server_log,
                     transport=args.transport,
+                    device=device,
                 )
-            with endpoint_context as endpoint:
-                latencies, measured = measure_batch(
-                    endpoint, batch_size, procedure, input_settings, gpu, say, args.type
-                )
+            latencies_path, stats_path = result_paths(args, batch_size)
+            try:
+                with endpoint_context as endpoint:
+                    latencies, measured = measure_batch(
+                        endpoint, batch_size, procedure, input_settings, gpu, say, args.type
+                    )
+                    limits = endpoint.limits()
+            except DoesNotFit as unfit:
+                # A result, not a failure: the run goes on, and the report says it does not fit.
+                say(f"{unfit.problem}\n  {args.model} at batch size {batch_size} does not fit in {unfit.memory}")
+                base = {"model": args.model, "batch_size": batch_size, "protocol": args.protocol,
+                        "transport": args.transport, **device_fields(device, None, args.repeat),
+                        "server": {"backend": unfit.backend}, "provenance": provenance,
+                        "started_at": started_at, "finished_at": now_iso()}  # fmt: skip
+                write_measurement(latencies_path, stats_path, [], unfit_document(base, unfit.record(), unfit.limits))
+                say(f"wrote {latencies_path} and {stats_path}")
+                continue
             document = {
                 "model": args.model,
                 "batch_size": batch_size,
                 "protocol": args.protocol,
                 "transport": args.transport,
                 **{key: value for key, value in measured.items() if key != "input"},
-                "server": {**endpoint.info, "pid": endpoint.pid},
+                **device_fields(device, limits, args.repeat),
+                "server": {
+                    **{key: value for key, value in endpoint.info.items() if key != "limits"},
+                    "pid": endpoint.pid,
+                },
                 "input": measured["input"],
                 "model_freshly_loaded": endpoint.freshly_loaded,
                 "provenance": provenance,
                 "started_at": started_at,
                 "finished_at": now_iso(),
             }
-            latencies_path, stats_path = result_paths(args, batch_size)
             # Written only now, whole: a job that dies earlier leaves no result behind.
             write_measurement(latencies_path, stats_path, latencies, document)
             say(f"wrote {latencies_path} and {stats_path}")

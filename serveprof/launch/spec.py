@@ -7,9 +7,10 @@ fills the schema's defaults, so nothing in the launcher repeats them.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from serveprof.errors import ServeprofError
+from serveprof.launch.device import HOST_DEVICE, DeviceSettings
 
 BACKENDS = ("auto", "embedded", "tfserving", "docker", "apptainer")
 
@@ -39,19 +40,32 @@ class ServerSpec(ServerSettings):
     model_name: str
     model_base_path: str  # absolute: containers mount it and the server may run elsewhere
     log_path: str | None = None
+    device: DeviceSettings = field(default=HOST_DEVICE)  # the limits it runs under (launch/limits.py)
 
     @classmethod
     def serving(
-        cls, settings: ServerSettings, model_name: str, model_base_path: str, log_path: str | None = None
+        cls,
+        settings: ServerSettings,
+        model_name: str,
+        model_base_path: str,
+        log_path: str | None = None,
+        device: DeviceSettings | None = None,
     ) -> ServerSpec:
+        """The server for one model; a device's thread pools take the place of the ``server:`` block's."""
         if not model_name:
             raise ServeprofError("no model name given to launch", "pass the model key as the model name")
+        device = device or HOST_DEVICE
         fields = {
             name: value for name, value in asdict(settings).items() if name in ServerSettings.__dataclass_fields__
         }
+        if device.intra_op_threads:
+            fields["intra_op_threads"] = device.intra_op_threads
+        if device.inter_op_threads:
+            fields["inter_op_threads"] = device.inter_op_threads
         return cls(
             **fields,
             model_name=model_name,
             model_base_path=os.path.abspath(model_base_path),
             log_path=str(log_path) if log_path else None,
+            device=device,
         )

@@ -6,6 +6,7 @@ stamped by the launcher); ``first_infer_ms`` is the first request after that.
 
 from __future__ import annotations
 
+from serveprof.launch.device import DeviceSettings
 from serveprof.launch.spec import ServerSettings
 from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.procedure import time_one
@@ -21,9 +22,12 @@ def cold_start(
     server_log: str | None,
     model_type: str = AUTO,
     transport: str = "builtin",
+    device: DeviceSettings | None = None,
 ) -> dict:
-    """One fresh server for ``model``: the row of coldstart.csv."""
-    with launched(model, model_base_path, server, protocol, log_path=server_log, transport=transport) as endpoint:
+    """One fresh server for ``model``, under ``device``'s limits: the row of coldstart.csv."""
+    with launched(
+        model, model_base_path, server, protocol, log_path=server_log, transport=transport, device=device
+    ) as endpoint:
         server_started_ns, available_ns = endpoint.started_ns, endpoint.available_ns
         input_settings, _ = endpoint.resolve_input(1, input_settings, model_type)
         request, _ = endpoint.prepare_request(1, input_settings)
