@@ -23,6 +23,7 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/profiling.smk"
 include: "rules/report.smk"
+include: "rules/calibration.smk"
 
 
 # The default target. It has no output, so Snakemake checks that every file it lists

@@ -20,6 +20,7 @@ from serveprof.launch import cgroups
 from serveprof.launch.device import memory_bytes, memory_problem
 from serveprof.launch.limits import seen_limits
 from tests.fixtures.embedded_server import REPO, server_env
+from tests.workflow_runner import run_workflow, write_config
 
 SERVER = json.dumps({"backend": "embedded", "startup_timeout_s": 180})
 PROCEDURE = ["--requests", "12", "--max-seconds", "30", "--min-requests", "3"]
@@ -200,20 +201,65 @@ def test_a_cpu_bound_model_is_slower_on_one_cpu_than_on_two(device_models, tmp_p
     assert our_cgroups() == before
 
 
+# ------------------------------------------------------------------ the workflow, on a device
+
+
+@pytest.mark.slow
 @needs_cgroups
-def test_a_memory_cap_below_the_need_gives_does_not_fit_and_the_run_completes(device_models, tmp_path):
+def test_the_workflow_profiles_on_a_device_with_repeats_and_what_does_not_fit(device_models, tmp_path):
+    """One real run on a constrained device, repeats 2: batch 1 fits, batch 8 (8 × 96 MiB a request) does not."""
     before = our_cgroups()
-    # Each request of batch 8 fills 8 × 96 MiB: far above a 400 MiB cap, which the server fits in at rest.
-    done, stats = measure_on(
-        {"name": "small", "memory": "400MiB"}, device_models["hungry"], "hungry", 8, tmp_path / "m"
-    )
-    assert "does not fit in 400MiB" in done.stderr
-    unfit = stats["does_not_fit"]
-    assert unfit["memory"] == "400MiB"
-    assert unfit["memory_bytes"] == 400 << 20
-    assert 0 < unfit["peak_mb"] <= 400 + 1
-    assert "batch size 8" in unfit["during"]
-    assert stats["stats"]["count"] == 0
-    assert stats["limits"]["memory_enforced"] is True
-    assert (tmp_path / "m" / "hungry-b8.csv").read_text() == ""
+    work = tmp_path / "work"
+    work.mkdir()
+    hungry = {"source": "saved_model", "type": "classification", "path": str(device_models["hungry"])}
+    config = {
+        "models": {"hungry": hungry},
+        "batch_sizes": [1, 8],
+        "devices": {"small": {"cpus": 1, "memory": "700MiB"}},
+        "measure": {"requests": 6, "max_seconds": 5, "min_requests": 2, "warmup_requests": 1,
+                    "warmup_max_seconds": 5, "repeats": 2, "max_cv_pct": 1000},
+        "server": {"backend": "embedded", "startup_timeout_s": 180},
+        "plots": {"formats": ["png"], "dpi": 60},
+    }  # fmt: skip
+    write_config(work, config)
+    dry = run_workflow(work, "-n", "--printshellcmds")
+    assert dry.returncode == 0, dry.output[-4000:]
+    run = run_workflow(work, timeout=900)
+    assert run.returncode == 0, run.output[-6000:]
+    # every serving job ran on the device, each repeat a job of its own, and nothing on the host
+    assert {job["device"] for job in run.jobs_of("measure_batch")} == {"devices/small/"}
+    assert sorted((job["batch"], job["repeat"]) for job in run.jobs_of("measure_batch")) == [
+        ("1", "repeats/r1/"), ("1", "repeats/r2/"), ("8", "repeats/r1/"), ("8", "repeats/r2/")
+    ]  # fmt: skip
+    assert len(run.jobs_of("fold_repeats")) == 2
+    assert not (work / "workload" / "profiling" / "hungry").exists()
+    # the device's threads and memory are the jobs' (a core and 1000 MB for the client beside them)
+    assert '--device \'{"cpus":1.0,' in dry.output or '--device \'{"cpus":1.0' in dry.output, dry.output[-3000:]
+    assert "mem_mb=1735" in dry.output, dry.output[-3000:]
+
+    folder = work / "workload" / "devices" / "small" / "profiling" / "hungry"
+    durations = (folder / "hungry.csv").read_text().splitlines()
+    assert durations[0] == "batch_size, duration"
+    assert [line.split(", ")[0] for line in durations[1:]] == ["1"]  # batch 8 does not fit
+    b1 = json.loads((folder / "stats" / "b1.json").read_text())
+    repeats = b1["repeats"]
+    assert repeats["count"] == 2 and [one["repeat"] for one in repeats["series"]] == [1, 2]
+    assert repeats["cv_pct"] >= 0 and repeats["flagged"] is False
+    pooled = (folder / "hungry-b1.csv").read_text().splitlines()
+    assert len(pooled) == b1["stats"]["count"] == sum(one["count"] for one in repeats["series"])
+    assert b1["limits"]["cpu_enforced"] is True and b1["limits"]["memory_enforced"] is True
+    b8 = json.loads((folder / "stats" / "b8.json").read_text())
+    assert b8["does_not_fit"]["memory"] == "700MiB" and b8["does_not_fit"]["repeats_killed"] == 2
+    assert (folder / "hungry-b8.csv").read_text() == ""
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["device"] == "small"
+    assert provenance["limits"]["memory_limit_bytes"] == 700 << 20
+    assert [row["batch_size"] for row in provenance["does_not_fit"]] == [8]
+    assert 0 < provenance["does_not_fit"][0]["peak_mb"] <= 701
+    report = (work / "reports" / "devices" / "small" / "report.md").read_text()
+    assert "does not fit in 700MiB" in report
+    manifest = json.loads((work / "workload" / "profiling" / "all").read_text())
+    assert str(folder.relative_to(work) / "hungry.csv") in manifest["profiled"]["hungry"]
+    assert manifest["reports"] == ["reports/devices/small/report.md"]
+    assert run_workflow(work, "-n").nothing_to_do
     assert our_cgroups() == before

@@ -89,7 +89,24 @@ def device_provenance(documents: list[Mapping]) -> dict:
         ]
     if any("repeats" in document for document in documents):
         added["repeats"] = max(document.get("repeats", {}).get("count", 1) for document in documents)
+        added["repeat_cells"] = [repeat_cell(document) for document in documents if "repeats" in document]
     return added
+
+
+REPEAT_CELL_KEYS = ("count", "mean_ms", "std_ms", "cv_pct", "ci_low_ms", "ci_high_ms", "p50_mean_ms", "p50_cv_pct")
+
+
+def repeat_cell(document: Mapping) -> dict:
+    """One (model, batch)'s repeats as provenance keeps them: their spread, the flag, each repeat's mean and p50."""
+    block = document["repeats"]
+    return {
+        "batch_size": document["batch_size"],
+        **{key: block.get(key) for key in REPEAT_CELL_KEYS},
+        "flagged": block.get("flagged"),
+        "max_cv_pct": block.get("max_cv_pct"),
+        "means_ms": [one.get("mean_ms") for one in block.get("series", [])],
+        "p50s_ms": [one.get("p50_ms") for one in block.get("series", [])],
+    }
 
 
 def _all(values) -> bool | None:
