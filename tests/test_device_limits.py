@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from serveprof.launch import cgroups
 from serveprof.launch.device import memory_bytes, memory_problem
 from serveprof.launch.limits import seen_limits
 from tests.fixtures.embedded_server import REPO, server_env
-from tests.workflow_runner import run_workflow, write_config
+from tests.workflow_runner import run_workflow, tiny_test_config, write_config
 
 SERVER = json.dumps({"backend": "embedded", "startup_timeout_s": 180})
 PROCEDURE = ["--requests", "12", "--max-seconds", "30", "--min-requests", "3"]
@@ -202,6 +203,27 @@ def test_a_cpu_bound_model_is_slower_on_one_cpu_than_on_two(device_models, tmp_p
 
 
 # ------------------------------------------------------------------ the workflow, on a device
+
+
+def test_a_devices_jobs_ask_the_scheduler_for_its_cpus_and_memory_and_calibration_uses_its_profile(tmp_path):
+    """A dry run: what SLURM would be asked for, per device, and the calibrate job's flags."""
+    config = tiny_test_config("http://127.0.0.1:9/tiny_zoo.tar.gz")
+    config["devices"] = {"host": {}, "edge": {"cpus": 1.5, "memory": "2GiB"}}
+    config["calibration"] = {"measured": str(REPO / "docs" / "examples" / "device_measurements.csv"),
+                             "profiles": {"pi4": "edge"}}  # fmt: skip
+    write_config(tmp_path, config)
+    dry = run_workflow(tmp_path, "-n", "-p", "--cores", "4")
+    assert dry.returncode == 0, dry.output[-4000:]
+    jobs = re.split(r"\n(?=\[)", dry.output)
+    edge = [job for job in jobs if "rule measure_batch:" in job and "device=devices/edge/" in job]
+    host = [job for job in jobs if "rule measure_batch:" in job and "device=," in job]
+    assert len(edge) == len(host) == 4  # 2 models x 2 batch sizes on each device
+    # 1.5 CPUs run on 2 (a quota), plus a core for the client; 2 GiB is 2148 MB, plus 1000 for the client
+    assert all("threads: 3" in job and "mem_mb=3148" in job for job in edge), edge[0]
+    assert all("threads: 4" in job and "mem_mb=16000" in job for job in host), host[0]
+    [calibrate] = [job for job in jobs if "rule calibrate:" in job]
+    assert "--results workload/profiling " in calibrate
+    assert "--device-results edge=workload/devices/edge/profiling --profile pi4=edge" in calibrate
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 
 import pytest
@@ -97,3 +99,48 @@ def test_the_layout_keeps_the_reference_folder_for_the_host_and_one_series():
     assert layout.repeat_of(layout.repeat_segment(3)) == 3 and layout.repeat_segment(None) == ""
     with pytest.raises(ValueError, match="not a device segment"):
         layout.device_of("devices/../x/")
+
+
+def test_a_model_that_fits_nowhere_on_its_device_is_reported_and_drawn_not_refused(tmp_path):
+    """Every batch size killed by the memory cap: the summary has no rows, and the report and figure say why."""
+    from serveprof.cli import main as serveprof
+    from serveprof.measure.result_files import SUMMARY_COLUMNS
+    from tests.report_helpers import ACQUIRED, PROFILED, PROFILING
+
+    results, acquired = tmp_path / "profiling", tmp_path / "acquired"
+    shutil.copytree(PROFILING, results)
+    shutil.copytree(ACQUIRED, acquired)
+    folder = results / "big"
+    folder.mkdir()
+    (folder / "summary.csv").write_text(",".join(SUMMARY_COLUMNS) + "\n")
+    (folder / "big.csv").write_text("batch_size, duration\n")
+    (folder / "coldstart.csv").write_text("model,load_ms,first_infer_ms,backend,backend_version\nbig,,,embedded,\n")
+    (folder / "big-b1.csv").write_text("")
+    unfit = {
+        "batch_size": 1,
+        "memory": "100MiB",
+        "memory_bytes": 100 << 20,
+        "peak_mb": 100.0,
+        "during": "loading the model",
+    }
+    limits = {"memory": "100MiB", "mechanism": "cgroup v1", "memory_enforced": True, "memory_peak_bytes": 100 << 20}
+    provenance = json.loads((PROFILING / PROFILED[0] / "provenance.json").read_text())
+    provenance.update(model="big", device="wee", limits=limits, does_not_fit=[unfit])
+    (folder / "provenance.json").write_text(json.dumps(provenance))
+    status = json.loads((acquired / f"{PROFILED[0]}.json").read_text())
+    (acquired / "big.json").write_text(json.dumps({**status, "model": "big"}))
+    models = [*PROFILED, "big"]
+    out = tmp_path / "reports"
+    assert serveprof(["tables", "--results", str(results), "--acquired-dir", str(acquired), "--models", *models,
+                      "--out", str(out)]) == 0  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert "| big | 1 | does not fit in 100MiB | 100 MiB | loading the model |" in report
+    style = '{"formats": ["png"]}'
+    assert serveprof(["plot", "--results", str(results), "--model", "big", "--style", style, "--out", str(out)]) == 0
+    assert (out / "big" / "distribution.png").stat().st_size > 0
+    # the overview keeps the model: its cold start has no times
+    only = ["--only", "coldstart"]
+    assert (
+        serveprof(["plot", "--results", str(results), "--models", *models, *only, "--style", style, "--out", str(out)])
+        == 0
+    )

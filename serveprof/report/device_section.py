@@ -16,8 +16,19 @@ def _number(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _text(value) -> str:
+    return "–" if value is None else str(value)
+
+
 def _enforced(value) -> str:
     return {True: "yes", False: "NO", None: "–"}[value]
+
+
+def _cap(cap, limits) -> str:
+    if isinstance(cap, int):
+        return memory_text(cap)
+    # nothing read back (the server died loading), or read back and no cap found
+    return "not read back" if limits.get("cpus_allowed") is None else "not capped"
 
 
 def limits_table(run: Run) -> tuple[str, list[str], list[list[str]]]:
@@ -31,10 +42,11 @@ def limits_table(run: Run) -> tuple[str, list[str], list[list[str]]]:
         peak = limits.get("memory_peak_bytes")
         rows.append([
             model, str(provenance.get("device")), str(limits.get("mechanism")), _number(limits.get("cpus"), 2),
-            str(limits.get("cpus_allowed")), _number(limits.get("cpu_quota_cpus"), 2), _enforced(limits.get("cpu_enforced")),
-            str(limits.get("memory")), memory_text(cap) if isinstance(cap, int) else "not capped",
-            _enforced(limits.get("memory_enforced")), memory_text(peak) if peak else "–",
-            f"{limits.get('intra_op_threads')}/{limits.get('inter_op_threads')}", "; ".join(limits.get("notes") or []),
+            _text(limits.get("cpus_allowed")), _number(limits.get("cpu_quota_cpus"), 2), _enforced(limits.get("cpu_enforced")),
+            _text(limits.get("memory")), _cap(cap, limits), _enforced(limits.get("memory_enforced")),
+            memory_text(peak) if peak else "–",
+            f"{_text(limits.get('intra_op_threads'))}/{_text(limits.get('inter_op_threads'))}",
+            "; ".join(limits.get("notes") or []),
         ])  # fmt: skip
     return (
         "Limits the servers ran under, as read back from each server process",
