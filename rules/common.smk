@@ -345,7 +345,8 @@ def final_files(wildcards=None):
     """
     models = profiled_models()
     reports = [path for device in DEVICES for path in report_files(models, device)]
-    return statuses() + profiled_results() + reports + calibration_files()
+    ranking = ["reports/devices/ranking.md"] if len(DEVICES) > 1 else []
+    return statuses() + profiled_results() + reports + ranking + calibration_files()
 
 
 def manifest_run():

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "coldstart": ("serveprof.commands.coldstart", "measure a model's cold start (load, first inference)"),
     "acquire": ("serveprof.commands.acquire", "download or locate a model's source (tarball, weights, SavedModel)"),
     "export": ("serveprof.commands.export", "export an acquired model as a batchable SavedModel"),
+    "rank": ("serveprof.commands.rank", "rank the models per device by latency and peak memory, and show flips"),
     "fold": ("serveprof.commands.fold", "fold a (model, batch)'s repeats into its latency file and stats"),
     "aggregate": ("serveprof.commands.aggregate", "combine per-batch results into the per-model CSVs"),
     "tables": ("serveprof.commands.tables", "write the markdown report and its tables from result CSVs"),

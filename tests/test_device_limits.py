@@ -224,6 +224,8 @@ def test_a_devices_jobs_ask_the_scheduler_for_its_cpus_and_memory_and_calibratio
     [calibrate] = [job for job in jobs if "rule calibrate:" in job]
     assert "--results workload/profiling " in calibrate
     assert "--device-results edge=workload/devices/edge/profiling --profile pi4=edge" in calibrate
+    [ranking] = [job for job in jobs if "rule rank_devices:" in job]
+    assert "--devices host=workload/profiling edge=workload/devices/edge/profiling" in ranking
 
 
 @pytest.mark.slow

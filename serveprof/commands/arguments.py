@@ -57,6 +57,17 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def name_value_pairs(values: list[str], flag: str, example: str) -> dict[str, str]:
+    """``["a=x", "b=y"]`` -> ``{"a": "x", "b": "y"}``, refusing an item that is not NAME=VALUE."""
+    pairs = {}
+    for value in values:
+        name, separator, target = value.partition("=")
+        if not separator or not name or not target:
+            raise ServeprofError(f"{flag} {value!r} is not NAME=VALUE", f"pass {flag} like {example}")
+        pairs[name] = target
+    return pairs
+
+
 def add_device_flags(parser: argparse.ArgumentParser) -> None:
     """The device whose limits the launched server runs under (a ``devices:`` entry)."""
     parser.add_argument(

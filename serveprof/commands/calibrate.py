@@ -82,16 +82,6 @@ def write_outputs(calibration, out: Path, style, models: list[str]) -> list[Path
     return [out / "calibration.md", *written]
 
 
-def _pairs(values: list[str], flag: str, example: str) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        name, separator, target = value.partition("=")
-        if not separator or not name or not target:
-            raise ServeprofError(f"{flag} {value!r} is not NAME=VALUE", f"pass {flag} like {example}")
-        pairs[name] = target
-    return pairs
-
-
 def measured_models(folder: Path) -> list[str]:
     """Models with at least one measured batch size in a results folder (on a device, some may fit in none)."""
     return sorted(
@@ -103,13 +93,16 @@ def measured_models(folder: Path) -> list[str]:
 
 def device_profiles(measured, device_results: list[str], profile: list[str], models: list[str] | None) -> dict:
     """On-device name -> (serveprof device, its summaries, its folder), for the names fitted against a device."""
+    from serveprof.commands.arguments import name_value_pairs
     from serveprof.report.results import load_summary
 
     folders = {
         name: Path(folder)
-        for name, folder in _pairs(device_results, "--device-results", "edge=workload/devices/edge/profiling").items()
+        for name, folder in name_value_pairs(
+            device_results, "--device-results", "edge=workload/devices/edge/profiling"
+        ).items()
     }
-    chosen = _pairs(profile, "--profile", "pi4=edge")
+    chosen = name_value_pairs(profile, "--profile", "pi4=edge")
     unknown = sorted(set(chosen.values()) - set(folders) - {"host"})
     if unknown:
         raise ServeprofError(f"--profile names device(s) {', '.join(unknown)} without --device-results",
