@@ -287,3 +287,21 @@ def test_the_workflow_profiles_on_a_device_with_repeats_and_what_does_not_fit(de
     assert manifest["reports"] == ["reports/devices/small/report.md"]
     assert run_workflow(work, "-n").nothing_to_do
     assert our_cgroups() == before
+
+
+@pytest.mark.parametrize("backend", ["docker", "apptainer"])
+def test_containers_get_the_devices_limits_as_their_runtimes_flags_and_its_threads(tmp_path, backend):
+    from serveprof.launch import ServerSpec
+    from serveprof.launch.commands import build_command
+
+    device = settings.device_settings({"name": "edge", "cpus": 1.5, "memory": "1GiB"})
+    spec = ServerSpec.serving(settings.server_settings({}), "tiny", str(tmp_path), device=device)
+    command = build_command(spec, backend, 8600, 8601, name="n")
+    image = command.index("tensorflow/serving:latest" if backend == "docker" else "docker://tensorflow/serving:latest")
+    flags = command[:image]
+    assert flags[flags.index("--cpus") + 1] == "1.5"
+    assert flags[flags.index("--memory") + 1] == flags[flags.index("--memory-swap") + 1] == str(1 << 30)
+    # the thread pools follow the device's CPUs (rounded up), in the server's own flags
+    assert {"--tensorflow_intra_op_parallelism=2", "--tensorflow_inter_op_parallelism=2"} <= set(command[image:])
+    host = ServerSpec.serving(settings.server_settings({}), "tiny", str(tmp_path))
+    assert "--cpus" not in build_command(host, backend, 8600, 8601, name="n")
