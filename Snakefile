@@ -24,6 +24,8 @@ include: "rules/models.smk"
 include: "rules/profiling.smk"
 include: "rules/report.smk"
 include: "rules/load.smk"
+include: "rules/calibration.smk"
+include: "rules/ranking.smk"
 
 
 # The default target. It has no output, so Snakemake checks that every file it lists

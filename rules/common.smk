@@ -5,6 +5,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from serveprof import layout
 from serveprof.settings import canonical_json, load
 
 # The whole config, checked (every problem named with its fix, before any job runs),
@@ -14,10 +15,16 @@ MODELS = SETTINGS.models
 # What Snakemake shows of the config (the report's captions) is the complete one too,
 # as snakemake.utils.validate would leave it with the schema's defaults.
 config.update(SETTINGS.config)
+# The devices to profile on (default: the unconstrained host alone, today's layout).
+DEVICES = SETTINGS.devices()
 
 
 wildcard_constraints:
     model="|".join(re.escape(name) for name in MODELS),
+    # A folder segment, empty at the default (serveprof/layout.py): "" for the host,
+    # "devices/<name>/" for another device; "" for one series, "repeats/r<R>/" for a repeat.
+    device=layout.device_constraint(DEVICES),
+    repeat=layout.repeat_constraint(SETTINGS.repeats),
     batch=r"[1-9][0-9]*",
     figure="latency|throughput|coldstart|resources",
 
@@ -174,7 +181,85 @@ def procedure_settings(wildcards):
 
 
 def model_hash(wildcards):
-    return SETTINGS.model_hash(wildcards.model)
+    return SETTINGS.model_hash(wildcards.model, layout.device_of(wildcards.device))
+
+
+# ---------------------------------------------------------------- devices and repeats
+
+
+def device_of(wildcards):
+    return DEVICES[layout.device_of(wildcards.device)]
+
+
+def device_settings(wildcards):
+    """The job's device as --device JSON; the host's is {} (no limits)."""
+    device = device_of(wildcards)
+    return canonical_json(device.to_json() if device.constrained else {})
+
+
+# A serving job on a device reserves the device's CPUs (a quota rounded up) and its
+# memory, plus a core and 1 GB for the client that times it, so a scheduler (SLURM's
+# cpus_per_task and mem_mb) gives the job what the device has. The host keeps today's.
+HOST_THREADS = 4
+HOST_MEM_MB = 16000
+CLIENT_MEM_MB = 1000
+
+
+def device_threads(wildcards):
+    device = device_of(wildcards)
+    return HOST_THREADS if device.cpus is None else device.whole_cpus + 1
+
+
+def device_mem_mb(wildcards):
+    device = device_of(wildcards)
+    if device.memory is None:
+        return HOST_MEM_MB
+    return -(-device.memory_bytes // 1_000_000) + CLIENT_MEM_MB
+
+
+def repeat_flag(wildcards):
+    repeat = layout.repeat_of(wildcards.repeat)
+    return "" if repeat is None else f"--repeat {repeat}"
+
+
+def repeats(pattern):
+    """An input function: ``pattern`` for each repeat of the job's cell."""
+    return lambda wildcards: expand(
+        pattern,
+        repeat=[layout.repeat_segment(r) for r in range(1, SETTINGS.repeats + 1)],
+        allow_missing=True,
+    )
+
+
+def results_dir(wildcards):
+    return layout.results_dir(layout.device_of(wildcards.device))
+
+
+def calibration_flags(wildcards=None):
+    """`serveprof calibrate`'s results folders and profiles, from the devices and `calibration:`."""
+    calibration = SETTINGS.calibration
+    host = layout.HOST if layout.HOST in DEVICES else next(iter(DEVICES))
+    flags = [
+        f"--results {layout.results_dir(host)}",
+        f"--statistic {calibration['statistic']} --level {calibration['level']}",
+    ]
+    others = [name for name in DEVICES if name != layout.HOST]
+    if others:
+        pairs = " ".join(f"{name}={layout.results_dir(name)}" for name in others)
+        flags.append(f"--device-results {pairs}")
+    if calibration["profiles"]:
+        pairs = " ".join(
+            f"{measured}={device}"
+            for measured, device in calibration["profiles"].items()
+        )
+        flags.append(f"--profile {pairs}")
+    return " ".join(flags)
+
+
+def calibration_files():
+    if not SETTINGS.calibration["measured"]:
+        return []
+    return ["reports/calibration/calibration.md"]
 
 
 def inference_dir(model):
@@ -186,15 +271,18 @@ def saved_model(wildcards):
 
 
 def per_batch(pattern):
-    """An input function: ``pattern`` for each batch size of the job's model."""
+    """An input function: ``pattern`` for each batch size of the job's model (on the job's device)."""
     return lambda wildcards: expand(
-        pattern, model=wildcards.model, batch=SETTINGS.batch_sizes(wildcards.model)
+        pattern,
+        model=wildcards.model,
+        batch=SETTINGS.batch_sizes(wildcards.model),
+        device=getattr(wildcards, "device", ""),
     )
 
 
-def model_results(model):
-    """What a profiled model leaves in workload/profiling/<model>/."""
-    folder = f"workload/profiling/{model}"
+def model_results(model, device=layout.HOST):
+    """What a profiled model leaves in its folder: workload/profiling/<model>/ on the host."""
+    folder = layout.model_dir(model, device)
     batches = SETTINGS.batch_sizes(model)
     return [
         f"{folder}/{model}.csv",
@@ -207,7 +295,22 @@ def model_results(model):
 
 
 def profiled_results(wildcards=None):
-    return [path for model in profiled_models() for path in model_results(model)]
+    """Every device's results, or the job's device's only (the report of one device)."""
+    devices = (
+        [layout.device_of(wildcards.device)]
+        if wildcards is not None and hasattr(wildcards, "device")
+        else list(DEVICES)
+    )
+    return [
+        path
+        for device in devices
+        for model in profiled_models()
+        for path in model_results(model, device)
+    ]
+
+
+def results_dirs(wildcards=None):
+    return [layout.results_dir(device) for device in DEVICES]
 
 
 # ---------------------------------------------------------------- report
@@ -222,10 +325,11 @@ TABLES = [
     "resources",
     "not_profiled",
 ]
+# Each device's report is in its own folder: reports/ for the host, reports/devices/<name>/.
 TABLE_FILES = [
-    f"reports/tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md")
+    f"reports/{{device}}tables/{name}.{ext}" for name in TABLES for ext in ("csv", "md")
 ]
-TABLE_FILES.append("reports/tables/models.csv")
+TABLE_FILES.append("reports/{device}tables/models.csv")
 FIGURES = ["latency", "throughput", "coldstart", "resources"]
 
 
@@ -238,13 +342,14 @@ def other_formats(stem):
     return [f"{stem}.{ext}" for ext in SETTINGS.style().formats if ext != "png"]
 
 
-def figure_files(models):
+def figure_files(models, device=layout.HOST):
     if not models:
         return []
+    folder = f"reports/{layout.device_segment(device)}figures"
     formats = sorted(set(SETTINGS.style().formats) | {"png"})
-    overview = expand("reports/figures/{figure}.{ext}", figure=FIGURES, ext=formats)
+    overview = expand(f"{folder}/{{figure}}.{{ext}}", figure=FIGURES, ext=formats)
     per_model = expand(
-        "reports/figures/{model}/distribution.{ext}", model=models, ext=formats
+        f"{folder}/{{model}}/distribution.{{ext}}", model=models, ext=formats
     )
     return overview + per_model
 
@@ -330,6 +435,15 @@ def load_files():
     ] + load_report_files(models)
 
 
+def report_files(models, device=layout.HOST):
+    segment = layout.device_segment(device)
+    return [
+        f"reports/{segment}report.md",
+        *expand(TABLE_FILES, device=segment),
+        *figure_files(models, device),
+    ]
+
+
 # ---------------------------------------------------------------- what a run makes
 
 MANIFEST = "workload/profiling/all"
@@ -342,11 +456,14 @@ def final_files(wildcards=None):
     for, a deleted one is made again.
     """
     models = profiled_models()
+    reports = [path for device in DEVICES for path in report_files(models, device)]
+    ranking = ["reports/devices/ranking.md"] if len(DEVICES) > 1 else []
     return (
         statuses()
         + profiled_results()
-        + ["reports/report.md", *TABLE_FILES]
-        + figure_files(models)
+        + reports
+        + ranking
+        + calibration_files()
         + load_files()
     )
 

@@ -11,7 +11,7 @@ rule tables:
         results=profiled_results,
     output:
         report=report(
-            "reports/report.md",
+            "reports/{device}report.md",
             caption="../report/report.rst",
             category="Overview",
         ),
@@ -19,14 +19,15 @@ rule tables:
         # deleted one is made again.
         tables=TABLE_FILES,
     log:
-        "logs/tables.log",
+        "logs/{device}tables.log",
     conda:
         "../envs/serveprof.yaml"
     params:
         models=list(MODELS),
+        results=results_dir,
     shell:
-        "exec serveprof tables --results workload/profiling --acquired-dir data/model/acquired"
-        " --models {params.models} --out reports > {log} 2>&1"
+        "exec serveprof tables --results {params.results} --acquired-dir data/model/acquired"
+        " --models {params.models} --out reports/{wildcards.device} > {log} 2>&1"
 
 
 # Colours follow the sorted list of every configured model (--all-models), so a model
@@ -37,46 +38,48 @@ rule plot_overview:
         results=profiled_results,
     output:
         figure=report(
-            "reports/figures/{figure}.png",
+            "reports/{device}figures/{figure}.png",
             caption="../report/overview.rst",
             category="Overview",
         ),
-        other_formats=other_formats("reports/figures/{figure}"),
+        other_formats=other_formats("reports/{device}figures/{figure}"),
     log:
-        "logs/plot_overview/{figure}.log",
+        "logs/plot_overview/{device}{figure}.log",
     conda:
         "../envs/serveprof.yaml"
     params:
         models=lambda wildcards: profiled_models(),
         all_models=list(MODELS),
         style=plot_style,
+        results=results_dir,
     shell:
-        "exec serveprof plot --results workload/profiling --models {params.models}"
+        "exec serveprof plot --results {params.results} --models {params.models}"
         " --all-models {params.all_models} --style {params.style:q}"
-        " --only {wildcards.figure} --out reports/figures > {log} 2>&1"
+        " --only {wildcards.figure} --out reports/{wildcards.device}figures > {log} 2>&1"
 
 
 rule plot_model:
     input:
-        summary="workload/profiling/{model}/summary.csv",
-        latencies=per_batch("workload/profiling/{model}/{model}-b{batch}.csv"),
+        summary="workload/{device}profiling/{model}/summary.csv",
+        latencies=per_batch("workload/{device}profiling/{model}/{model}-b{batch}.csv"),
     output:
         figure=report(
-            "reports/figures/{model}/distribution.png",
+            "reports/{device}figures/{model}/distribution.png",
             caption="../report/distribution.rst",
             category="{model}",
             subcategory="Figures",
         ),
-        other_formats=other_formats("reports/figures/{model}/distribution"),
+        other_formats=other_formats("reports/{device}figures/{model}/distribution"),
     log:
-        "logs/plot_model/{model}.log",
+        "logs/plot_model/{device}{model}.log",
     conda:
         "../envs/serveprof.yaml"
     params:
         style=plot_style,
+        results=results_dir,
     shell:
-        "exec serveprof plot --results workload/profiling --model {wildcards.model}"
-        " --style {params.style:q} --only distribution --out reports/figures > {log} 2>&1"
+        "exec serveprof plot --results {params.results} --model {wildcards.model}"
+        " --style {params.style:q} --only distribution --out reports/{wildcards.device}figures > {log} 2>&1"
 
 
 # The run's table of contents, and its verdict: with `strict`, a model not profiled
@@ -96,6 +99,7 @@ rule manifest:
         models=list(MODELS),
         run=MANIFEST_RUN,
         strict=strict_flag,
+        results=results_dirs,
     shell:
         "exec serveprof manifest --models {params.models} --acquired-dir data/model/acquired"
-        " --results workload/profiling --run {params.run} {params.strict} --out {output} > {log} 2>&1"
+        " --results {params.results} --run {params.run} {params.strict} --out {output} > {log} 2>&1"

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serveprof.commands.load_report",
         "load figures and the best configuration under the SLO, from results (never measures)",
     ),
+    "rank": ("serveprof.commands.rank", "rank the models per device by latency and peak memory, and show flips"),
+    "fold": ("serveprof.commands.fold", "fold a (model, batch)'s repeats into its latency file and stats"),
     "aggregate": ("serveprof.commands.aggregate", "combine per-batch results into the per-model CSVs"),
     "tables": ("serveprof.commands.tables", "write the markdown report and its tables from result CSVs"),
     "plot": ("serveprof.commands.plot", "draw the figures from existing result CSVs (never measures)"),

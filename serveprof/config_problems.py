@@ -260,7 +260,10 @@ def _describe(error, config: Mapping[str, Any], schema: Mapping[str, Any]) -> tu
             f"remove {key} (a {source} model takes {', '.join(taken[source])}), or set source to what the model is",
         )
     if "propertyNames" in error.absolute_schema_path:
-        return f"model key {error.instance!r} cannot be used as a directory name", _fix_for(error, schema)
+        what = "device name" if list(error.absolute_schema_path)[:2] == ["properties", "devices"] else "model key"
+        return f"{what} {error.instance!r} cannot be used as a directory name", _fix_for(error, schema)
+    if error.validator == "exclusiveMinimum" and list(error.absolute_path)[-1:] == ["cpus"]:
+        return f"{error.instance!r} CPUs leave the server nothing to run on", _fix_for(error, schema)
     return error.message, _fix_for(error, schema)
 
 
@@ -305,9 +308,13 @@ def text_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
         # A zoo URL's shape is explained by url_problem below, which says what is wrong with it.
         if error.validator == "pattern" and len(path) == 3 and path[0] == "models" and path[2] == "url":
             continue
+        # A device's memory size is explained by _device_problems below, with its unit.
+        if len(path) == 3 and path[0] == "devices" and path[2] == "memory":
+            continue
         found.append(([str(part) for part in path], _problem(_key_path(path), *_describe(error, config, schema))))
     found += _zoo_url_problems(config, schema)
     found += _load_problems(config)
+    found += _device_problems(config)
     return [text for _, text in sorted(found, key=lambda item: item[0])]
 
 
@@ -322,6 +329,63 @@ def _load_problems(config: Mapping[str, Any]) -> list[tuple[list[str], str]]:
         (where.replace("[", ".").replace("]", "").split("."), _problem(where, problem, fix))
         for where, problem, fix in found
     ]
+
+
+def _devices(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    devices = config.get("devices")
+    if not isinstance(devices, Mapping):
+        return {}
+    return {
+        str(name): definition or {}
+        for name, definition in devices.items()
+        if isinstance(definition, (Mapping, type(None)))
+    }
+
+
+def _device_problems(config: Mapping[str, Any]) -> list[tuple[list[str], str]]:
+    """Memory sizes without a usable unit, a constrained host, calibration profiles naming no device."""
+    from serveprof.launch.device import MEMORY_EXAMPLE, memory_problem
+    from serveprof.layout import HOST
+
+    problems: list[tuple[list[str], str]] = []
+    devices = _devices(config)
+    for name, definition in devices.items():
+        if "memory" in definition:
+            problem = memory_problem(definition["memory"])
+            if problem:
+                path = ["devices", name, "memory"]
+                problems.append(
+                    (
+                        path,
+                        _problem(
+                            _key_path(path),
+                            problem,
+                            f"write memory with its unit, e.g. {MEMORY_EXAMPLE} (KiB, MiB, GiB are binary; kB, MB, GB decimal)",
+                        ),
+                    )
+                )
+        if name == HOST and any(
+            definition.get(key) is not None for key in ("cpus", "memory", "intra_op_threads", "inter_op_threads")
+        ):
+            path = ["devices", HOST]
+            problems.append((path, _problem(
+                _key_path(path),
+                "host is the machine itself, unconstrained (its results are workload/profiling), but limits were given",
+                "give the limits a device name of their own, e.g. devices: {edge: {cpus: 1}}, and leave host: {} as it is",
+            )))  # fmt: skip
+    calibration = config.get("calibration")
+    profiles = calibration.get("profiles") if isinstance(calibration, Mapping) else None
+    if isinstance(profiles, Mapping):
+        known = sorted({HOST, *devices})
+        for measured, device in profiles.items():
+            if isinstance(device, str) and device not in known:
+                path = ["calibration", "profiles", str(measured)]
+                problems.append((path, _problem(
+                    _key_path(path),
+                    f"{device!r} is not a configured device (configured: {', '.join(known)})",
+                    "name a device of the devices: block, or host",
+                )))  # fmt: skip
+    return problems
 
 
 def _settings(config: Mapping[str, Any], schema: Mapping[str, Any], *block: str) -> dict:
@@ -439,4 +503,24 @@ def machine_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> li
     File system and PATH look-ups only (it runs while the Snakefile is parsed). A
     relative path is taken from the working directory, which is the workflow directory.
     """
-    return _saved_model_problems(config) + _image_dir_problems(config, schema) + _server_problems(config, schema)
+    return (
+        _saved_model_problems(config)
+        + _image_dir_problems(config, schema)
+        + _server_problems(config, schema)
+        + _calibration_problems(config)
+    )
+
+
+def _calibration_problems(config: Mapping[str, Any]) -> list[str]:
+    calibration = config.get("calibration")
+    measured = calibration.get("measured") if isinstance(calibration, Mapping) else None
+    if not isinstance(measured, str) or not measured or Path(measured).is_file():
+        return []
+    return [
+        _problem(
+            "calibration.measured",
+            f"{measured} (resolved: {Path(measured).resolve()}) is not a file",
+            "give the CSV of your on-device measurements (docs/calibration.md; relative paths are relative to the "
+            "workflow directory), or set calibration.measured to null",
+        )
+    ]

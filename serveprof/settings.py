@@ -10,6 +10,7 @@ fills the schema's defaults, and builds what each part takes:
 - ``ProcedureSettings`` and ``InputSettings`` for measure/ (``measure:`` and ``measure.input``);
 - ``Style`` for report/ (``plots:``);
 - ``LoadSettings``, its ``LoadPoint`` jobs and each job's ``PointSettings`` for load/ (``load:``).
+- ``DeviceSettings`` for launch/ (a ``devices:`` entry; the unconstrained ``host`` is always there).
 
 launch/, measure/ and report/ never read a config or the schema themselves.
 """
@@ -29,7 +30,9 @@ import yaml
 
 from serveprof.config_problems import machine_problems, text_problems, validator_class
 from serveprof.errors import ServeprofError
+from serveprof.launch.device import DeviceSettings
 from serveprof.launch.spec import ServerSettings
+from serveprof.layout import HOST
 from serveprof.load.scenarios import LoadPoint, LoadSettings, PointSettings, points
 from serveprof.measure.inputs import InputSettings
 from serveprof.measure.procedure import ProcedureSettings
@@ -263,6 +266,40 @@ def point_settings(block: Mapping[str, Any] | None = None) -> PointSettings:
     return _point(_block(("load",), block, "load settings"), interval)
 
 
+def _device(name: str, block: Mapping[str, Any] | None) -> DeviceSettings:
+    """A checked ``devices:`` entry; its thread pools default to its CPU count, rounded up, as
+    on-device benchmarks set threads to cores."""
+    block = dict(block or {})
+    device = DeviceSettings(name=name, cpus=block.get("cpus"), memory=block.get("memory"))
+    threads = device.whole_cpus
+    return DeviceSettings(
+        name=name,
+        cpus=None if device.cpus is None else float(device.cpus),
+        memory=device.memory.strip() if device.memory else None,
+        intra_op_threads=block.get("intra_op_threads") or threads,
+        inter_op_threads=block.get("inter_op_threads") or threads,
+    )
+
+
+def device_settings(block: Mapping[str, Any] | None = None) -> DeviceSettings:
+    """A device as JSON (``serveprof measure --device``): ``{"name": "edge", "cpus": 1, "memory": "2GiB", ...}``.
+
+    Checked as the config's ``devices:`` entry is; no block, or ``{}``, is the unconstrained host.
+    """
+    block = dict(block or {})
+    name = str(block.pop("name", HOST))
+    found = [
+        problem for problem in text_problems({"devices": {name: block}}, schema()) if problem.startswith("devices")
+    ]
+    if found:
+        listing = "\n  - ".join(found)
+        raise ServeprofError(
+            f"the device settings have {len(found)} problem(s):\n  - {listing}",
+            "edit the devices: block of the config (config/config.yaml documents every key)",
+        )
+    return _device(name, block)
+
+
 def model_definition(model: str, definition: Mapping[str, Any]) -> dict:
     """One model's definition (``serveprof acquire --spec``), checked like the config's, this machine included."""
     check({"models": {model: dict(definition)}, "batch_sizes": [1]})  # batch_sizes: required at the top, unused here
@@ -301,6 +338,25 @@ class Settings:
 
     def server(self) -> ServerSettings:
         return _server(self.config["server"])
+
+    def devices(self) -> dict[str, DeviceSettings]:
+        """Every device to profile on, in the config's order (default: the unconstrained host alone)."""
+        return {name: _device(name, block) for name, block in self.config["devices"].items()}
+
+    def device(self, name: str) -> DeviceSettings:
+        return self.devices()[name]
+
+    @property
+    def repeats(self) -> int:
+        return self.config["measure"]["repeats"]
+
+    @property
+    def max_cv_pct(self) -> float:
+        return self.config["measure"]["max_cv_pct"]
+
+    @property
+    def calibration(self) -> dict:
+        return self.config["calibration"]
 
     def procedure(self) -> ProcedureSettings:
         return _procedure(self.config["measure"])
@@ -345,17 +401,18 @@ class Settings:
             "ask for a point the load: block names (workload/load/<model>/<scenario>/<point>.csv)",
         )
 
-    def model_hash(self, model: str) -> str:
-        """Fingerprint of everything that shapes one model's numbers (provenance)."""
-        return fingerprint(
-            {
-                "model": self.models[model],
-                "batch_sizes": self.batch_sizes(model),
-                "measure": self.config["measure"],
-                "server": self.config["server"],
-                "warmup_batch_sizes": self.warmup_batch_sizes(model),
-            }
-        )
+    def model_hash(self, model: str, device: str = HOST) -> str:
+        """Fingerprint of everything that shapes one model's numbers on one device (provenance)."""
+        shaping = {
+            "model": self.models[model],
+            "batch_sizes": self.batch_sizes(model),
+            "measure": self.config["measure"],
+            "server": self.config["server"],
+            "warmup_batch_sizes": self.warmup_batch_sizes(model),
+        }
+        if device != HOST:
+            shaping["device"] = self.device(device).to_json()
+        return fingerprint(shaping)
 
 
 def load(config: Mapping[str, Any]) -> Settings:

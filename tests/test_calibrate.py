@@ -183,3 +183,31 @@ def test_the_documented_example_runs_against_the_fixture_run(tmp_path):
         ("jetson-nano", "memory"),
         ("pi4", "latency"),
     ]
+
+
+def test_a_device_measured_on_the_board_is_fitted_against_its_serveprof_device_profile(tmp_path, capsys):
+    """pi4 = 3·edge + 5, where edge (serveprof's device) runs 2× slower than the host: the slope is 3, not 6."""
+    edge = tmp_path / "devices" / "edge" / "profiling"
+    shutil.copytree(PROFILING, edge)
+    for model in PROFILED:
+        path = edge / model / "summary.csv"
+        frame = pd.read_csv(path)
+        frame["mean_ms"] *= 2
+        frame.to_csv(path, index=False)
+    profile = load_summary(edge, PROFILED).set_index(["model", "batch_size"])
+    rows = [(model, batch, "pi4", round(3 * profile.at[(model, batch), "mean_ms"] + 5, 4))
+            for model in ("inception", "nasnet") for batch in (1, 2, 4)]  # fmt: skip
+    measured = tmp_path / "pi4.csv"
+    write_measured(measured, rows)
+    out = tmp_path / "out"
+    common = ["calibrate", "--measured", str(measured), "--results", str(PROFILING), "--style", '{"formats": ["png"]}']
+    assert serveprof([*common, "--device-results", f"edge={edge}", "--profile", "pi4=edge", "--out", str(out)]) == 0
+    fits = pd.read_csv(out / "fits.csv").set_index("metric")
+    assert fits.at["latency", "profile"] == "edge"
+    assert (fits.at["latency", "slope"], fits.at["latency", "intercept"]) == pytest.approx((3.0, 5.0), abs=1e-6)
+    assert serveprof([*common, "--out", str(tmp_path / "host")]) == 0
+    host_fit = pd.read_csv(tmp_path / "host" / "fits.csv").set_index("metric")
+    assert host_fit.at["latency", "profile"] == "host"
+    assert host_fit.at["latency", "slope"] == pytest.approx(6.0, abs=1e-6)
+    assert serveprof([*common, "--profile", "pi4=edge", "--out", str(out)]) == 1
+    assert "--profile names device(s) edge without --device-results" in capsys.readouterr().err

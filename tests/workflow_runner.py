@@ -45,7 +45,10 @@ def parse_jobs(output: str) -> list[tuple[str, dict]]:
             continue
         found = WILDCARDS.match(line)
         if found and jobs:
-            jobs[-1][1].update(dict(part.split("=", 1) for part in found.group(1).split(", ")))
+            # A dimension at its default is an empty folder segment (serveprof/layout.py: the host
+            # device, one series per cell): left out, so a reference-layout job reads as it always did.
+            pairs = dict(part.split("=", 1) for part in found.group(1).split(", "))
+            jobs[-1][1].update({name: value for name, value in pairs.items() if value})
     return jobs
 
 

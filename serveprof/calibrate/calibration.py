@@ -7,6 +7,7 @@ peak RSS (``rss_peak_mb``), for devices whose rows give it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,8 +63,15 @@ def calibrate(
     statistic: str = "mean_ms",
     level: float = 0.95,
     results_label: str = "the results folder",
+    profiles: Mapping[str, tuple[str, pd.DataFrame, str]] | None = None,
 ) -> Calibration:
-    """Fit every device (latency, and memory where given) and predict the unmeasured profiled pairs."""
+    """Fit every device (latency, and memory where given) and predict the unmeasured profiled pairs.
+
+    ``profiles`` maps an on-device name of ``measured`` to the profile it is fitted
+    against: (the configured device's name, its summaries, where they were read), e.g. a
+    ``pi4`` measured on the board against serveprof's ``pi4`` device limits. A device not
+    in it is fitted against ``profiled``, the unconstrained host's run.
+    """
     if statistic not in STATISTICS:
         raise ServeprofError(
             f"statistic {statistic!r} is not one of {', '.join(STATISTICS)}",
@@ -71,10 +79,12 @@ def calibrate(
         )
     if not 0 < level < 1:
         raise ServeprofError(f"--level is {level}", "give a level between 0 and 1, e.g. --level 0.95")
-    _check_known(measured, profiled, results_label)
-    host = profiled.set_index(["model", "batch_size"])
+    profiles = profiles or {}
     fits, points, predictions, ranks, lines = [], [], [], [], {}
     for device, rows in measured.groupby("device", sort=False):
+        profile, frame, label = profiles.get(device, ("host", profiled, results_label))
+        _check_known(rows, frame, label)
+        host = frame.set_index(["model", "batch_size"])
         for metric, (device_column, host_column, unit) in METRICS.items():
             host_column = host_column or statistic
             given = rows[rows[device_column].notna()]
@@ -103,7 +113,7 @@ def calibrate(
             error_pct = 100 * (loo - y) / y
             ranking = rank_agreement(x, y)
             fits.append({
-                "device": device, "metric": metric, "unit": unit, "host": host_column, "n": line.n,
+                "device": device, "profile": profile, "metric": metric, "unit": unit, "host": host_column, "n": line.n,
                 "slope": line.slope, "intercept": line.intercept, "r2": line.r2,
                 "slope_stderr": line.slope_stderr, "intercept_stderr": line.intercept_stderr, "residual_std": line.residual_std,
                 "loo_mae": float(np.nanmean(np.abs(loo - y))), "loo_mape_pct": float(np.nanmean(np.abs(error_pct))),
@@ -122,9 +132,7 @@ def calibrate(
                     ranks.append({"device": device, "metric": metric, "scope": f"batch {batch}",
                                   **vars(rank_agreement(at_batch["x"], at_batch[device_column]))})  # fmt: skip
             measured_pairs = set(zip(given["model"], given["batch_size"], strict=True))
-            todo = profiled[
-                [pair not in measured_pairs for pair in zip(profiled["model"], profiled["batch_size"], strict=True)]
-            ]
+            todo = frame[[pair not in measured_pairs for pair in zip(frame["model"], frame["batch_size"], strict=True)]]
             todo = todo[todo[host_column].notna()]
             if not todo.empty:
                 x0 = todo[host_column].to_numpy(dtype=float)

@@ -57,6 +57,38 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def name_value_pairs(values: list[str], flag: str, example: str) -> dict[str, str]:
+    """``["a=x", "b=y"]`` -> ``{"a": "x", "b": "y"}``, refusing an item that is not NAME=VALUE."""
+    pairs = {}
+    for value in values:
+        name, separator, target = value.partition("=")
+        if not separator or not name or not target:
+            raise ServeprofError(f"{flag} {value!r} is not NAME=VALUE", f"pass {flag} like {example}")
+        pairs[name] = target
+    return pairs
+
+
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """The device whose limits the launched server runs under (a ``devices:`` entry)."""
+    parser.add_argument(
+        "--device",
+        default="{}",
+        help='the device as JSON: {"name": "edge", "cpus": 1, "memory": "2GiB", "intra_op_threads": 1, '
+        '"inter_op_threads": 1}; {} (default) is the unconstrained host',
+    )
+
+
+def device_of(args):
+    """The DeviceSettings of ``--device``; limits apply only to a server this command launches."""
+    device = settings.device_settings(json_object(args.device, "--device", '{"name": "edge", "cpus": 1}'))
+    if device.constrained and getattr(args, "address", None):
+        raise ServeprofError(
+            f"--device {device.name} sets limits, but --address names a server serveprof did not start",
+            "limit that server yourself, or pass --model-base-path so serveprof launches one under the limits",
+        )
+    return device
+
+
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     """How the client talks to the server: ``measure.protocol`` and ``measure.transport``."""
     defaults = settings.defaults("measure")

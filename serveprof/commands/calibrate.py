@@ -36,10 +36,10 @@ def tables(calibration) -> dict[str, tuple[str, list[str], list[list[str]], pd.D
     level = f"{calibration.level * 100:g} %"
     fits = calibration.fits
     return {
-        "fits": ("Fits per device: device = a·host + b",
-                 ["device", "metric", "n", "a", "b", "R²", "LOO mean abs error", "LOO mean abs %", "LOO max abs %",
+        "fits": ("Fits per device: device = a·host + b, where host is the profile named",
+                 ["device", "profile", "metric", "n", "a", "b", "R²", "LOO mean abs error", "LOO mean abs %", "LOO max abs %",
                   "Kendall τ", "Spearman ρ"],
-                 [[row.device, row.metric, str(row.n), _number(row.slope, 4), f"{_number(row.intercept, 4)} {row.unit}",
+                 [[row.device, row.profile, row.metric, str(row.n), _number(row.slope, 4), f"{_number(row.intercept, 4)} {row.unit}",
                    f"{row.r2:.3f}", f"{_number(row.loo_mae)} {row.unit}", _number(row.loo_mape_pct, 2), _number(row.loo_max_abs_pct, 2),
                    f"{row.kendall_tau:.2f}", f"{row.spearman_rho:.2f}"] for row in fits.itertuples()], fits),
         "points": ("Measured points, fitted and predicted without them (leave-one-out)",
@@ -82,6 +82,41 @@ def write_outputs(calibration, out: Path, style, models: list[str]) -> list[Path
     return [out / "calibration.md", *written]
 
 
+def measured_models(folder: Path) -> list[str]:
+    """Models with at least one measured batch size in a results folder (on a device, some may fit in none)."""
+    return sorted(
+        path.parent.name
+        for path in folder.glob("*/summary.csv")
+        if len(path.read_text(encoding="utf-8").strip().splitlines()) > 1
+    )
+
+
+def device_profiles(measured, device_results: list[str], profile: list[str], models: list[str] | None) -> dict:
+    """On-device name -> (serveprof device, its summaries, its folder), for the names fitted against a device."""
+    from serveprof.commands.arguments import name_value_pairs
+    from serveprof.report.results import load_summary
+
+    folders = {
+        name: Path(folder)
+        for name, folder in name_value_pairs(
+            device_results, "--device-results", "edge=workload/devices/edge/profiling"
+        ).items()
+    }
+    chosen = name_value_pairs(profile, "--profile", "pi4=edge")
+    unknown = sorted(set(chosen.values()) - set(folders) - {"host"})
+    if unknown:
+        raise ServeprofError(f"--profile names device(s) {', '.join(unknown)} without --device-results",
+                             f"pass --device-results {unknown[0]}=<its results folder>, or profile against host")  # fmt: skip
+    profiles = {}
+    for name in dict.fromkeys(measured["device"]):
+        device = chosen.get(name, name if name in folders else "host")
+        if device == "host" or device not in folders:
+            continue
+        found = [model for model in measured_models(folders[device]) if not models or model in models]
+        profiles[name] = (device, load_summary(folders[device], found), str(folders[device]))
+    return profiles
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof calibrate", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -93,6 +128,21 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help=f"the host run's results folder (default {RESULTS})"
+    )
+    parser.add_argument(
+        "--device-results",
+        nargs="+",
+        default=[],
+        metavar="DEVICE=FOLDER",
+        help="results folders of serveprof devices, e.g. edge=workload/devices/edge/profiling: an on-device name "
+        "that is one of them is fitted against that device's profile instead of the host's",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="+",
+        default=[],
+        metavar="MEASURED=DEVICE",
+        help="fit the on-device name MEASURED against serveprof device DEVICE (of --device-results), e.g. pi4=edge",
     )
     parser.add_argument(
         "--models", nargs="+", help="the profiled models to predict (default: every model with a summary.csv)"
@@ -119,7 +169,8 @@ def main(argv: list[str]) -> int:
         raise ServeprofError(f"{args.results} holds no profiled results (no <model>/summary.csv)",
                              "run the workflow first, or pass --results of the run to calibrate against")  # fmt: skip
     profiled = load_summary(args.results, models)
-    calibration = calibrate(measured, profiled, args.statistic, args.level, str(args.results))
+    profiles = device_profiles(measured, args.device_results, args.profile, args.models)
+    calibration = calibrate(measured, profiled, args.statistic, args.level, str(args.results), profiles)
     args.out.mkdir(parents=True, exist_ok=True)
     written = write_outputs(calibration, args.out, style, models)
     for row in calibration.fits.itertuples():

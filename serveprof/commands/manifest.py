@@ -17,28 +17,44 @@ from serveprof.atomic import atomic_write_text
 from serveprof.errors import ServeprofError
 
 
-def build_manifest(models: list[str], acquired_dir: Path, results_dir: Path, run: str | None = None) -> dict:
+def build_manifest(
+    models: list[str], acquired_dir: Path, results_dir: Path | list[Path], run: str | None = None
+) -> dict:
+    """``results_dir`` is one results folder, or one per device (workload/profiling, workload/devices/<d>/profiling)."""
+    folders = [results_dir] if isinstance(results_dir, Path) else list(results_dir)
     profiled, not_profiled = {}, {}
     for model in models:
         status = json.loads((acquired_dir / f"{model}.json").read_text())
         if status["status"] == "ok":
-            profiled[model] = sorted(str(path) for path in (results_dir / model).rglob("*") if path.is_file())
+            profiled[model] = sorted(
+                str(path) for folder in folders for path in (folder / model).rglob("*") if path.is_file()
+            )
         else:
             not_profiled[model] = {"reason": status.get("reason"), "fix": status.get("fix")}
-    return {
+    reports = [f"reports/{report_segment(folder)}report.md" for folder in folders]
+    manifest = {
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run": run,
         "profiled": profiled,
         "not_profiled": not_profiled,
-        "report": "reports/report.md",
+        "report": reports[0],
     }
+    if len(folders) > 1 or reports[0] != "reports/report.md":
+        manifest["reports"] = reports  # one per device
+    return manifest
+
+
+def report_segment(results: Path) -> str:
+    """Where a results folder's report goes under reports/: "" for workload/profiling, "devices/<d>/" for a device's."""
+    parts = results.parts
+    return f"{'/'.join(parts[-3:-1])}/" if len(parts) >= 3 and parts[-3] == "devices" else ""
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="serveprof manifest", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--acquired-dir", type=Path, required=True)
-    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--results", type=Path, nargs="+", required=True, help="the results folder of each device")
     parser.add_argument("--run", help="the token of the run that writes it (the workflow's)")
     parser.add_argument(
         "--strict",

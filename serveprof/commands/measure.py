@@ -16,15 +16,18 @@ from pathlib import Path
 from serveprof import settings
 from serveprof.commands.arguments import (
     add_client_flags,
+    add_device_flags,
     add_disturbance_flags,
     add_server_flags,
     cpu_list,
+    device_of,
     disturbance_block,
     log,
     server_and_input,
 )
 from serveprof.errors import ServeprofError
-from serveprof.launch import terminate_on_sigterm
+from serveprof.launch import DoesNotFit, terminate_on_sigterm
+from serveprof.measure.device_result import device_fields, unfit_document
 from serveprof.measure.procedure import measure_batch
 from serveprof.measure.provenance import host_provenance
 from serveprof.measure.resources import detect_gpu_probe
@@ -62,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         " for its own latency beside the client's",
     )
     add_server_flags(parser)
+    add_device_flags(parser)
+    parser.add_argument(
+        "--repeat", type=int, help="which repeat of measure.repeats this series is (recorded in the stats JSON)"
+    )
     parser.add_argument("--requests", type=int, default=defaults["requests"], help="timed requests (measure.requests)")
     parser.add_argument(
         "--max-seconds",
@@ -140,6 +147,8 @@ def check_args(args) -> None:
             "--latencies/--stats name one batch size's files, but several --batch-size were given",
             "use --out-dir for several batch sizes",
         )
+    if args.repeat is not None and args.repeat < 1:
+        raise ServeprofError(f"--repeat {args.repeat} is not a repeat number", "pass --repeat 1 or more")
 
 
 def endpoint_context(args, server):
@@ -154,7 +163,13 @@ def endpoint_context(args, server):
             metrics_url=args.metrics_url,
         )
     return launched(
-        args.model, args.model_base_path, server, args.protocol, log_path=args.server_log, transport=args.transport
+        args.model,
+        args.model_base_path,
+        server,
+        args.protocol,
+        log_path=args.server_log,
+        transport=args.transport,
+        device=device_of(args),
     )
 
 
@@ -165,6 +180,7 @@ def main(argv: list[str]) -> int:
     block = {key: getattr(args, flag) for flag, key in PROCEDURE_FLAGS.items()}
     procedure = settings.procedure_settings({**block, **disturbance_block(args)})
     procedure = dataclasses.replace(procedure, keep_gc=args.keep_gc)
+    device = device_of(args)
     gpu = detect_gpu_probe()  # None without NVML or nvidia-smi: the GPU figures are then null
     provenance = host_provenance(gpu)
     say = partial(log, "measure")
@@ -182,13 +198,18 @@ def main(argv: list[str]) -> int:
                     latencies, measured = measure_batch(
                         endpoint, batch_size, procedure, input_settings, gpu, say, args.type
                     )
+                    limits = endpoint.limits()
                 return {
                     "model": args.model,
                     "batch_size": batch_size,
                     "protocol": args.protocol,
                     "transport": args.transport,
                     **{key: value for key, value in measured.items() if key != "input"},
-                    "server": {**endpoint.info, "pid": endpoint.pid},
+                    **device_fields(device, limits, args.repeat),
+                    "server": {
+                        **{key: value for key, value in endpoint.info.items() if key != "limits"},
+                        "pid": endpoint.pid,
+                    },
                     "input": measured["input"],
                     "model_freshly_loaded": endpoint.freshly_loaded,
                     "provenance": provenance,
@@ -197,15 +218,27 @@ def main(argv: list[str]) -> int:
                     "latencies": latencies,
                 }
 
-            document = retried(
-                attempt,
-                lambda doc: doc["disturbance"],
-                procedure.disturbance,
-                say,
-                f"{args.model} batch {batch_size}",
-            )
-            latencies = document.pop("latencies")
             latencies_path, stats_path = result_paths(args, batch_size)
+            started_at = now_iso()
+            try:
+                document = retried(
+                    attempt,
+                    lambda doc: doc["disturbance"],
+                    procedure.disturbance,
+                    say,
+                    f"{args.model} batch {batch_size}",
+                )
+            except DoesNotFit as unfit:
+                # A result, not a failure: the run goes on, and the report says it does not fit.
+                say(f"{unfit.problem}\n  {args.model} at batch size {batch_size} does not fit in {unfit.memory}")
+                base = {"model": args.model, "batch_size": batch_size, "protocol": args.protocol,
+                        "transport": args.transport, **device_fields(device, None, args.repeat),
+                        "server": {"backend": unfit.backend}, "provenance": provenance,
+                        "started_at": started_at, "finished_at": now_iso()}  # fmt: skip
+                write_measurement(latencies_path, stats_path, [], unfit_document(base, unfit.record(), unfit.limits))
+                say(f"wrote {latencies_path} and {stats_path}")
+                continue
+            latencies = document.pop("latencies")
             # Written only now, whole: a job that dies earlier leaves no result behind.
             write_measurement(latencies_path, stats_path, latencies, document)
             say(f"wrote {latencies_path} and {stats_path}")

@@ -54,9 +54,21 @@ def draw_overview(
 
 def draw_model(results: Path, model: str, style: Style, out: Path) -> list[Path]:
     summary = load_summary(results, [model])
+    if summary.empty:  # it fits in its device's memory at no batch size (load_summary checked)
+        return figures.save_figure(unfit_figure(model, style), out / model / "distribution", style)
     latencies = load_latencies(results, model, summary["batch_size"])
     fig = figures.build_distribution_figure(model, latencies, summary, style)
     return figures.save_figure(fig, out / model / "distribution", style)
+
+
+def unfit_figure(model: str, style: Style):
+    """The distribution figure's place for a model with no latencies on its device: it says why."""
+    fig = figures.new_figure(style)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, f"{model}: does not fit in this device's memory at any batch size\n(report.md: Device)",
+            ha="center", va="center", transform=ax.transAxes, gid=f"unfit:{model}")  # fmt: skip
+    return fig
 
 
 def from_config(paths: list[str], results: Path) -> tuple[Style, list[str], list[str]]:

@@ -5,8 +5,18 @@ binary), ``docker`` and ``apptainer`` (the tensorflow/serving image); ``auto`` p
 tfserving when the binary is found, else embedded. docs/serving.md has the details.
 """
 
-from serveprof.launch.server import RunningServer, ServerDied, launch
+from serveprof.launch.device import DeviceSettings
+from serveprof.launch.server import DoesNotFit, RunningServer, ServerDied, launch
 from serveprof.launch.signals import terminate_on_sigterm
 from serveprof.launch.spec import ServerSettings, ServerSpec
 
-__all__ = ["RunningServer", "ServerDied", "ServerSettings", "ServerSpec", "launch", "terminate_on_sigterm"]
+__all__ = [
+    "DeviceSettings",
+    "DoesNotFit",
+    "RunningServer",
+    "ServerDied",
+    "ServerSettings",
+    "ServerSpec",
+    "launch",
+    "terminate_on_sigterm",
+]

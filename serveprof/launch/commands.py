@@ -107,6 +107,22 @@ def model_server_flags(
     return flags + list(spec.extra_flags)
 
 
+def container_limit_flags(spec: ServerSpec, backend: str) -> list[str]:
+    """A device's limits as the container runtime's own flags (a CFS quota and a memory cgroup).
+
+    Swap is set equal to memory, so the cap is not eased by swapping. Docker gets no
+    ``--cpuset-cpus``: its daemon may be another machine, whose CPU numbers are not ours.
+    """
+    device = spec.device
+    flags: list[str] = []
+    if device.cpus is not None:
+        flags += ["--cpus", f"{device.cpus:g}"]
+    if device.memory is not None:
+        size = str(device.memory_bytes)
+        flags += ["--memory", size, "--memory-swap", size]
+    return flags if backend in ("docker", "apptainer") else []
+
+
 def build_command(
     spec: ServerSpec,
     backend: str,
@@ -163,6 +179,7 @@ def build_command(
             command += ["--mount", f"type=bind,source={options_dir},target={MOUNT},readonly"]
         if spec.gpu:
             command += ["--gpus", "all"]
+        command += container_limit_flags(spec, backend)
         # The image's entrypoint script adds its own --port/--model_name; call the binary directly.
         command += ["--entrypoint", "tensorflow_model_server", image_reference(spec)]
         return command + model_server_flags(spec, CONTAINER_GRPC_PORT, CONTAINER_REST_PORT, mounted, seen_options)
@@ -170,6 +187,7 @@ def build_command(
         command = [spec.apptainer_path, "exec"]
         if spec.gpu:
             command.append("--nv")
+        command += container_limit_flags(spec, backend)
         command += ["--bind", f"{spec.model_base_path}:{mounted}:ro"]
         if options_dir is not None:
             command += ["--bind", f"{options_dir}:{MOUNT}:ro"]

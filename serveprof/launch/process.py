@@ -38,8 +38,18 @@ def _prctl() -> Callable | None:
         return None
 
 
-def spawn(command: list[str], log: IO[bytes], death_signal: int, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``command`` with stdout and stderr into ``log``, in its own session, tied to our life."""
+def spawn(
+    command: list[str],
+    log: IO[bytes],
+    death_signal: int,
+    env: dict[str, str] | None = None,
+    confine: Callable[[], None] | None = None,
+) -> subprocess.Popen:
+    """Start ``command`` with stdout and stderr into ``log``, in its own session, tied to our life.
+
+    ``confine`` runs in the child before it executes ``command`` (joining a cgroup, pinning
+    CPUs: serveprof/launch/limits.py), so the limits hold from the server's first instruction.
+    """
     parent = os.getpid()
     prctl = _prctl()
 
@@ -48,6 +58,8 @@ def spawn(command: list[str], log: IO[bytes], death_signal: int, env: dict[str, 
             prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent:  # the launcher died before prctl took effect
             os._exit(1)
+        if confine is not None:
+            confine()
 
     return subprocess.Popen(
         command,

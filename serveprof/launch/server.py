@@ -23,6 +23,8 @@ from pathlib import Path
 import serveprof.launch.process as processes
 from serveprof.errors import ServeprofError
 from serveprof.launch.commands import build_command, container_name, executable, resolve_backend, server_environment
+from serveprof.launch.device import memory_text
+from serveprof.launch.limits import CONTAINER_BACKENDS, Confinement
 from serveprof.launch.options import BATCHING_FILE, option_files, written
 from serveprof.launch.ports import free_ports, lost_port_race
 from serveprof.launch.probes import identify
@@ -48,6 +50,40 @@ FAST_RECONNECT = (
 
 class ServerDied(ServeprofError):
     """The server process exited while it was being used."""
+
+
+class DoesNotFit(ServerDied):
+    """The server was killed by its device's memory cap: the model does not fit in that memory.
+
+    ``during`` says what it was doing (loading the model, a request at a batch size);
+    ``peak_bytes`` is the most memory its cgroup held (None where it cannot be read).
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        fix: str,
+        *,
+        memory: str,
+        memory_bytes: int,
+        peak_bytes: int | None,
+        during: str,
+        limits: dict | None = None,
+        backend: str | None = None,
+    ):
+        super().__init__(problem, fix)
+        self.memory, self.memory_bytes, self.peak_bytes, self.during = memory, memory_bytes, peak_bytes, during
+        self.backend = backend
+        self.limits = limits  # what the server ran under (launch/limits.py), as far as it was read back
+
+    def record(self) -> dict:
+        """The stats JSON's ``does_not_fit`` block."""
+        return {
+            "memory": self.memory,
+            "memory_bytes": self.memory_bytes,
+            "peak_mb": None if self.peak_bytes is None else self.peak_bytes / (1024 * 1024),
+            "during": self.during,
+        }
 
 
 class _PortTaken(Exception):
@@ -85,8 +121,10 @@ class RunningServer:
         log_path: str,
         started_ns: int,
         container: str | None,
+        confinement: Confinement | None = None,
     ):
         self.spec, self.backend, self.command, self.process = spec, backend, command, process
+        self.confinement = confinement or Confinement(spec.device, backend)
         self.grpc_port, self.rest_port, self.log_path = grpc_port, rest_port, log_path
         self.started_ns = started_ns
         self.available_ns: int | None = None
@@ -133,12 +171,57 @@ class RunningServer:
     def log_tail(self, lines: int = TAIL_LINES) -> str:
         return read_tail(self.log_path, lines)
 
-    def check_alive(self) -> None:
-        """Raise ServerDied, quoting the log, if the server has exited."""
+    def limits(self) -> dict | None:
+        """What the server ran under (the stats JSON's ``limits``): read back, with the memory peak and
+        CPU throttling so far; None on the unconstrained host."""
+        self.confinement.snapshot()
+        return self.confinement.record()
+
+    def does_not_fit(self, during: str) -> DoesNotFit | None:
+        """A DoesNotFit if the server has exited because its memory cap killed it, else None.
+
+        With a cgroup of ours the kernel's OOM-kill count says so. A container runtime's
+        cgroup is gone with the container, so there a SIGKILL under a memory cap is read as
+        the cap's OOM killer, the one thing that kills a server so while serveprof does not.
+        """
+        device, confinement = self.spec.device, self.confinement
+        code = self.process.poll()
+        if code is None or device.memory is None:
+            return None
+        killed = confinement.oom_killed()
+        inferred = (
+            killed is None and self.backend in CONTAINER_BACKENDS and code in (-signal.SIGKILL, 128 + signal.SIGKILL)
+        )
+        if not killed and not inferred:
+            return None
+        peak = confinement.memory_peak()
+        seen = f"; its cgroup held at most {memory_text(peak)}" if peak else ""
+        how = (
+            "was killed by the memory cap"
+            if killed
+            else "was killed with SIGKILL under the memory cap (its OOM killer)"
+        )
+        return DoesNotFit(
+            f"the {self.backend} server for model {self.spec.model_name!r} does not fit in {device.memory} on device "
+            f"{device.name!r}: it {how} while {during}{seen}; the end of its log ({self.log_path}):\n{_quoted(self.log_tail())}",
+            f"give device {device.name!r} more memory, or take a smaller batch size; the result records that it does not fit",
+            memory=device.memory,
+            memory_bytes=device.memory_bytes,
+            peak_bytes=peak,
+            during=during,
+            limits={**(confinement.record(oom_killed=True) or {}), "memory_peak_bytes": peak},
+            backend=self.backend,
+        )
+
+    def check_alive(self, during: str = "in use") -> None:
+        """Raise ServerDied, quoting the log, if the server has exited (DoesNotFit if its memory cap killed it)."""
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=DIED_WITHIN_S)
         if self.process.returncode is None:
             return
+        unfit = self.does_not_fit(during)
+        if unfit is not None:
+            raise unfit
         raise ServerDied(
             f"the {self.backend} server for model {self.spec.model_name!r} (pid {self.process.pid}) exited with "
             f"{_exit_text(self.process.returncode)} while in use; the end of its log ({self.log_path}):\n"
@@ -155,8 +238,11 @@ class RunningServer:
             processes.stop(self.process)
         finally:
             _live.discard(self)
-            if self.container:
-                _remove_container(self.spec.docker_path, self.container)
+            try:
+                if self.container:
+                    _remove_container(self.spec.docker_path, self.container)
+            finally:
+                self.confinement.release()
 
 
 def _url_host(host: str) -> str:
@@ -275,14 +361,21 @@ def _start(spec: ServerSpec, backend: str, log_path: str, options_dir: str | Non
     environment = server_environment(spec, backend)
     # A container runtime gets SIGTERM so it can clean up its container; a plain server has nothing to save.
     death_signal = signal.SIGKILL if backend in ("embedded", "tfserving") else signal.SIGTERM
-    with open(log_path, "wb") as log_file:
-        with _live_lock:  # registered before it can be orphaned by an exception
-            started_ns = time.monotonic_ns()
-            process = processes.spawn(command, log_file, death_signal, env=environment)
-            server = RunningServer(
-                spec, backend, command, process, grpc_port, rest_port, log_path, started_ns, container
-            )
-            _live.add(server)
+    confinement = Confinement.prepare(spec.device, backend)
+    try:
+        with open(log_path, "wb") as log_file:
+            with _live_lock:  # registered before it can be orphaned by an exception
+                started_ns = time.monotonic_ns()
+                process = processes.spawn(
+                    command, log_file, death_signal, env=environment, confine=confinement.preexec()
+                )
+                server = RunningServer(
+                    spec, backend, command, process, grpc_port, rest_port, log_path, started_ns, container, confinement
+                )
+                _live.add(server)
+    except BaseException:
+        confinement.release()
+        raise
     log.info("started %s server (pid %d): %s", backend, process.pid, " ".join(command))
     return server
 
@@ -295,6 +388,10 @@ def _wait_until_available(server: RunningServer) -> None:
     with GrpcClient(server.grpc_target, spec.model_name, options=FAST_RECONNECT) as client:
         while True:
             if server.process.poll() is not None:
+                unfit = server.does_not_fit("loading the model")
+                if unfit is not None:
+                    server.stop()
+                    raise unfit
                 if lost_port_race(server.log_tail(lines=200)):
                     raise _PortTaken()
                 raise _failure(
@@ -336,12 +433,32 @@ def _identify(server: RunningServer) -> None:
     )
     server.info.update(facts.info)
     server.container_pid = facts.host_pid
+    server.confinement.verify(server.pid)
+    limits = server.confinement.record()
+    if limits is not None:
+        server.info["limits"] = limits
+        log.info("%s server for %r runs under: %s", server.backend, server.spec.model_name, limits_text(limits))
     log.info("%s server for %r: %s", server.backend, server.spec.model_name, server.info["version"])
     for note in facts.info["notes"]:
         if note != facts.gpu_warning:
             log.info("provenance: %s", note)
     if facts.gpu_warning:
         log.warning("WARNING: %s", facts.gpu_warning)
+
+
+def limits_text(limits: dict) -> str:
+    """One line: what the server runs under, as read back."""
+    seen = limits.get("seen") or {}
+    parts = [f"device {limits['device']} ({limits['mechanism']})"]
+    if limits.get("cpus") is not None:
+        quota = seen.get("cpu_quota_cpus")
+        parts.append(
+            f"CPUs {seen.get('cpus_allowed')}" + (f", quota {quota:g} CPUs" if quota is not None else ", no quota")
+        )
+    if limits.get("memory") is not None:
+        cap = seen.get("memory_limit_bytes")
+        parts.append(f"memory cap {memory_text(cap)}" if cap else "memory not capped")
+    return "; ".join(parts + list(limits.get("notes") or []))
 
 
 def _load_fix(spec: ServerSpec) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from serveprof.errors import ServeprofError
+from serveprof.launch.device import HOST_DEVICE, DeviceSettings
 
 # TF Serving's Prometheus page (monitoring_config.proto), served on the REST port.
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -51,6 +52,7 @@ class ServerSpec(ServerSettings):
     log_path: str | None = None
     # Where to serve TF Serving's Prometheus page on the REST port (--monitoring_config_file); None: no page.
     metrics_path: str | None = None
+    device: DeviceSettings = field(default=HOST_DEVICE)  # the limits it runs under (launch/limits.py)
 
     @classmethod
     def serving(
@@ -60,12 +62,19 @@ class ServerSpec(ServerSettings):
         model_base_path: str,
         log_path: str | None = None,
         metrics_path: str | None = None,
+        device: DeviceSettings | None = None,
     ) -> ServerSpec:
+        """The server for one model; a device's thread pools take the place of the ``server:`` block's."""
         if not model_name:
             raise ServeprofError("no model name given to launch", "pass the model key as the model name")
+        device = device or HOST_DEVICE
         fields = {
             name: value for name, value in asdict(settings).items() if name in ServerSettings.__dataclass_fields__
         }
+        if device.intra_op_threads:
+            fields["intra_op_threads"] = device.intra_op_threads
+        if device.inter_op_threads:
+            fields["inter_op_threads"] = device.inter_op_threads
         return cls(
             **fields,
             model_name=model_name,
@@ -73,4 +82,5 @@ class ServerSpec(ServerSettings):
             log_path=str(log_path) if log_path else None,
             # server.monitoring turns TF Serving's page on at its usual path; a caller may ask for one anyway.
             metrics_path=metrics_path or (METRICS_PATH if settings.monitoring else None),
+            device=device,
         )

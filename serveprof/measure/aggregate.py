@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from serveprof.errors import ServeprofError
+from serveprof.measure.device_result import device_provenance, fits
 from serveprof.measure.provenance import build_provenance
 from serveprof.measure.result_files import (
     read_coldstart,
@@ -118,7 +119,10 @@ def aggregate(
     if coldstart is not None:
         read_coldstart(coldstart)  # refuse a damaged file before writing anything
     provenance = build_provenance(model, read_json(acquired, "acquisition status"), docs, config_hash)
-    write_durations(out_dir / f"{model}.csv", [(doc["batch_size"], doc["stats"]["mean_ms"]) for doc in docs])
-    write_summary(out_dir / "summary.csv", [summary_row(doc) for doc in docs])
+    provenance.update(device_provenance(docs))
+    # A batch size that does not fit in its device's memory has no duration: provenance says why.
+    measured = [doc for doc in docs if fits(doc)]
+    write_durations(out_dir / f"{model}.csv", [(doc["batch_size"], doc["stats"]["mean_ms"]) for doc in measured])
+    write_summary(out_dir / "summary.csv", [summary_row(doc) for doc in measured])
     write_json(out_dir / "provenance.json", provenance)
     return provenance

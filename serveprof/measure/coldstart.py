@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from serveprof.launch.device import DeviceSettings
 from serveprof.launch.spec import ServerSettings
 from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.procedure import time_one
@@ -33,8 +34,10 @@ def cold_start(
     transport: str = "builtin",
     disturbance: DisturbanceSettings | None = None,
     log: Callable[[str], None] = lambda message: None,
+    device: DeviceSettings | None = None,
 ) -> dict:
-    """Fresh servers for ``model`` until one starts undisturbed (or the retries are spent): the row of coldstart.csv."""
+    """Fresh servers for ``model``, under ``device``'s limits, until one starts undisturbed (or the retries are
+    spent): the row of coldstart.csv."""
     disturbance = disturbance or DisturbanceSettings()
 
     def attempt() -> dict:
@@ -44,7 +47,7 @@ def cold_start(
         watch = disturbance.sampler(lambda: [os.getpid(), server_pid[0]], processes=())
         with watch:
             with launched(
-                model, model_base_path, server, protocol, log_path=server_log, transport=transport
+                model, model_base_path, server, protocol, log_path=server_log, transport=transport, device=device
             ) as endpoint:
                 server_pid[0] = endpoint.pid
                 times = startup(endpoint.metrics_url, endpoint.log_tail)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serveprof.errors import ServeprofError
+from serveprof.launch.device import DeviceSettings
 from serveprof.launch.spec import ServerSettings
 from serveprof.measure.inputs import AUTO, InputSettings, model_type_of
 
@@ -31,7 +32,7 @@ class Endpoint:
     pid: int | None
     info: dict
     freshly_loaded: bool
-    check_alive: Callable[[], None]
+    check_alive: Callable[[str], None]  # what the server was doing, for the message
     # time.monotonic_ns() at the server process's start and at AVAILABLE (launched servers only)
     started_ns: int | None = None
     available_ns: int | None = None
@@ -39,10 +40,13 @@ class Endpoint:
     log_tail: Callable[[int], str] = lambda lines=40: ""  # the server log's last lines (launched servers)
     model: str = ""  # the name the server serves the model under
     protocol: str = "grpc"
+    # What a launched server runs under (its device's limits, read back), None on the host.
+    limits: Callable[[], dict | None] = lambda: None
 
     def on_error(self, batch_size: int) -> Callable[[BaseException, str], BaseException]:
         def failure(error: BaseException, what: str) -> BaseException:
-            self.check_alive()  # a dead server raises here, quoting its log
+            # A dead server raises here, quoting its log (DoesNotFit if its memory cap killed it).
+            self.check_alive(f"serving the {what} at batch size {batch_size}")
             if isinstance(error, ServeprofError):  # e.g. the client's ServingRequestError: keep its fix
                 return ServeprofError(f"{what} at batch size {batch_size} failed: {error.problem}", error.fix)
             return ServeprofError(
@@ -129,14 +133,17 @@ def launched(
     log_path: str | None = None,
     transport: str = "builtin",
     metrics_path: str | None = None,
+    device: DeviceSettings | None = None,
 ) -> Iterator[Endpoint]:
-    """A fresh server with ``model`` loaded; torn down on leaving, whatever happened.
+    """A fresh server with ``model`` loaded, under ``device``'s limits; torn down on leaving, whatever happened.
 
     With ``metrics_path`` the server also serves TF Serving's Prometheus page there (``Endpoint.metrics_url``).
     """
     from serveprof.launch import ServerSpec, launch
 
-    spec = ServerSpec.serving(server, model, model_base_path, log_path=log_path, metrics_path=metrics_path)
+    spec = ServerSpec.serving(
+        server, model, model_base_path, log_path=log_path, metrics_path=metrics_path, device=device
+    )
     with launch(spec) as server:
         address = server.grpc_target if protocol == "grpc" else server.rest_url
         client = make_client(protocol, address, model, transport, timeout_s=server.spec.request_timeout_s)
@@ -154,6 +161,7 @@ def launched(
                 server.log_tail,
                 model,
                 protocol,
+                server.limits,
             )
         finally:
             _close(client)
@@ -176,7 +184,15 @@ def external(
     info = {"backend": "external", "version": None, "command": None, "address": address, "serialization": None}
     try:
         yield Endpoint(
-            client, address, pid, info, False, lambda: None, metrics_url=metrics_url, model=model, protocol=protocol
+            client,
+            address,
+            pid,
+            info,
+            False,
+            lambda during="in use": None,
+            metrics_url=metrics_url,
+            model=model,
+            protocol=protocol,
         )
     finally:
         _close(client)

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 import pandas as pd
 
+from serveprof.report.device_section import device_section
 from serveprof.report.markdown import Table, escape, markdown_table
 from serveprof.report.results import Run
 from serveprof.report.style import display_names
@@ -127,6 +128,9 @@ def build_report(run: Run, results_label: str) -> str:
     parts = [f"# serveprof report\n\nResults read from `{escape(results_label)}`.\n"]
     if run.profiled:
         parts.append("## Provenance\n\n" + provenance_section(run))
+        devices = device_section(run)  # None on the unconstrained host with one series per cell
+        if devices:
+            parts.append(devices)
         parts.extend(_section(table) for table in result_tables(run))
         figures = "\n".join(f"![{title}](figures/{name}.png)" for name, title in FIGURES)
         per_model = ", ".join(f"[{model}](figures/{model}/distribution.png)" for model in run.profiled)

@@ -7,6 +7,7 @@ silently drops a model or a column.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ def load_summary(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
                 "each model folder must hold its own summary; rerun the aggregation for it",
             )
         if frame.empty:
+            if _fits_nowhere(path.parent):
+                continue  # on a device whose memory it fits in at no batch size: the report says so
             raise ServeprofError(f"{path} has no rows", f"rerun the measurements for model {model!r}")
         for column in ("truncated", "disturbed"):
             try:
@@ -134,6 +137,14 @@ def load_summary(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
         frame["batch_size"] = frame["batch_size"].astype(int)
         frames.append(frame.sort_values("batch_size"))
     return _stacked(frames, [*SUMMARY_CORE, *SUMMARY_ADDED])
+
+
+def _fits_nowhere(folder: Path) -> bool:
+    """Whether provenance says every batch size of this model folder did not fit in its device's memory."""
+    try:
+        return bool(json.loads((folder / "provenance.json").read_text()).get("does_not_fit"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_coldstart(results_dir: Path, models: Iterable[str]) -> pd.DataFrame:
