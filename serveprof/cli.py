@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "coldstart": ("serveprof.commands.coldstart", "measure a model's cold start (load, first inference)"),
     "acquire": ("serveprof.commands.acquire", "download or locate a model's source (tarball, weights, SavedModel)"),
     "export": ("serveprof.commands.export", "export an acquired model as a batchable SavedModel"),
+    "export-variant": (
+        "serveprof.commands.export_variant",
+        "build a model variant (fp16, bf16, int8, frozen, xla, tftrt) from its fp32 export",
+    ),
+    "accuracy": ("serveprof.commands.accuracy", "compare a variant's served answers with fp32's on seeded inputs"),
     "aggregate": ("serveprof.commands.aggregate", "combine per-batch results into the per-model CSVs"),
     "tables": ("serveprof.commands.tables", "write the markdown report and its tables from result CSVs"),
     "plot": ("serveprof.commands.plot", "draw the figures from existing result CSVs (never measures)"),
