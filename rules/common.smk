@@ -235,6 +235,8 @@ def final_files(wildcards=None):
         + profiled_results()
         + ["reports/report.md", *TABLE_FILES]
         + figure_files(models)
+        + variant_files()  # rules/variants_common.smk; none with the default variants: [fp32]
+        + layer_files()  # none with the default profile.batch_sizes: []
     )
 
 
@@ -255,6 +257,3 @@ def manifest_run():
     if recorded and all(os.path.exists(path) for path in final_files()):
         return recorded
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-MANIFEST_RUN = manifest_run()
