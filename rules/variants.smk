@@ -167,13 +167,14 @@ rule variants_report:
     input:
         statuses=variant_statuses,
         results=lambda wildcards: [
-            path for path in variant_files() if path != "reports/variants/variants.md"
+            path
+            for path in variant_files()
+            if path not in VARIANT_REPORT + variant_figures()
         ],
         reference=profiled_results,
     output:
-        "reports/variants/variants.md",
-        "reports/variants/throughput.csv",
-        "reports/variants/accuracy.csv",
+        VARIANT_REPORT,
+        variant_figures(),
     log:
         "logs/variants_report.log",
     conda:
@@ -182,9 +183,10 @@ rule variants_report:
         variants=lambda wildcards: canonical_json(
             {m: SETTINGS.variants(m) for m in profiled_models() if model_variants(m)}
         ),
+        style=plot_style,
     shell:
         "exec serveprof variants-report --variants {params.variants:q} --results workload"
-        " --statuses data/model/variants --out reports/variants > {log} 2>&1"
+        " --statuses data/model/variants --style {params.style:q} --out reports/variants > {log} 2>&1"
 
 
 # Where the time goes, from the serving Session's own traces: a job of its own that

@@ -96,7 +96,19 @@ def variant_files(wildcards=None):
         for variant in model_variants(model):
             if variant_profiled(model, variant):
                 files += variant_results(model, variant)
-    return files + ["reports/variants/variants.md"]
+    return files + VARIANT_REPORT + variant_figures()
+
+
+# What `serveprof variants-report` writes (serveprof/variants/report.py).
+VARIANT_REPORT = [
+    "reports/variants/variants.md",
+    "reports/variants/throughput.csv",
+    "reports/variants/accuracy.csv",
+]
+
+
+def variant_figures():
+    return [f"reports/variants/speedup.{ext}" for ext in SETTINGS.style().formats]
 
 
 # ---------------------------------------------------------------- per-layer profile

@@ -78,6 +78,7 @@ def test_an_int8_variant_is_exported_served_measured_and_compared(tiny_classifie
     assert throughput[throughput["variant"] == "fp32"]["speedup"].tolist() == [1.0]
     report = (tmp_path / "reports" / "variants" / "variants.md").read_text()
     assert "## Batch size 1" in report and "| tiny_saved |" in report and "top-1 agr." in report
+    assert (tmp_path / "reports" / "variants" / "speedup.png").stat().st_size > 1000
     # The per-layer profile: fp32 only, as int8 is a TFLite model with no step stats to break down.
     assert run.jobs_of("profile_layers") == [{"model": "tiny_saved", "variant": "fp32", "batch": "1"}]
     layers = tmp_path / "workload" / "layers" / "fp32" / "tiny_saved" / "b1"

@@ -1,7 +1,8 @@
 """``serveprof variants-report``: throughput per model and variant, speed-up against accuracy, variants not built.
 
 Reads result files only (serveprof/variants/report.py); writes variants.md,
-throughput.csv and accuracy.csv into ``--out``.
+throughput.csv, accuracy.csv and speedup.<format> (speed-up against the largest output
+difference from fp32) into ``--out``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from serveprof.commands.arguments import json_object, log
+from serveprof.commands.arguments import json_object, load_style, log
 from serveprof.errors import ServeprofError
 
 
@@ -25,12 +26,13 @@ def main(argv: list[str]) -> int:
         "--statuses", type=Path, default=Path("data/model/variants"), help="the variants' export statuses"
     )
     parser.add_argument("--out", type=Path, default=Path("reports/variants"))
+    parser.add_argument("--style", default=None, help="the plots: block as JSON (or a JSON file) for the figure")
     args = parser.parse_args(argv)
     variants = json_object(args.variants, "--variants", '\'{"resnet": ["fp32", "fp16"]}\'')
     if not all(isinstance(names, list) for names in variants.values()):
         raise ServeprofError("--variants must map each model to a list of variant names", 'e.g. {"resnet": ["fp32"]}')
     from serveprof.variants.report import write
 
-    written = write(args.results, args.statuses, variants, args.out)
+    written = write(args.results, args.statuses, variants, args.out, load_style(args.style))
     log("variants-report", f"wrote {', '.join(str(path) for path in written.values())}")
     return 0

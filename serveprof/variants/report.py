@@ -165,7 +165,8 @@ def markdown(speed: pd.DataFrame, accuracy_rows: pd.DataFrame, variants: Mapping
     return "".join(parts)
 
 
-def write(results: Path, statuses: Path, variants: Mapping[str, list[str]], out: Path) -> dict[str, Path]:
+def write(results: Path, statuses: Path, variants: Mapping[str, list[str]], out: Path, style=None) -> dict[str, Path]:
+    """variants.md, throughput.csv, accuracy.csv and, with a ``style``, the speed-up figure (speedup.<format>)."""
     speed = throughput(results, variants)
     rows = accuracy(results, statuses, variants, speed)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,4 +174,34 @@ def write(results: Path, statuses: Path, variants: Mapping[str, list[str]], out:
     atomic_write_text(written["throughput"], speed.to_csv(index=False))
     atomic_write_text(written["accuracy"], rows.to_csv(index=False))
     atomic_write_text(written["report"], markdown(speed, rows, variants))
+    if style is not None:
+        for path in figure(rows, out / "speedup", style):
+            written[f"figure {path.suffix[1:]}"] = path
     return written
+
+
+def figure(rows: pd.DataFrame, stem: Path, style) -> list[Path]:
+    """Speed-up (median over batch sizes) against the largest output difference from fp32, one point per variant."""
+    from serveprof.report.figures import add_grid, new_figure, save_figure, styled
+
+    @styled
+    def build(style):
+        fig = new_figure(style)
+        ax = fig.add_subplot()
+        built = rows[(rows["status"] == "ok") & rows["max_abs_diff"].notna()] if not rows.empty else rows
+        for row in built.itertuples():
+            # A difference of exactly 0 (a frozen graph) sits at the axis' floor.
+            difference = max(float(row.max_abs_diff), 1e-9)
+            ax.scatter(row.median_speedup, difference, s=30)
+            ax.annotate(f"{row.model} {row.variant}", (row.median_speedup, difference), fontsize="small",
+                        xytext=(4, 3), textcoords="offset points")  # fmt: skip
+        ax.set_yscale("log")
+        ax.margins(x=0.2, y=0.2)  # room for the labels
+        ax.axvline(1.0, color="#888888", linewidth=0.8)
+        ax.set_xlabel("speed-up against fp32 (median over batch sizes)")
+        ax.set_ylabel("max |output − fp32 output|")
+        ax.set_title("Speed-up against the accuracy change")
+        add_grid(ax)
+        return fig
+
+    return save_figure(build(style), stem, style)
