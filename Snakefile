@@ -20,8 +20,10 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/variants_common.smk"
 include: "rules/models.smk"
 include: "rules/profiling.smk"
+include: "rules/variants.smk"
 include: "rules/report.smk"
 include: "rules/load.smk"
 include: "rules/calibration.smk"

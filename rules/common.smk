@@ -465,6 +465,8 @@ def final_files(wildcards=None):
         + ranking
         + calibration_files()
         + load_files()
+        + variant_files()  # rules/variants_common.smk; none with the default variants: [fp32]
+        + layer_files()  # none with the default profile.batch_sizes: []
     )
 
 
@@ -485,6 +487,3 @@ def manifest_run():
     if recorded and all(os.path.exists(path) for path in final_files()):
         return recorded
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-MANIFEST_RUN = manifest_run()

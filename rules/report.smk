@@ -82,6 +82,10 @@ rule plot_model:
         " --style {params.style:q} --only distribution --out reports/{wildcards.device}figures > {log} 2>&1"
 
 
+# Computed once every rule file is read: final_files() includes rules/variants.smk's files.
+MANIFEST_RUN = manifest_run()
+
+
 # The run's table of contents, and its verdict: with `strict`, a model not profiled
 # fails this job (and so the run) after every other has run. `run` (manifest_run in
 # rules/common.smk) is what makes `snakemake workload/profiling/all` rebuild a result

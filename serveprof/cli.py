@@ -27,6 +27,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "rank": ("serveprof.commands.rank", "rank the models per device by latency and peak memory, and show flips"),
     "fold": ("serveprof.commands.fold", "fold a (model, batch)'s repeats into its latency file and stats"),
+    "export-variant": (
+        "serveprof.commands.export_variant",
+        "build a model variant (fp16, bf16, int8, frozen, xla, tftrt) from its fp32 export",
+    ),
+    "accuracy": ("serveprof.commands.accuracy", "compare a variant's served answers with fp32's on seeded inputs"),
+    "variants-report": (
+        "serveprof.commands.variants_report",
+        "tables of throughput per model and variant, speed-up against accuracy, variants not built",
+    ),
+    "profile-layers": (
+        "serveprof.commands.profile_layers",
+        "per-op, per-layer and per-block time of a model from its own Session's traces",
+    ),
     "aggregate": ("serveprof.commands.aggregate", "combine per-batch results into the per-model CSVs"),
     "tables": ("serveprof.commands.tables", "write the markdown report and its tables from result CSVs"),
     "plot": ("serveprof.commands.plot", "draw the figures from existing result CSVs (never measures)"),

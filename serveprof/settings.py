@@ -358,6 +358,10 @@ class Settings:
     def calibration(self) -> dict:
         return self.config["calibration"]
 
+    def variants(self, model: str) -> list[str]:
+        """The model's variants (docs/variants.md): its own ``variants:``, else the global one (default [fp32])."""
+        return list(self.models[model].get("variants", self.config["variants"]))
+
     def procedure(self) -> ProcedureSettings:
         return _procedure(self.config["measure"])
 
@@ -419,7 +423,25 @@ def load(config: Mapping[str, Any]) -> Settings:
     """Settings from a merged config, as Snakemake hands it to the Snakefile."""
     resolved = with_models(config)
     check(resolved)
-    return Settings(with_defaults(resolved))
+    loaded = Settings(with_defaults(resolved))
+    _check_variants(loaded)
+    return loaded
+
+
+def _check_variants(loaded: Settings) -> None:
+    """Refuse, before any job, a variant this run cannot serve (tftrt without a GPU, say)."""
+    from serveprof.variants.catalog import serving_problem
+
+    gpu = loaded.server().gpu
+    found = {}
+    for model in loaded.models:
+        for name in loaded.variants(model):
+            problem = serving_problem(name, gpu)
+            if problem:
+                found.setdefault(problem, []).append(model)
+    if found:
+        (problem, fix), models = next(iter(found.items()))
+        raise ServeprofError(f"{problem} (models: {', '.join(models)})", fix)
 
 
 def load_files(paths: Iterable[str | Path]) -> Settings:

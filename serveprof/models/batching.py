@@ -23,7 +23,7 @@ def batch_fixed_at_one(signature) -> bool:
     return any(spec.shape.rank and spec.shape[0] == 1 for spec in inputs.values())
 
 
-def _serving_function(signature, wrap: bool):
+def _serving_function(signature, wrap: bool, jit_compile: bool = False):
     import tensorflow as tf
 
     _, input_specs = signature.structured_input_signature
@@ -47,21 +47,26 @@ def _serving_function(signature, wrap: bool):
             return signature(**dict(zip(names, tensors, strict=True)))
         return tf.map_fn(per_item, tuple(tensors), fn_output_signature=item_signature)
 
-    return tf.function(serve, input_signature=batched if wrap else [input_specs[name] for name in names])
+    return tf.function(
+        serve,
+        input_signature=batched if wrap else [input_specs[name] for name in names],
+        jit_compile=True if jit_compile else None,
+    )
 
 
-def save_serving(owner, signature, out: str | Path) -> bool:
+def save_serving(owner, signature, out: str | Path, jit_compile: bool = False) -> bool:
     """Save ``signature`` of the loaded SavedModel ``owner`` as ``serving_default`` at ``out``.
 
     Returns whether it was batch-wrapped. ``owner`` is tracked by the new module, so
-    its variables are saved (once) with it.
+    its variables are saved (once) with it. ``jit_compile`` marks the serving function
+    for XLA (the ``xla`` variant).
     """
     import tensorflow as tf
 
     wrap = batch_fixed_at_one(signature)
     module = tf.Module()
     module.owner = owner
-    module.serve = _serving_function(signature, wrap)
+    module.serve = _serving_function(signature, wrap, jit_compile)
     with timed("export", "tracing the serving signature" + (" (batch-wrapped with tf.map_fn)" if wrap else "")):
         concrete = module.serve.get_concrete_function()
     inputs = {spec.name: (spec.dtype.name, spec.shape.as_list()) for spec in concrete.structured_input_signature[0]}

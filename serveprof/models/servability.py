@@ -3,7 +3,10 @@
 In a fresh process (so nothing the export left in memory can hide a missing variable),
 the written SavedModel is loaded through TensorFlow's Session-based loader, exactly as
 ``serveprof serve`` and tensorflow_model_server load it, and one batch-2 request runs
-through ``serving_default`` on the server's own engine. A SavedModel that loads with
+through ``serving_default`` on the server's own engine. A version folder holding only
+``model.tflite`` (an int8 variant) is loaded as both serve it with
+``--prefer_tflite_model``: into TensorFlow's TFLite interpreter, signature from the
+model's metadata. A SavedModel that loads with
 ``tf.saved_model.load`` can still fail here: a ``tf.Module`` holding a Keras 3 model
 loads, then fails its first request with "Could not find variable ..."
 (tensorflow/serving#2226, keras-team/keras#20095).
@@ -34,10 +37,15 @@ def _check_here(version_dir: Path) -> dict:
 
     from serveprof.models.signature_inputs import signature_inputs
     from serveprof.server.core import run_predict, signature
-    from serveprof.server.servable import load_servable
+    from serveprof.server.servable import load_servable, load_tflite_servable
+    from serveprof.server.tflite_session import TFLITE_FILE
 
     try:
-        servable = load_servable(version_dir, ["serve"], config_pb2.ConfigProto())
+        if (version_dir / TFLITE_FILE).is_file() and not (version_dir / "saved_model.pb").is_file():
+            # A TFLite variant: served as tensorflow_model_server serves it with --prefer_tflite_model.
+            servable = load_tflite_servable(version_dir, pools=1)
+        else:
+            servable = load_servable(version_dir, ["serve"], config_pb2.ConfigProto())
     except ServeprofError as error:
         return {"ok": False, "stage": "load", "error": error.problem}
     try:

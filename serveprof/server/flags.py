@@ -40,6 +40,11 @@ class ServerFlags:
     enable_serialization_as_tensor_content: bool = False
     saved_model_tags: str = "serve"
     enable_signature_method_name_check: bool = False
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = 0  # 0: the CPUs this process may use, TF Serving's default
+    num_tflite_interpreters_per_pool: int = 1
+    xla_cpu_compilation_enabled: bool = False
+    xla_gpu_compilation_enabled: bool = False
     version: bool = False
     help: bool = False
     # Ours, not tensorflow_model_server's.
@@ -75,6 +80,13 @@ HELP = {
     "enable_serialization_as_tensor_content": "Predict answers in tensor_content instead of the typed fields",
     "saved_model_tags": "comma-separated tags of the MetaGraphDef to load",
     "enable_signature_method_name_check": "check SignatureDef method names as TF Serving 1.x did",
+    "prefer_tflite_model": "serve <version>/model.tflite with TensorFlow's TFLite interpreter when it exists, "
+    "instead of the SavedModel",
+    "num_tflite_pools": "TFLite interpreters (one thread each) serving requests side by side; 0 = one per CPU",
+    "num_tflite_interpreters_per_pool": "interpreters per pool; only 1 (TF Serving's default) is supported",
+    "xla_cpu_compilation_enabled": "allow models that compile with XLA (jit_compile) to run; off, such a model is "
+    "refused at load",
+    "xla_gpu_compilation_enabled": "the same, for XLA on GPUs (and CPUs)",
     "version": "print the server and TensorFlow versions and exit",
     "help": "print this help and exit",
     "host": "address to bind (serveprof's own flag; TF Serving binds all interfaces)",
@@ -113,11 +125,6 @@ UNSUPPORTED = frozenset(
         "per_process_gpu_memory_fraction",
         "grpc_channel_arguments",
         "remove_unused_fields_from_bundle_metagraph",
-        "prefer_tflite_model",
-        "num_tflite_pools",
-        "num_tflite_interpreters_per_pool",
-        "xla_cpu_compilation_enabled",
-        "xla_gpu_compilation_enabled",
         "enable_profiler",
         "thread_pool_factory_config_file",
         "mixed_precision",
@@ -240,6 +247,7 @@ def _check(flags: ServerFlags) -> None:
         "tensorflow_session_parallelism",
         "file_system_poll_wait_seconds",
         "num_request_iterations_for_warmup",
+        "num_tflite_pools",
     ):
         if getattr(flags, name) < 0:
             raise ServeprofError(f"--{name}={getattr(flags, name)} is negative", f"give --{name} 0 (automatic) or more")
@@ -264,6 +272,12 @@ def _check(flags: ServerFlags) -> None:
         raise ServeprofError(
             "server_options.batching_parameters_file is set without setting server_options.enable_batching to true.",
             "add --enable_batching, or drop --batching_parameters_file",
+        )
+    if flags.num_tflite_interpreters_per_pool != 1:
+        raise ServeprofError(
+            f"--num_tflite_interpreters_per_pool={flags.num_tflite_interpreters_per_pool}: the embedded server "
+            "supports 1 interpreter per pool (TF Serving's default; more splits batches across them)",
+            "drop the flag, or use backend tfserving (the real tensorflow_model_server) for it",
         )
     if not [tag for tag in flags.saved_model_tags.split(",") if tag]:
         raise ServeprofError("--saved_model_tags is empty", "give the tags of the MetaGraphDef to load, e.g. serve")

@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     from serveprof.server.bind_errors import check_bindable
     from serveprof.server.servable import ModelHost, find_served_version
 
-    version, path = find_served_version(flags.model_base_path)
+    version, path = find_served_version(flags.model_base_path, flags.prefer_tflite_model)
     host = ModelHost(flags.model_name, version, path)
     options = _read_option_files(flags)
     check_bindable(flags.host, flags.port, "--port")
@@ -152,7 +152,6 @@ def _start_up(flags: ServerFlags, host, options: _OptionFiles, running: _Running
         from serveprof.server.limits import Limits
         from serveprof.server.metrics import Metrics
         from serveprof.server.rest_http import start_rest_server
-        from serveprof.server.servable import load_servable
         from serveprof.server.warmup import run_warmup
 
         limits = Limits.from_flags(flags, apis=2 if flags.rest_api_port else 1)
@@ -167,15 +166,13 @@ def _start_up(flags: ServerFlags, host, options: _OptionFiles, running: _Running
         tags = [tag for tag in flags.saved_model_tags.split(",") if tag]
         load_started = time.monotonic()
         try:
-            servable = load_servable(
-                host.path, tags, config, options.batching, metrics, flags.enable_signature_method_name_check
-            )
+            servable, loaded = _load(flags, host.path, tags, config, options.batching, metrics)
         except BaseException:
             metrics.load(str(host.path), time.monotonic() - load_started, ok=False)
             raise
         load_s = time.monotonic() - load_started
         metrics.load(str(host.path), load_s, ok=True)
-        log.info("Loaded SavedModel %s (tags %s) into a Session in %.3f s", host.path, ",".join(tags), load_s)
+        log.info("Loaded %s in %.3f s", loaded, load_s)
         warmup_s, records = 0.0, 0
         if flags.enable_model_warmup:
             warmed = run_warmup(servable, host.path, flags.num_request_iterations_for_warmup, settings, metrics)
@@ -221,6 +218,37 @@ def _start_up(flags: ServerFlags, host, options: _OptionFiles, running: _Running
         host.set_state(State.END, error=str(error))
         running.failure = f"Failed to start server. Error: {type(error).__name__}: {error}"
         running.done.set()
+
+
+def _load(flags: ServerFlags, path, tags: list[str], config, batching, metrics):
+    """The servable, and what was loaded for the log: the TFLite model when preferred and present, else the SavedModel.
+
+    As SavedModelBundleFactory decides it: --prefer_tflite_model with a model.tflite in
+    the version directory loads that into TFLite interpreters; otherwise the SavedModel
+    goes into a Session. A SavedModel that compiles with XLA is refused unless XLA's JIT
+    was enabled (tensorflow_model_server disables it by default).
+    """
+    from serveprof.server.servable import load_servable, load_tflite_servable
+    from serveprof.server.tflite_session import TFLITE_FILE, default_pools
+
+    check = flags.enable_signature_method_name_check
+    if flags.prefer_tflite_model and (path / TFLITE_FILE).is_file():
+        pools = flags.num_tflite_pools or default_pools()
+        servable = load_tflite_servable(path, pools, batching, metrics, check)
+        return servable, f"TFLite model {path / TFLITE_FILE} into {pools} single-threaded interpreter(s)"
+    servable = load_servable(path, tags, config, batching, metrics, check)
+    if not (flags.xla_cpu_compilation_enabled or flags.xla_gpu_compilation_enabled):
+        from serveprof.server.session_bundle import xla_functions
+
+        compiled = xla_functions(servable.bundle.meta_graph_def)
+        if compiled:
+            servable.close()
+            raise ServeprofError(
+                f"the SavedModel in {path} compiles {len(compiled)} function(s) with XLA (jit_compile, e.g. "
+                f"{compiled[0]}), and XLA's JIT is off, as in tensorflow_model_server by default",
+                "start the server with --xla_cpu_compilation_enabled=true (--xla_gpu_compilation_enabled=true on a GPU)",
+            )
+    return servable, f"SavedModel {path} (tags {','.join(tags)}) into a Session"
 
 
 def _session_config(flags: ServerFlags):

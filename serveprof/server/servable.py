@@ -17,12 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from serveprof.errors import ServeprofError
+from serveprof.server.tflite_session import TFLITE_FILE
 
 log = logging.getLogger("serveprof.serve")
 
 
-def find_served_version(base_path: str | Path) -> tuple[int, Path]:
-    """The highest numeric version directory under ``base_path`` and its path."""
+def find_served_version(base_path: str | Path, prefer_tflite: bool = False) -> tuple[int, Path]:
+    """The highest numeric version directory under ``base_path`` and its path.
+
+    With ``prefer_tflite`` (``--prefer_tflite_model``) a version holding only
+    ``model.tflite`` is servable too, as in TF Serving.
+    """
     base = Path(base_path)
     if not base.exists():
         raise ServeprofError(
@@ -47,7 +52,14 @@ def find_served_version(base_path: str | Path) -> tuple[int, Path]:
         )
     version = max(versions)
     path = versions[version]
+    if prefer_tflite and (path / TFLITE_FILE).is_file():
+        return version, path
     if not any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+        if (path / TFLITE_FILE).is_file():
+            raise ServeprofError(
+                f"version directory {path} holds {TFLITE_FILE} and no saved_model.pb",
+                "start the server with --prefer_tflite_model=true to serve the TFLite model (TF Serving's flag)",
+            )
         raise ServeprofError(
             f"version directory {path} has no saved_model.pb",
             "export a SavedModel there (tf.saved_model.save(model, path)) or remove the directory",
@@ -69,7 +81,7 @@ class State(IntEnum):
 class Servable:
     """One loaded SavedModel version: its Session, the signatures requests run, what GetModelMetadata shows."""
 
-    bundle: Any  # session_bundle.SessionBundle
+    bundle: Any  # session_bundle.SessionBundle; None for a TFLite model
     session: Any  # what every run goes through: a SessionRunner, or a BatchingSession in front of it
     signatures: dict[str, Any]  # signature key -> SignatureRunner
     signature_def_map: Any  # tensorflow_serving.apis.get_model_metadata_pb2.SignatureDefMap
@@ -107,19 +119,37 @@ def load_servable(
     version_dir: Path, tags: list[str], session_config, batching=None, metrics=None, check_method_name: bool = False
 ) -> Servable:
     """Load ``version_dir`` as tensorflow_model_server does (session_bundle), batching-wrapped if asked."""
+    from serveprof.server.session_bundle import load_session_bundle
+    from serveprof.server.session_runner import SessionRunner
+
+    bundle = load_session_bundle(version_dir, tags, session_config)
+    return servable_from(
+        bundle, SessionRunner(bundle.session), bundle.signature_defs, batching, metrics, check_method_name
+    )
+
+
+def load_tflite_servable(
+    version_dir: Path, pools: int, batching=None, metrics=None, check_method_name: bool = False
+) -> Servable:
+    """Load ``version_dir``/model.tflite as TF Serving does with --prefer_tflite_model (tflite_session.py)."""
+    from serveprof.server.tflite_session import load_tflite
+
+    session, signature_defs = load_tflite(version_dir, pools)
+    return servable_from(None, session, signature_defs, batching, metrics, check_method_name)
+
+
+def servable_from(
+    bundle, session, signature_defs: dict, batching=None, metrics=None, check_method_name=False
+) -> Servable:
+    """A Servable whose signatures run on ``session`` (a SessionRunner or TfLiteSession), batching-wrapped if asked."""
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     from serveprof.server.batching import BatchingSession
-    from serveprof.server.session_bundle import load_session_bundle
-    from serveprof.server.session_runner import SessionRunner
     from serveprof.server.signature_runner import SignatureRunner
 
-    bundle = load_session_bundle(version_dir, tags, session_config)
-    session = SessionRunner(bundle.session)
     if batching is not None:
         log.info("Wrapping session to perform batch processing (%s)", batching.describe())
         session = BatchingSession(session, batching, metrics)
-    signature_defs = bundle.signature_defs
     signatures = {
         key: SignatureRunner(key, signature_def, session, check_method_name)
         for key, signature_def in signature_defs.items()

@@ -105,3 +105,12 @@ def load_session_bundle(version_dir: Path, tags: list[str], config) -> SessionBu
     return SessionBundle(
         session=session, meta_graph_def=meta_graph_def, path=Path(version_dir), load_seconds=time.monotonic() - started
     )
+
+
+def xla_functions(meta_graph_def) -> list[str]:
+    """The functions of a MetaGraphDef marked for XLA (``jit_compile=True`` sets ``_XlaMustCompile``)."""
+    return sorted(
+        function.signature.name
+        for function in meta_graph_def.graph_def.library.function
+        if function.attr["_XlaMustCompile"].b
+    )
