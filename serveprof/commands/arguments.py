@@ -10,7 +10,7 @@ from pathlib import Path
 from serveprof import settings
 from serveprof.errors import ServeprofError
 from serveprof.measure.inputs import AUTO, MODEL_TYPES
-from serveprof.measure.session import PROTOCOLS, TRANSPORTS
+from serveprof.measure.session import PROTOCOLS, TRANSPORTS, external, launched
 from serveprof.report.style import Style
 
 
@@ -155,6 +155,30 @@ def add_disturbance_flags(parser: argparse.ArgumentParser) -> None:
 
 def disturbance_block(args) -> dict:
     return {key: getattr(args, flag) for flag, key in DISTURBANCE_FLAGS.items()}
+
+
+def endpoint_for(args, server, metrics_path: str | None = None):
+    """The server a command measures: the running one at ``--address``, or one launched for it (under
+    ``--device``'s limits, with its Prometheus page at ``metrics_path`` when given)."""
+    if args.address:
+        return external(
+            args.model,
+            args.address,
+            args.protocol,
+            pid=args.pid,
+            transport=args.transport,
+            metrics_url=args.metrics_url,
+        )
+    return launched(
+        args.model,
+        args.model_base_path,
+        server,
+        args.protocol,
+        log_path=args.server_log,
+        transport=args.transport,
+        metrics_path=metrics_path,
+        device=device_of(args) if hasattr(args, "device") else None,
+    )
 
 
 def server_and_input(args) -> tuple:

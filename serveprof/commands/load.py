@@ -8,24 +8,25 @@ With ``--model-base-path`` and ``--server`` the point gets a freshly launched se
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from functools import partial
 from pathlib import Path
 
 from serveprof import settings
-from serveprof.commands.arguments import add_client_flags, add_server_flags, json_object, log, server_and_input
+from serveprof.commands.arguments import (
+    add_client_flags,
+    add_server_flags,
+    endpoint_for,
+    json_object,
+    log,
+    server_and_input,
+)
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
 from serveprof.launch.spec import METRICS_PATH
 from serveprof.load.point import measure_point
 from serveprof.load.results import requests_text, write_point
 from serveprof.load.scenarios import parse_point
-from serveprof.measure.provenance import host_provenance
-from serveprof.measure.session import external, launched
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+from serveprof.measure.provenance import host_provenance, now_iso
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,21 +63,8 @@ def main(argv: list[str]) -> int:
     say = partial(log, "load")
     started_at = now_iso()
     with terminate_on_sigterm():
-        if args.address:
-            context = external(args.model, args.address, args.protocol, pid=args.pid, transport=args.transport)
-        else:
-            context = launched(
-                args.model,
-                args.model_base_path,
-                server,
-                args.protocol,
-                log_path=args.server_log,
-                transport=args.transport,
-                metrics_path=METRICS_PATH,
-            )
-        with context as endpoint:
-            if args.address and args.metrics_url:
-                endpoint.metrics_url = args.metrics_url
+        # A point always reads the server's own latency and batching figures from its Prometheus page.
+        with endpoint_for(args, server, metrics_path=METRICS_PATH) as endpoint:
             result = measure_point(
                 endpoint, point, measure, input_settings, args.protocol, args.transport, say, args.type
             )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from serveprof.commands.arguments import (
     cpu_list,
     device_of,
     disturbance_block,
+    endpoint_for,
     log,
     server_and_input,
 )
@@ -29,11 +29,10 @@ from serveprof.errors import ServeprofError
 from serveprof.launch import DoesNotFit, terminate_on_sigterm
 from serveprof.measure.device_result import device_fields, unfit_document
 from serveprof.measure.procedure import measure_batch
-from serveprof.measure.provenance import host_provenance
+from serveprof.measure.provenance import host_provenance, now_iso
 from serveprof.measure.resources import detect_gpu_probe
 from serveprof.measure.result_files import write_measurement
 from serveprof.measure.retry import retried
-from serveprof.measure.session import external, launched
 
 # The measure: keys each flag sets, for the settings owner's checks and defaults.
 PROCEDURE_FLAGS = {
@@ -45,10 +44,6 @@ PROCEDURE_FLAGS = {
     "resource_interval": "resource_interval_s",
     "client_cpus": "client_cpus",
 }
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,28 +146,6 @@ def check_args(args) -> None:
         raise ServeprofError(f"--repeat {args.repeat} is not a repeat number", "pass --repeat 1 or more")
 
 
-def endpoint_context(args, server):
-    """The server one attempt measures: freshly launched, or the running one at ``--address``."""
-    if args.address:
-        return external(
-            args.model,
-            args.address,
-            args.protocol,
-            pid=args.pid,
-            transport=args.transport,
-            metrics_url=args.metrics_url,
-        )
-    return launched(
-        args.model,
-        args.model_base_path,
-        server,
-        args.protocol,
-        log_path=args.server_log,
-        transport=args.transport,
-        device=device_of(args),
-    )
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -194,7 +167,7 @@ def main(argv: list[str]) -> int:
             def attempt(batch_size=batch_size) -> dict:
                 """One series on a fresh server (or again on the running one): the stats JSON and latencies."""
                 started_at = now_iso()
-                with endpoint_context(args, server) as endpoint:
+                with endpoint_for(args, server) as endpoint:
                     latencies, measured = measure_batch(
                         endpoint, batch_size, procedure, input_settings, gpu, say, args.type
                     )

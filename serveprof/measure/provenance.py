@@ -7,6 +7,7 @@ which on a cluster is not the one that aggregates) and is stored in the stats JS
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 import os
 import platform
@@ -19,6 +20,11 @@ import serveprof
 from serveprof.measure.resources import GpuProbe
 
 PACKAGE_ROOT = Path(serveprof.__file__).resolve().parent
+
+
+def now_iso() -> str:
+    """Now, in UTC, to the second: the stamp of every result's start and end."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def cpu_model() -> str:
