@@ -1,4 +1,4 @@
-"""A minute of 32 concurrent clients (half gRPC, half REST) against one embedded server.
+"""Half a minute of 32 concurrent clients (half gRPC, half REST) against one embedded server.
 
 Runs benchmarks/soak_server.py as a subprocess, the way its figures for
 docs/reliability.md were produced, and holds it to: not one failed or wrong answer,
@@ -20,12 +20,12 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 32
-SECONDS = 60
+SECONDS = 30  # docs/reliability.md has the minute-long run
 WARMUP_S = 5
 RSS_GROWTH_BOUND_MIB = 50
 
 
-def test_a_minute_of_32_mixed_clients_without_an_error_or_a_leak(tmp_path):
+def test_half_a_minute_of_32_mixed_clients_without_an_error_or_a_leak(tmp_path):
     out = tmp_path / "soak.json"
     command = [
         sys.executable,
