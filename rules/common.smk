@@ -182,7 +182,9 @@ def procedure_settings(wildcards):
 
 def model_hash(wildcards):
     # Variant jobs run on the host only, and have no device wildcard.
-    return SETTINGS.model_hash(wildcards.model, layout.device_of(wildcards.get("device", "")))
+    return SETTINGS.model_hash(
+        wildcards.model, layout.device_of(wildcards.get("device", ""))
+    )
 
 
 # ---------------------------------------------------------------- devices and repeats
