@@ -9,12 +9,12 @@ run to notice that a file the manifest stands for has gone (rules/common.smk).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from pathlib import Path
 
 from serveprof.atomic import atomic_write_text
 from serveprof.errors import ServeprofError
+from serveprof.measure.provenance import now_iso
 
 
 def build_manifest(
@@ -33,7 +33,7 @@ def build_manifest(
             not_profiled[model] = {"reason": status.get("reason"), "fix": status.get("fix")}
     reports = [f"reports/{report_segment(folder)}report.md" for folder in folders]
     manifest = {
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": now_iso(),
         "run": run,
         "profiled": profiled,
         "not_profiled": not_profiled,

@@ -8,7 +8,6 @@ reads it too: ``serveprof plot --results runs/<name>/workload/profiling``.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import re
 import secrets
@@ -16,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from serveprof.errors import ServeprofError
+from serveprof.measure.provenance import now_iso
 from serveprof.measure.result_files import read_json, write_json
 
 RUNS_DIR = Path("runs")
@@ -123,7 +123,7 @@ def snapshot(
         revision, dirty = git_state(source.resolve())
         write_json(partial / RECORD, {
             "name": name,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": now_iso(),
             "source": str(source.resolve()),
             "git_revision": revision,
             "git_dirty": dirty,
