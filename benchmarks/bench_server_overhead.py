@@ -28,6 +28,12 @@ signature call, the response) is inside the timed call. Each client's answer is 
 against TensorFlow's before timing. ``gRPC via grpcio`` sends the same bytes through a
 grpcio channel, for comparison.
 
+The ``not 64-byte aligned`` row sends, before each timed request, the same request with
+the version in its ModelSpec, which moves its tensor 4 bytes on; the server places each
+message so that the tensor lies where the last request of its method had it, so the
+timed request's tensor is then not aligned, and TensorFlow copies it before the run, as
+it did for every request before that placement.
+
 The ``floor`` rows time the same gRPC requests against the embedded server's gRPC
 transport (``serveprof.server.grpc_http2``) answering at once with a canned response:
 what the client, the transport and the loopback cost before any serving work.
@@ -50,6 +56,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from serveprof.client import GrpcClient  # noqa: E402
+from serveprof.server.predict_wire import SMALL_REQUEST_BYTES  # noqa: E402
 from tests.fixtures.embedded_server import running_server  # noqa: E402
 
 
@@ -124,7 +132,7 @@ def make_senders(
     grpc_target: str, rest_url: str | None, model: str, batch: np.ndarray, content_target: str | None = None
 ) -> dict:
     """Prepared requests on serveprof's measuring clients (what the pipeline times), and on grpcio for reference."""
-    from serveprof.client import GrpcClient, RestClient
+    from serveprof.client import RestClient
 
     clients = {
         "gRPC": GrpcClient(grpc_target, model, timeout_s=300),
@@ -210,6 +218,9 @@ def transport_floor(model: str, batch: np.ndarray, expected: np.ndarray, rounds:
         process.join()
 
 
+UNALIGNED = "gRPC, typed fields, tensor not 64-byte aligned"
+
+
 def timed(call) -> tuple[float, object]:
     started = time.perf_counter()
     result = call()
@@ -241,23 +252,35 @@ def run_case(
                 outputs = send.client.predict({"images": batch})["probabilities"]
                 np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-6, err_msg=name)
             times: dict[str, list[float]] = {"in-process": [], **{name: [] for name in senders}}
+            unaligned = None
+            if batch.nbytes > SMALL_REQUEST_BYTES:
+                # The same request, but with the version in its ModelSpec: its tensor starts 4 bytes later.
+                shifted = GrpcClient(server.grpc_target, model, version=1, timeout_s=300)
+                shifted.connect()
+                unaligned = (Sender(shifted, shifted.prepare({"images": batch})),)
+                times[UNALIGNED] = []
             paired: list[float] = []
             for index in range(rounds):
                 times["in-process"].append(baseline.run()[0])
                 times["gRPC"].append(timed(senders["gRPC"])[0])
                 times["gRPC via grpcio"].append(timed(senders["gRPC via grpcio"])[0])
                 times["gRPC, tensor_content"].append(timed(senders["gRPC, tensor_content"])[0])
+                if unaligned is not None:
+                    unaligned[0]()  # its tensor lies 4 bytes further on, so the next request's is placed wrongly
+                    times[UNALIGNED].append(timed(senders["gRPC"])[0])
                 if index % rest_every == 0:
                     paired.append(times["in-process"][-1])
                     times["REST"].append(timed(senders["REST"])[0])
         finally:
             for send in senders.values():
                 send.close()
+            if unaligned is not None:
+                unaligned[0].close()
             baseline.close()
     floors = transport_floor(model, batch, expected, rounds)
     names = {"gRPC": "gRPC, typed fields (TF Serving's default)", "gRPC via grpcio": "gRPC via grpcio, typed fields"}
     rows = []
-    for protocol in senders:
+    for protocol in [*senders, *([UNALIGNED] if UNALIGNED in times else [])]:
         # REST runs every rest_every rounds; it is compared with the in-process calls of those same rounds.
         base_ms = statistics.median(paired if protocol == "REST" else times["in-process"])
         server_ms = statistics.median(times[protocol])

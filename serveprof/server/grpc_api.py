@@ -30,7 +30,12 @@ from serveprof.server.core import (
     version_of,
 )
 from serveprof.server.grpc_http2 import GrpcServer, Method
-from serveprof.server.predict_wire import decode_predict_request, encode_predict_response, model_spec_bytes
+from serveprof.server.predict_wire import (
+    decode_predict_request,
+    encode_predict_response,
+    model_spec_bytes,
+    payload_offset,
+)
 from serveprof.server.responses import model_metadata_response, model_status_response
 from serveprof.wire.status import Code, ServingError, invalid_argument
 
@@ -38,6 +43,7 @@ log = logging.getLogger("serveprof.serve")
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
+PREDICT = f"/{PREDICTION_SERVICE}/Predict"
 
 
 def _missing_model_spec(request) -> None:
@@ -46,9 +52,10 @@ def _missing_model_spec(request) -> None:
 
 
 class Handlers:
-    def __init__(self, core: ServingCore):
+    def __init__(self, core: ServingCore, payload_offsets: dict[str, int] | None = None):
         self.core = core
         self.convert = tensor_converter(core.max_request_bytes)
+        self.payload_offsets = payload_offsets if payload_offsets is not None else {}  # the transport reads them
 
     def _timed(self, api: str, model_of: Callable[[], str], call: Callable[[], bytes]) -> bytes:
         started = time.perf_counter()
@@ -67,6 +74,9 @@ class Handlers:
         model, error = "", None
         try:
             request, inputs = decode_predict_request(raw)
+            offset = payload_offset(raw, inputs)
+            if offset is not None:
+                self.payload_offsets[PREDICT] = offset
             spec = request.model_spec
             model = spec.name
             version, label = version_of(spec)
@@ -156,9 +166,10 @@ def start_grpc_server(
     """Bind and start; raise ServeprofError (see bind_errors) if the port cannot be had."""
     from tensorflow_serving.apis import classification_pb2, model_service_pb2, prediction_service_pb2, regression_pb2
 
-    handlers = Handlers(core)
+    payload_offsets: dict[str, int] = {}
+    handlers = Handlers(core, payload_offsets)
     methods: dict[str, Method] = {
-        f"/{PREDICTION_SERVICE}/Predict": handlers.predict,
+        PREDICT: handlers.predict,
         f"/{PREDICTION_SERVICE}/Classify": handlers._example_api(
             "Classify",
             classification_pb2.ClassificationRequest,
@@ -179,7 +190,14 @@ def start_grpc_server(
     }
     try:
         server = GrpcServer(
-            methods, host, port, max_threads, max_request_bytes, _unimplemented_message(services), limits=limits
+            methods,
+            host,
+            port,
+            max_threads,
+            max_request_bytes,
+            _unimplemented_message(services),
+            limits=limits,
+            payload_offsets=payload_offsets,
         )
     except OSError as error:
         raise bind_error(host, port, "--port", error) from None

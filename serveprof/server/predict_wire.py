@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from serveprof.wire.status import invalid_argument
@@ -99,6 +100,15 @@ def decode_predict_request(raw: bytes):
     except (WireError, DecodeError) as error:
         raise invalid_argument(f"Could not parse the PredictRequest: {error}") from None
     return request, inputs
+
+
+def payload_offset(raw, inputs: dict) -> int | None:
+    """Where in ``raw`` the largest ``tensor_content`` of ``inputs`` (as decoded above) begins; None if none was cut out."""
+    contents = [content for _, content in inputs.values() if content is not None and len(content)]
+    if not contents:
+        return None
+    largest = max(contents, key=len)
+    return np.frombuffer(largest, np.uint8).ctypes.data - np.frombuffer(raw, np.uint8).ctypes.data
 
 
 def _map_entry(entry: memoryview) -> tuple[str, list[memoryview]]:
