@@ -17,11 +17,14 @@ import pytest
 
 from serveprof.client import GrpcClient
 from serveprof.errors import ServeprofError
+from serveprof.measure.procedure import ProcedureSettings, measure_series
 from serveprof.server.servable import find_served_version
 from serveprof.variants import accuracy
 from serveprof.variants.catalog import server_flags, serving_problem, variant
 from tests.fixtures.embedded_server import REPO, TINY_IMAGE_SIZE, running_server, server_env, wait_until_available
 
+PROCEDURE = ProcedureSettings(requests=5, max_seconds=10, min_requests=5, warmup_requests=1,
+                              warmup_max_seconds=5, resource_interval_s=0.05)  # fmt: skip
 CPU_VARIANTS = ("frozen", "fp16", "bf16", "int8", "int8_dynamic", "xla")
 BUILD = """
 import json, sys
@@ -107,7 +110,7 @@ def predict(target: str, inputs: dict) -> dict:
         return client.predict(inputs)
 
 
-def test_the_embedded_server_serves_each_variant_close_to_fp32(built, embedded_server, batch, tmp_path):
+def test_the_embedded_server_serves_and_measures_each_variant_close_to_fp32(built, embedded_server, batch, tmp_path):
     out, _ = built
     reference = predict(embedded_server.grpc_target, {"images": batch})["probabilities"]
     # Inputs in [0, 0.5) keep the softmax off its saturation, where float16's rounding shows.
@@ -135,6 +138,12 @@ def test_the_embedded_server_serves_each_variant_close_to_fp32(built, embedded_s
                 assert 0 < difference <= tolerances[name], difference
             assert delta["type"] == "classification"
             assert delta["classification"]["top5_agreement"] == 1.0  # three classes: always in the top 5
+            # And measured by the procedure the workflow's jobs run, a few requests each.
+            with GrpcClient(server.grpc_target, "tiny") as client:
+                _, fields = measure_series(client.predict, {"images": batch}, len(batch), PROCEDURE, pid=server.pid,
+                                           on_error=lambda error, what: error, log=lambda line: None)  # fmt: skip
+            assert fields["stats"]["count"] == PROCEDURE.requests and fields["stats"]["mean_ms"] > 0, name
+            assert fields["resources"]["rss_peak_mb"] > 0, name
         for name in ("int8", "int8_dynamic"):
             log = started[name].log()
             assert "TFLite model" in log and "interpreter" in log
