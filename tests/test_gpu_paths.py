@@ -194,7 +194,8 @@ def test_slurm_profiles_ask_for_one_gpu_per_serving_job(tmp_path):
     config["server"]["gpu"] = True
     write_config(tmp_path, config)
     # profiles/slurm's --exclusive on the same jobs is checked on a real cluster (tests/test_slurm.py).
-    dry = run_workflow(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm-gpu"), timeout=300)
+    # --cores 4: a dry run caps threads at the local cores; SLURM gives each job its own.
+    dry = run_workflow(tmp_path, "-n", "--cores", "4", "--profile", str(REPO / "profiles" / "slurm-gpu"), timeout=300)
     assert dry.returncode == 0, dry.output[-4000:]
     serving = submitted(dry.output, "measure_batch") + submitted(dry.output, "cold_start")
     assert len(serving) == 6, dry.output[-3000:]  # 2 models x (2 batch sizes + cold start)
