@@ -173,8 +173,18 @@ rule variants_report:
         ],
         reference=profiled_results,
     output:
-        VARIANT_REPORT,
-        variant_figures(),
+        report=report(
+            VARIANT_REPORT[0],
+            caption="../report/variants.rst",
+            category="Variants",
+        ),
+        tables=VARIANT_REPORT[1:],
+        figures=report(
+            [path for path in variant_figures() if path.endswith(".png")],
+            caption="../report/variants_figures.rst",
+            category="Variants",
+        ),
+        other=[path for path in variant_figures() if not path.endswith(".png")],
     log:
         "logs/variants_report.log",
     conda:
@@ -195,8 +205,25 @@ rule profile_layers:
     input:
         profile_input,
     output:
-        expand(
-            "workload/layers/{{variant}}/{{model}}/b{{batch}}/{file}", file=LAYER_FILES
+        breakdown=report(
+            "workload/layers/{variant}/{model}/b{batch}/breakdown.md",
+            caption="../report/layers.rst",
+            category="{model}",
+            subcategory="Per-layer breakdown",
+        ),
+        figure=report(
+            "workload/layers/{variant}/{model}/b{batch}/blocks.png",
+            caption="../report/layers.rst",
+            category="{model}",
+            subcategory="Per-layer breakdown",
+        ),
+        tables=expand(
+            "workload/layers/{{variant}}/{{model}}/b{{batch}}/{file}",
+            file=[
+                name
+                for name in LAYER_FILES
+                if name not in ("breakdown.md", "blocks.png")
+            ],
         ),
     log:
         "logs/profile_layers/{model}-{variant}-b{batch}.log",
@@ -214,7 +241,7 @@ rule profile_layers:
         server=server_settings,
         input=input_settings,
         profile=profile_settings,
-        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.breakdown),
     shell:
         "exec serveprof profile-layers --model-base-path {params.base_path}"
         " --batch-size {wildcards.batch} {params.profile} --input {params.input:q}"

@@ -108,7 +108,11 @@ VARIANT_REPORT = [
 
 
 def variant_figures():
-    return [f"reports/variants/speedup.{ext}" for ext in SETTINGS.style().formats]
+    """The speed-up and resources figures, in every format and PNG (the HTML report embeds it)."""
+    formats = sorted(set(SETTINGS.style().formats) | {"png"})
+    return expand(
+        "reports/variants/{figure}.{ext}", figure=["speedup", "resources"], ext=formats
+    )
 
 
 # ---------------------------------------------------------------- per-layer profile

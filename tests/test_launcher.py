@@ -382,7 +382,9 @@ def test_rest_can_be_turned_off_through_extra_flags(model_copy):
 
 
 @pytest.mark.parametrize("gpu", [False, True])
-def test_docker_command_line(tmp_path, gpu):
+def test_docker_command_line(tmp_path, monkeypatch, gpu):
+    for name in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS"):
+        monkeypatch.delenv(name, raising=False)  # no scheduler's GPU list: all of them (tests/test_gpu_paths.py)
     spec = spec_for(tmp_path, backend="docker", image_tag="2.18.0", gpu=gpu, extra_flags=["--enable_batching"])
     base = str(tmp_path / "models" / "tiny")
     command = build_command(spec, "docker", 8600, 8601, name="serveprof-tiny-test", options_dir="/tmp/cfg")

@@ -17,13 +17,15 @@ import pytest
 
 from serveprof.client import GrpcClient
 from serveprof.errors import ServeprofError
+from serveprof.measure.procedure import ProcedureSettings, measure_series
 from serveprof.server.servable import find_served_version
 from serveprof.variants import accuracy
 from serveprof.variants.catalog import server_flags, serving_problem, variant
 from tests.fixtures.embedded_server import REPO, TINY_IMAGE_SIZE, running_server, server_env, wait_until_available
 
-# bf16 and int8_dynamic run the same code as fp16 and int8 with another type or option; the workflow test builds them.
-CPU_VARIANTS = ("frozen", "fp16", "int8", "xla")
+PROCEDURE = ProcedureSettings(requests=5, max_seconds=10, min_requests=5, warmup_requests=1,
+                              warmup_max_seconds=5, resource_interval_s=0.05)  # fmt: skip
+CPU_VARIANTS = ("frozen", "fp16", "bf16", "int8", "int8_dynamic", "xla")
 BUILD = """
 import json, sys
 from pathlib import Path
@@ -84,6 +86,7 @@ def test_every_cpu_variant_is_built_and_passes_the_servability_check(built):
     # fp16 and bf16 keep weights in the lower type: the graph says how many nodes moved, and casts at the edges.
     assert "nodes in float16" in statuses["fp16"]["notes"][1]
     assert "casts at the boundaries" in statuses["fp16"]["notes"][1]
+    assert "nodes in bfloat16" in statuses["bf16"]["notes"][1]
 
 
 def test_tftrt_is_refused_without_a_gpu_and_tensorrt(built):
@@ -107,13 +110,13 @@ def predict(target: str, inputs: dict) -> dict:
         return client.predict(inputs)
 
 
-def test_the_embedded_server_serves_each_variant_close_to_fp32(built, embedded_server, batch, tmp_path):
+def test_the_embedded_server_serves_and_measures_each_variant_close_to_fp32(built, embedded_server, batch, tmp_path):
     out, _ = built
     reference = predict(embedded_server.grpc_target, {"images": batch})["probabilities"]
     # Inputs in [0, 0.5) keep the softmax off its saturation, where float16's rounding shows.
     small = batch / np.float32(510.0)
     small_reference = predict(embedded_server.grpc_target, {"images": small})["probabilities"]
-    tolerances = {"frozen": 1e-6, "xla": 1e-5, "fp16": 5e-3, "int8": 0.08}
+    tolerances = {"frozen": 1e-6, "xla": 1e-5, "fp16": 5e-3, "bf16": 0.05, "int8": 0.08, "int8_dynamic": 0.08}
     servers = {}
     for name in tolerances:
         flags = server_flags(name, gpu=False)
@@ -127,15 +130,23 @@ def test_the_embedded_server_serves_each_variant_close_to_fp32(built, embedded_s
             difference = float(np.abs(answer - reference).max())
             assert difference <= tolerances[name], (name, difference)
             delta = accuracy.compare({"probabilities": reference}, {"probabilities": answer})
-            if name == "fp16":
-                # fp16 really computes in float16: close to fp32, and not bit-equal to it.
+            print(f"{name}: max |answer - fp32| {difference:.2e}")  # the figures docs/variants.md quotes
+            if name in ("fp16", "bf16"):
+                # fp16 and bf16 really compute in the lower type: close to fp32, and not bit-equal to it.
                 answer = predict(server.grpc_target, {"images": small})["probabilities"]
                 difference = float(np.abs(answer - small_reference).max())
                 assert 0 < difference <= tolerances[name], difference
             assert delta["type"] == "classification"
             assert delta["classification"]["top5_agreement"] == 1.0  # three classes: always in the top 5
-        log = started["int8"].log()
-        assert "TFLite model" in log and "interpreter" in log
+            # And measured by the procedure the workflow's jobs run, a few requests each.
+            with GrpcClient(server.grpc_target, "tiny") as client:
+                _, fields = measure_series(client.predict, {"images": batch}, len(batch), PROCEDURE, pid=server.pid,
+                                           on_error=lambda error, what: error, log=lambda line: None)  # fmt: skip
+            assert fields["stats"]["count"] == PROCEDURE.requests and fields["stats"]["mean_ms"] > 0, name
+            assert fields["resources"]["rss_peak_mb"] > 0, name
+        for name in ("int8", "int8_dynamic"):
+            log = started[name].log()
+            assert "TFLite model" in log and "interpreter" in log
     finally:
         for context in servers.values():
             context.__exit__(None, None, None)

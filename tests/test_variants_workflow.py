@@ -79,6 +79,7 @@ def test_an_int8_variant_is_exported_served_measured_and_compared(tiny_classifie
     report = (tmp_path / "reports" / "variants" / "variants.md").read_text()
     assert "## Batch size 1" in report and "| tiny_saved |" in report and "top-1 agr." in report
     assert (tmp_path / "reports" / "variants" / "speedup.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "variants" / "resources.png").stat().st_size > 1000
     # The per-layer profile: fp32 only, as int8 is a TFLite model with no step stats to break down.
     assert run.jobs_of("profile_layers") == [{"model": "tiny_saved", "variant": "fp32", "batch": "1"}]
     layers = tmp_path / "workload" / "layers" / "fp32" / "tiny_saved" / "b1"
@@ -86,3 +87,10 @@ def test_an_int8_variant_is_exported_served_measured_and_compared(tiny_classifie
     assert "MatMul" in " ".join(pd.read_csv(layers / "ops.csv")["op"])
     again = run_workflow(tmp_path)
     assert again.returncode == 0 and again.nothing_to_do, again.output[-3000:]
+    # The HTML report holds the variants section and the per-layer breakdown, with their captions.
+    html_run = run_workflow(tmp_path, "--report", "reports/report.html")
+    assert html_run.returncode == 0 and html_run.jobs == [], html_run.output[-3000:]
+    html = (tmp_path / "reports" / "report.html").read_text(encoding="utf-8", errors="replace")
+    for text in ("Variants", "variants.md", "speedup.png", "resources.png", "Resources per variant",
+                 "Per-layer breakdown", "breakdown.md", "blocks.png"):  # fmt: skip
+        assert text in html, text

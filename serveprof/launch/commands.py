@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from serveprof.errors import ServeprofError
+from serveprof.launch.gpus import docker_gpus_value, host_gpus
 from serveprof.launch.options import MOUNT, option_flags
 from serveprof.launch.spec import ServerSpec
 
@@ -82,6 +83,17 @@ def apptainer_image(spec: ServerSpec) -> str:
 def container_name(spec: ServerSpec) -> str:
     model = re.sub(r"[^A-Za-z0-9_.-]", "-", spec.model_name)[:40]
     return f"serveprof-{model}-{uuid.uuid4().hex[:12]}"
+
+
+def docker_gpus(spec: ServerSpec) -> str:
+    """The GPUs the job was given (all when the scheduler gave no list): the daemon runs outside the job."""
+    devices = host_gpus()
+    if devices == ():
+        raise ServeprofError(
+            f"server.gpu is true, but this job was given no GPU (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})",
+            "run it where the scheduler gives the job a GPU (docs/hpc.md, one serving job per GPU), or set server.gpu: false",
+        )
+    return docker_gpus_value(devices)
 
 
 def model_server_flags(
@@ -178,7 +190,7 @@ def build_command(
         if options_dir is not None:
             command += ["--mount", f"type=bind,source={options_dir},target={MOUNT},readonly"]
         if spec.gpu:
-            command += ["--gpus", "all"]
+            command += ["--gpus", docker_gpus(spec)]
         command += container_limit_flags(spec, backend)
         # The image's entrypoint script adds its own --port/--model_name; call the binary directly.
         command += ["--entrypoint", "tensorflow_model_server", image_reference(spec)]
@@ -203,6 +215,8 @@ def server_environment(spec: ServerSpec, backend: str) -> dict[str, str] | None:
 
     TensorFlow uses a GPU it can see, so without this ``gpu: false`` on a GPU node would
     still measure the GPU. Docker needs nothing: a container sees no GPU without ``--gpus``.
+    With ``gpu`` ours is kept, so the scheduler's ``CUDA_VISIBLE_DEVICES`` (the job's own GPU)
+    reaches the server; Apptainer passes it into the container (launch/gpus.py).
     """
     if spec.gpu or backend == "docker":
         return None

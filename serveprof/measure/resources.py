@@ -7,6 +7,8 @@ A background thread samples the server's process tree every ``interval_s``:
 - ``rss_peak_mb``/``rss_mean_mb``: resident set size summed over the tree, in MiB;
 - ``gpu_util_pct``/``gpu_mem_mb``: device-wide GPU utilisation (mean) and memory used
   (peak, MiB) from NVML (``pynvml``) or ``nvidia-smi``; null when neither is present.
+  Only the job's GPUs count (``CUDA_VISIBLE_DEVICES``, launch/gpus.py): NVML sees every
+  GPU of the node, and with one serving job per GPU the others are other jobs'.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Protocol
 
 import psutil
 
+from serveprof.launch.gpus import visible_gpus
+
 MIB = 1024 * 1024
 
 
@@ -29,10 +33,20 @@ class GpuProbe(Protocol):
     def names(self) -> list[str]: ...
 
 
+def _nvml_handle(pynvml, device: str):
+    """A device by NVML index, or by UUID (``GPU-...``, ``MIG-...``) as CUDA_VISIBLE_DEVICES may name it."""
+    if device.isdigit():
+        return pynvml.nvmlDeviceGetHandleByIndex(int(device))
+    return pynvml.nvmlDeviceGetHandleByUUID(device)
+
+
 class NvmlProbe:
-    def __init__(self, pynvml):
+    def __init__(self, pynvml, devices: tuple[str, ...] | None = None):
+        """``devices``: the job's GPUs (visible_gpus()); None: every GPU NVML sees."""
         self._nvml = pynvml
-        self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        if devices is None:
+            devices = tuple(str(i) for i in range(pynvml.nvmlDeviceGetCount()))
+        self._handles = [_nvml_handle(pynvml, device) for device in devices]
 
     def sample(self) -> tuple[float, float] | None:
         try:
@@ -63,13 +77,19 @@ def parse_nvidia_smi(text: str) -> tuple[float, float] | None:
 
 
 class NvidiaSmiProbe:
-    def __init__(self, executable: str):
+    def __init__(self, executable: str, devices: tuple[str, ...] | None = None):
+        """``devices``: the job's GPUs (indices or UUIDs, as ``nvidia-smi --id`` takes them); None: all."""
         self._exe = executable
+        self._devices = devices
+
+    def query_command(self, fields: str) -> list[str]:
+        command = [self._exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"]
+        return command + ([f"--id={','.join(self._devices)}"] if self._devices else [])
 
     def _query(self, fields: str) -> str | None:
         try:
             done = subprocess.run(
-                [self._exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                self.query_command(fields),
                 capture_output=True,
                 text=True,
                 timeout=5,
@@ -89,18 +109,24 @@ class NvidiaSmiProbe:
 
 
 def detect_gpu_probe() -> GpuProbe | None:
-    """NVML if ``pynvml`` (nvidia-ml-py) loads and sees a device, else ``nvidia-smi``, else None."""
+    """NVML if ``pynvml`` (nvidia-ml-py) loads and sees a device, else ``nvidia-smi``, else None.
+
+    Either reads only the job's GPUs; a job given none (``CUDA_VISIBLE_DEVICES=-1``) gets None.
+    """
+    devices = visible_gpus()
+    if devices == ():
+        return None
     try:
         import pynvml
 
         pynvml.nvmlInit()
         if pynvml.nvmlDeviceGetCount() > 0:
-            return NvmlProbe(pynvml)
+            return NvmlProbe(pynvml, devices)
     except Exception:  # not installed, no driver, no device: all mean "use the fallback"
         pass
     executable = shutil.which("nvidia-smi")
     if executable:
-        probe = NvidiaSmiProbe(executable)
+        probe = NvidiaSmiProbe(executable, devices)
         if probe.names():
             return probe
     return None

@@ -385,7 +385,8 @@ def build_resources_figure(summary: pd.DataFrame, looks: Mapping[str, ModelLook]
         add_grid(ax)
     cpu = grid[1]
     # 100 % is one core busy: the line a reader compares every point with.
-    cpu.set_ylim(0, max(float(summary["cpu_util_pct"].max()), 100.0) * 1.12)
+    top = summary["cpu_util_pct"].max()  # NaN when no CPU was sampled (a server in a container)
+    cpu.set_ylim(0, (100.0 if pd.isna(top) else max(float(top), 100.0)) * 1.12)
     cpu.axhline(100, color="#777777", linewidth=0.9, linestyle="--", zorder=1, gid="one_core")
     cpu.annotate("100 % = one core busy", xy=(0, 100), xycoords=("axes fraction", "data"), xytext=(3, 2),
                  textcoords="offset points", va="bottom", fontsize=style.font_size * 0.8, color="#555555")  # fmt: skip

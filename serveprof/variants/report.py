@@ -3,10 +3,13 @@
 Read from result files only: each variant's ``summary.csv`` (fp32's is the reference
 layout's), its ``accuracy.json``, and its export status. Tables, as the published
 precision tables lay them out: one per batch size, rows = models, columns = variants.
+The resources figure puts each (model, variant) on a line of its own: memory and CPU per
+batch size, and GPU utilisation and memory when the runs sampled a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +39,7 @@ def throughput(results: Path, variants: Mapping[str, list[str]]) -> pd.DataFrame
     """model, variant, batch_size, mean_ms, throughput_per_s, speedup (against fp32 at the same batch)."""
     rows = []
     for model, names in variants.items():
-        for name in [REFERENCE, *[n for n in names if n != REFERENCE]]:
+        for name in _ordered(names):
             path = summary_path(results, model, name)
             if not path.is_file():
                 continue
@@ -165,8 +168,46 @@ def markdown(speed: pd.DataFrame, accuracy_rows: pd.DataFrame, variants: Mapping
     return "".join(parts)
 
 
+RESOURCE_COLUMNS = ("cpu_util_pct", "rss_peak_mb", "rss_mean_mb", "gpu_util_pct", "gpu_mem_mb")
+
+
+def _ordered(names: list[str]) -> list[str]:
+    return [REFERENCE, *[n for n in names if n != REFERENCE]]
+
+
+def resources(results: Path, variants: Mapping[str, list[str]]) -> pd.DataFrame:
+    """Every measured variant's resource columns per batch size, as one series ``<model> <variant>``
+    (the figures' ``model`` column); a column a summary lacks is empty."""
+    frames = []
+    for model, names in variants.items():
+        for name in _ordered(names):
+            path = summary_path(results, model, name)
+            if not path.is_file():
+                continue
+            frame = pd.read_csv(path, skipinitialspace=True)
+            for column in RESOURCE_COLUMNS:
+                frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
+            frame["model"] = f"{model} {name}"
+            frames.append(frame[["model", "batch_size", *RESOURCE_COLUMNS]].sort_values("batch_size"))
+    columns = ["model", "batch_size", *RESOURCE_COLUMNS]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def resources_figure(frame: pd.DataFrame, style):
+    """The report's resources figure (memory, CPU, and GPU panels when sampled), one line per (model, variant)."""
+    from serveprof.report.figures import build_resources_figure, new_figure
+    from serveprof.report.style import model_looks
+
+    if frame.empty:
+        fig = new_figure(style)  # nothing measured yet: an empty figure, so the file exists
+        fig.text(0.5, 0.5, "no variant measured", ha="center")
+        return fig
+    return build_resources_figure(frame, model_looks(frame["model"].unique(), style), style)
+
+
 def write(results: Path, statuses: Path, variants: Mapping[str, list[str]], out: Path, style=None) -> dict[str, Path]:
-    """variants.md, throughput.csv, accuracy.csv and, with a ``style``, the speed-up figure (speedup.<format>)."""
+    """variants.md, throughput.csv, accuracy.csv and, with a ``style``, the speed-up figure (speedup.<format>)
+    and the resources figure (resources.<format>), each also as PNG, which the HTML report embeds."""
     speed = throughput(results, variants)
     rows = accuracy(results, statuses, variants, speed)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,8 +216,13 @@ def write(results: Path, statuses: Path, variants: Mapping[str, list[str]], out:
     atomic_write_text(written["accuracy"], rows.to_csv(index=False))
     atomic_write_text(written["report"], markdown(speed, rows, variants))
     if style is not None:
+        style = dataclasses.replace(style, formats=tuple(dict.fromkeys((*style.formats, "png"))))
         for path in figure(rows, out / "speedup", style):
             written[f"figure {path.suffix[1:]}"] = path
+        from serveprof.report.figures import save_figure
+
+        for path in save_figure(resources_figure(resources(results, variants), style), out / "resources", style):
+            written[f"resources {path.suffix[1:]}"] = path
     return written
 
 
