@@ -18,7 +18,7 @@ false alarm. The goal (issue 17): CV under 3 % and no verdicts.
 Run (the models are built once into --work and reused):
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/bench_repeatability.py [--rounds 3]
-        [--conditions default,pinned,gc] [--work /tmp/serveprof-repeatability]
+        [--conditions default,pinned,gc] [--work /tmp/serveprof-repeatability] [--scale 5 --warmup-requests 200]
 """
 
 from __future__ import annotations
@@ -76,16 +76,21 @@ def build_models(work: Path) -> dict[str, Path]:
     return {"tiny": tiny, "mobilenet": mobilenet}
 
 
-def measure(work: Path, condition: str, round_: int, bases: dict[str, Path]) -> Path:
-    """One run of the workload under ``condition``: a results folder compare can read."""
+def measure(
+    work: Path, condition: str, round_: int, bases: dict[str, Path], scale: float = 1.0, warmup: int | None = None
+) -> Path:
+    """One run of the workload under ``condition``: a results folder compare can read. ``scale`` multiplies
+    the timed requests; ``warmup`` sets the warm-up requests (the schema's default when None)."""
     results = work / "runs" / condition / f"r{round_}" / "workload" / "profiling"
     log = work / "logs" / f"{condition}-r{round_}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for model, (batches, requests) in WORKLOAD.items():
         out = results / model
         command = [*SERVEPROF, "measure", "--model", model, "--model-base-path", str(bases[model]),
-                   "--requests", str(requests), "--max-seconds", "30", "--out-dir", str(out),
+                   "--requests", str(round(requests * scale)), "--max-seconds", "30", "--out-dir", str(out),
                    "--server", json.dumps({"backend": "embedded"}), *CONDITIONS[condition]]  # fmt: skip
+        if warmup is not None:
+            command += ["--warmup-requests", str(warmup)]
         for batch in batches:
             command += ["--batch-size", str(batch)]
         run(command, log)
@@ -130,6 +135,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/serveprof-repeatability"))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every cell's timed requests")
+    parser.add_argument("--warmup-requests", type=int, help="warm-up requests per series (default: the schema's)")
     args = parser.parse_args()
     conditions = args.conditions.split(",")
     unknown = set(conditions) - set(CONDITIONS)
@@ -143,7 +150,7 @@ def main() -> int:
         order = conditions if round_ % 2 else conditions[::-1]
         for condition in order:
             started = time.monotonic()
-            runs[condition].append(measure(args.work, condition, round_, bases))
+            runs[condition].append(measure(args.work, condition, round_, bases, args.scale, args.warmup_requests))
             print(f"round {round_} {condition}: {time.monotonic() - started:.0f} s, load {load()}", flush=True)
     print(f"load average after: {load()}\n")
     for condition in conditions:

@@ -36,10 +36,11 @@ rule measure_load:
         input=input_settings,
         client=client_settings,
         load=load_settings,
+        disturbance=disturbance_settings,
     shell:
         "exec serveprof load --model {wildcards.model} --scenario {wildcards.scenario} --point {wildcards.point}"
         " --model-base-path {params.base_path} --server {params.server:q} --input {params.input:q}"
-        " {params.client} --load {params.load:q}"
+        " {params.client} --load {params.load:q} {params.disturbance}"
         " --requests-out {output.requests} --summary-out {output.summary} > {log} 2>&1"
 
 

@@ -261,3 +261,29 @@ def test_a_forest_plot_of_many_series_keeps_every_verdict():
     assert len(shown) == 20 and {"m7 b1", "m250 b1", "m3 b1"} <= set(shown["series"])
     assert list(shown.index) == sorted(shown.index)  # in the table's order
     assert shown_rows(rows.head(10), limit=20).equals(rows.head(10))
+
+
+def test_variants_are_series_keyed_by_variant_with_their_export_facts(tmp_path):
+    """workload/variants/<variant>/profiling/... beside fp32's workload/profiling, with each variant's export status."""
+    from serveprof.measure.result_files import write_json
+    from serveprof.variants.export import status
+
+    for run, seed in (("base", 1), ("new", 2)):
+        write_run(tmp_path / run, draw(seed))
+        shift = {("inception", 4): 1.2} if run == "new" else {}
+        write_run(tmp_path / run, draw(seed + 10, shift), under="workload/variants/fp16/profiling")
+        for model in MODELS:
+            size = 41_000 if run == "new" and model == "nasnet" else 40_000
+            write_json(
+                tmp_path / run / "data/model/variants" / model / "fp16.json",
+                status(model, "fp16", "ok", size_bytes=size, server_flags=[]),
+            )
+    comparison = compare_trees(read_tree(tmp_path / "base"), read_tree(tmp_path / "new"), FAST)
+    found = verdicts(comparison)
+    assert len(found) == 8
+    assert found["variant=fp16 inception b4"] == REGRESSION and found["inception b4"] == NOISE
+    assert {series for series, verdict in found.items() if verdict == REGRESSION} == {"variant=fp16 inception b4"}
+    assert comparison.dimensions == ["variant", "model", "batch"]
+    assert comparison.differences == [
+        {"key": "variant_size_bytes", "base": "40000", "new": "41000", "models": ["variant=fp16 nasnet"]}
+    ]

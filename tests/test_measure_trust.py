@@ -206,3 +206,47 @@ def test_pinning_places_client_and_server_apart_and_gives_the_client_its_cpus_ba
         child.wait(timeout=30)
     with pinned(None, None) as placement:
         assert placement is None and os.sched_getaffinity(0) == own
+
+
+@TWO_CPUS
+def test_a_disturbed_load_point_is_flagged_measured_again_and_marked_in_the_load_report(
+    embedded_server, tmp_path, busy_loop
+):
+    """A load point beside a busy loop: the measure: limits flag it, measure.retry_disturbed measures it
+    again, and the load summary, best table and latency-throughput figure mark it."""
+    from serveprof.load.figures import build_latency_throughput
+    from serveprof.load.report import best_markdown, best_table, summaries_of
+    from serveprof.load.results import summary_row, write_summary
+    from serveprof.report.figures import DISTURBED_LABEL
+    from serveprof.settings import style
+    from tests.test_load import SHORT
+
+    points = tmp_path / "load" / "tiny" / "closed"
+    done = serveprof(
+        "load",
+        "--model", "tiny", "--scenario", "closed", "--point", "c1",
+        "--address", embedded_server.grpc_target, "--pid", str(embedded_server.pid),
+        "--load", json.dumps(SHORT),
+        "--retry-disturbed", "1", "--retry-pause", "0",
+        "--requests-out", str(points / "c1.csv"), "--summary-out", str(points / "c1.json"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert busy_loop.poll() is None, "the busy loop must outlive the point"
+    document = json.loads((points / "c1.json").read_text())
+    disturbance = document["disturbance"]
+    assert disturbance["flagged"] is True and disturbance["foreign_cpu_pct"] > 25
+    assert busy_loop.pid in [entry["pid"] for entry in disturbance["top_foreign"]]
+    assert disturbance["attempts"] == 2 and len(disturbance["discarded"]) == 1
+    assert "tiny closed/c1: measuring again" in done.stderr and "still disturbed after 2 attempts" in done.stderr
+    assert "result" not in document and document["stats"]["count"] > 0  # the kept attempt's own figures
+
+    summary = tmp_path / "load" / "tiny" / "summary.csv"
+    write_summary(summary, [summary_row("tiny", document)])
+    summaries = summaries_of([summary])
+    assert summaries["tiny"]["disturbed"].tolist() == [True]
+    markdown = best_markdown(best_table(summaries, tmp_path / "load", None, tmp_path / "report"), None)
+    assert "| True |" in markdown and "A point marked disturbed was measured while other processes" in markdown
+    figure = build_latency_throughput("tiny", summaries["tiny"], None, style({"dpi": 60}))
+    assert any(line.get_gid() == "disturbed:closed" for line in figure.axes[0].lines)
+    assert DISTURBED_LABEL in [text.get_text() for legend in figure.legends for text in legend.get_texts()]

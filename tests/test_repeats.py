@@ -144,3 +144,30 @@ def test_a_model_that_fits_nowhere_on_its_device_is_reported_and_drawn_not_refus
         serveprof(["plot", "--results", str(results), "--models", *models, *only, "--style", style, "--out", str(out)])
         == 0
     )
+
+
+def test_a_repeat_that_stayed_disturbed_marks_the_folded_cell():
+    """Device jobs fold their repeats: a disturbed repeat 2 must not vanish behind a quiet repeat 1."""
+    from serveprof.measure.retry import disturbance_columns
+
+    quiet = {"flagged": False, "reasons": [], "foreign_cpu_pct": 3.0, "steal_pct": 0.1, "attempts": 1}
+    busy = {"flagged": True, "reasons": ["other processes used 97 % of a core (limit 25 %)"],
+            "foreign_cpu_pct": 97.0, "steal_pct": 0.4, "attempts": 2}  # fmt: skip
+    runs = [repeat(1, [10.0, 10.2], disturbance=quiet), repeat(2, [10.1, 10.3], disturbance=busy)]
+    _, folded = fold(*zip(*runs, strict=True), max_cv_pct=3.0)
+    columns = disturbance_columns(folded["disturbance"])
+    assert columns == {"disturbed": True, "foreign_cpu_pct": 97.0, "steal_pct": 0.4, "attempts": 3,
+                       "disturbance_reasons": "repeat 2: other processes used 97 % of a core (limit 25 %)"}  # fmt: skip
+    assert [one["disturbed"] for one in folded["repeats"]["series"]] == [False, True]
+    [cell] = device_provenance([folded])["repeat_cells"]
+    assert cell["disturbed_repeats"] == [2]
+    from types import SimpleNamespace
+
+    from serveprof.report.device_section import repeats_table
+
+    _, _, [row] = repeats_table(SimpleNamespace(profiled=["m"], provenance={"m": {"repeat_cells": [cell]}}))
+    assert row[-1] == "disturbed: repeat 2"  # the CV of 0.7 % is within 3 %, so this is the only flag
+    _, calm = fold(*zip(repeat(1, [10.0], disturbance=quiet), repeat(2, [10.1], disturbance=quiet), strict=True), 3.0)
+    assert calm["disturbance"]["flagged"] is False and calm["disturbance"]["reasons"] == []
+    _, bare = fold(*zip(repeat(1, [10.0]), repeat(2, [10.1]), strict=True), 3.0)
+    assert "disturbance" not in bare  # runs from before the sampler read as they did

@@ -14,7 +14,9 @@ from pathlib import Path
 from serveprof import settings
 from serveprof.commands.arguments import (
     add_client_flags,
+    add_disturbance_flags,
     add_server_flags,
+    disturbance_block,
     endpoint_for,
     json_object,
     log,
@@ -27,6 +29,7 @@ from serveprof.load.point import measure_point
 from serveprof.load.results import requests_text, write_point
 from serveprof.load.scenarios import parse_point
 from serveprof.measure.provenance import host_provenance, now_iso
+from serveprof.measure.retry import retried
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pid", type=int, help="with --address: the server's pid, to sample its CPU and memory")
     parser.add_argument("--metrics-url", help="with --address: the server's Prometheus page, if it serves one")
     add_server_flags(parser)
+    add_disturbance_flags(parser)
     parser.add_argument("--requests-out", type=Path, required=True, help="the per-request CSV to write")
     parser.add_argument("--summary-out", type=Path, required=True, help="the point's JSON to write")
     return parser
@@ -60,25 +64,36 @@ def main(argv: list[str]) -> int:
     block = json_object(args.load, "--load", '{"window_s": 5, "stability_pct": 10}')
     measure = settings.point_settings({key: value for key, value in block.items() if key in POINT_KEYS})
     point = parse_point(args.scenario, args.point, server.batching if args.model_base_path else None)
+    disturbance = settings.disturbance_settings(disturbance_block(args))
     say = partial(log, "load")
-    started_at = now_iso()
-    with terminate_on_sigterm():
+
+    def attempt() -> dict:
+        """The point on a fresh server (or again on the running one): its document, with the requests."""
+        started_at = now_iso()
         # A point always reads the server's own latency and batching figures from its Prometheus page.
         with endpoint_for(args, server, metrics_path=METRICS_PATH) as endpoint:
             result = measure_point(
-                endpoint, point, measure, input_settings, args.protocol, args.transport, say, args.type
+                endpoint, point, measure, input_settings, args.protocol, args.transport, say, args.type, disturbance
             )
-    document = {
-        "model": args.model,
-        "protocol": args.protocol,
-        "transport": args.transport,
-        **result.document,
-        "server": {**endpoint.info, "pid": endpoint.pid},
-        "model_freshly_loaded": endpoint.freshly_loaded,
-        "provenance": host_provenance(None),
-        "started_at": started_at,
-        "finished_at": now_iso(),
-    }
+        return {
+            "model": args.model,
+            "protocol": args.protocol,
+            "transport": args.transport,
+            **result.document,
+            "server": {**endpoint.info, "pid": endpoint.pid},
+            "model_freshly_loaded": endpoint.freshly_loaded,
+            "provenance": host_provenance(None),
+            "started_at": started_at,
+            "finished_at": now_iso(),
+            "result": result,
+        }
+
+    with terminate_on_sigterm():
+        # A disturbed point is measured again, as a disturbed series is (measure.retry_disturbed).
+        document = retried(
+            attempt, lambda doc: doc["disturbance"], disturbance, say, f"{args.model} {args.scenario}/{args.point}"
+        )
+    result = document.pop("result")
     # Written only now, whole: a job that dies earlier leaves no result behind.
     write_point(
         args.requests_out, args.summary_out, requests_text(result.rows, result.statuses, result.start_ns), document

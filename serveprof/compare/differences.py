@@ -16,7 +16,8 @@ from serveprof.compare.trees import ResultTree, Series
 EXPLAINS = (
     "backend", "backend_version", "tensorflow_version", "image", "image_digest", "cpu_model", "cpu_count", "gpu",
     "gpu_used", "hostname", "config_hash", "weights", "source", "git_revision", "git_dirty", "protocol",
-    "client_transport", "serialization", "server_notes", "serveprof_version", "python_version",
+    "client_transport", "serialization", "server_notes", "variant_status", "variant_format", "variant_server_flags",
+    "variant_size_bytes", "variant_notes", "serveprof_version", "python_version",
 )  # fmt: skip
 # Different in every run by nature: never an explanation.
 IGNORED = {"model", "started_at"}

@@ -20,9 +20,10 @@ from serveprof.measure.result_files import read_json, write_json
 
 RUNS_DIR = Path("runs")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-# What a run's results are: every result layout lives under workload/, and the
-# acquisition statuses say which weights each model ran with.
-KEPT = (Path("workload"), Path("data/model/acquired"))
+# What a run's results are: every result layout lives under workload/, the
+# acquisition statuses say which weights each model ran with, and the variant
+# statuses how each variant was built.
+KEPT = (Path("workload"), Path("data/model/acquired"), Path("data/model/variants"))
 RECORD = "snapshot.json"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +24,10 @@ DIMENSIONS = ("device", "variant", "model", "scenario", "point", "batch")
 PROFILING = Path("workload/profiling")
 DEVICES = Path("workload/devices")
 LOAD = Path("workload/load")
+VARIANTS = Path("workload/variants")
+VARIANT_STATUSES = Path("data/model/variants")  # <model>/<variant>.json, the export's status (docs/variants.md)
+# The export facts of a variant's status that can explain a change between two runs of it.
+VARIANT_FACTS = ("status", "format", "server_flags", "size_bytes", "notes")
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,26 @@ class DevicesWalker:
             yield from walk_profiling(results, {"device": results.parent.name})
 
 
+class VariantsWalker:
+    """Model variants: ``workload/variants/<variant>/profiling/<model>/``, the files of ``workload/profiling``.
+
+    fp32 is today's layout (ProfilingWalker). A variant's provenance adds its export's
+    facts (``variant_format``, ``variant_server_flags``, ...) where the run kept the
+    export status (``data/model/variants/<model>/<variant>.json``), so a rebuilt variant
+    shows among the differences that could explain a change.
+    """
+
+    name = "variants"
+
+    def walk(self, root: Path) -> Iterator[Series]:
+        for results in sorted((root / VARIANTS).glob("*/profiling")):
+            variant = results.parent.name
+            for one in walk_profiling(results, {"variant": variant}):
+                status = _optional_json(root / VARIANT_STATUSES / one.dims["model"] / f"{variant}.json")
+                facts = {f"variant_{name}": status[name] for name in VARIANT_FACTS if name in status}
+                yield replace(one, provenance={**one.provenance, **facts})
+
+
 class LoadWalker:
     """Load points: ``workload/load/<model>/<scenario>/<point>.{csv,json}`` (docs/load.md).
 
@@ -199,7 +223,7 @@ def _load_provenance(document: dict) -> dict:
     }
 
 
-WALKERS: tuple[Walker, ...] = (ProfilingWalker(), DevicesWalker(), LoadWalker())
+WALKERS: tuple[Walker, ...] = (ProfilingWalker(), DevicesWalker(), VariantsWalker(), LoadWalker())
 
 
 @dataclass

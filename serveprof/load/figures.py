@@ -3,7 +3,8 @@
 - ``latency_throughput``: p99 (solid markers) and p50 (small, faint) latency against
   the throughput achieved, one line per scenario (a batching configuration, closed or
   open loop), each line's knee ringed, the SLO as a horizontal line; a point that never
-  settled is drawn hollow.
+  settled is drawn hollow, and one measured while the machine was busy (still disturbed
+  after ``measure.retry_disturbed``) is crossed, as in the per-batch figures.
 - ``batching_heatmap``: throughput and p99 over two parameters of the batching grid, at
   the scenario's highest load (closed loop when there is one); where the grid varies
   more than two parameters, each cell shows the best throughput among the others.
@@ -17,7 +18,16 @@ from matplotlib.lines import Line2D
 
 from serveprof.load.report import knee, ordered
 from serveprof.load.scenarios import GRID_KEYS
-from serveprof.report.figures import add_grid, model_legend, new_figure, styled
+from serveprof.report.figures import (
+    DISTURBED_LABEL,
+    add_grid,
+    disturbed_handle,
+    disturbed_rows,
+    mark_disturbed,
+    model_legend,
+    new_figure,
+    styled,
+)
 from serveprof.report.style import LINESTYLES, MARKERS, Style
 
 KNEE_LABEL = "knee (highest throughput / mean latency)"
@@ -33,7 +43,9 @@ def build_latency_throughput(model: str, summary: pd.DataFrame, slo_p99_ms: floa
     scenarios = list(dict.fromkeys(summary["scenario"]))
     labels = [_scenario_label(scenario, summary[summary["scenario"] == scenario]) for scenario in scenarios]
     slo_label = f"SLO: p99 {slo_p99_ms:g} ms" if slo_p99_ms is not None else None
-    fig = new_figure(style, legend=[*labels, KNEE_LABEL, *([slo_label] if slo_label else [])])
+    busy = disturbed_rows(summary).any()
+    extra = [*([slo_label] if slo_label else []), *([DISTURBED_LABEL] if busy else [])]
+    fig = new_figure(style, legend=[*labels, KNEE_LABEL, *extra])
     ax = fig.add_subplot()
     colours = style.colours
     handles = []
@@ -55,6 +67,9 @@ def build_latency_throughput(model: str, summary: pd.DataFrame, slo_p99_ms: floa
             edgecolors=colour,
             marker=marker,
             zorder=3,
+        )
+        mark_disturbed(
+            ax, rows["throughput_per_s"], rows["p99_ms"], disturbed_rows(rows).to_numpy(), f"disturbed:{scenario}"
         )
         for _, row in rows.iterrows():
             ax.annotate(
@@ -91,6 +106,8 @@ def build_latency_throughput(model: str, summary: pd.DataFrame, slo_p99_ms: floa
     if slo_p99_ms is not None:
         ax.axhline(slo_p99_ms, color="firebrick", linestyle="--", linewidth=1)
         handles.append(Line2D([], [], color="firebrick", linestyle="--", label=slo_label))
+    if busy:
+        handles.append(disturbed_handle())
     if style.log_y:
         ax.set_yscale("log")
     ax.set_xlabel("throughput achieved (items/s)")

@@ -26,9 +26,9 @@ from serveprof.load.scenarios import LoadPoint, PointSettings, describe_batching
 from serveprof.load.server_figures import server_figures
 from serveprof.load.windows import DONE, DUE, SENT, STATUS, TAKEN, Window, cut, point_stats, stable
 from serveprof.load.worker import WorkerPlan
-from serveprof.measure.disturbance import DisturbanceSampler
 from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.resources import ResourceSampler
+from serveprof.measure.retry import DisturbanceSettings
 from serveprof.measure.session import Endpoint
 
 START_DELAY_S = 0.2  # from the go to the first request: every worker has the message by then
@@ -160,8 +160,12 @@ def measure_point(
     transport: str,
     log: Callable[[str], None],
     model_type: str = AUTO,
+    disturbance: DisturbanceSettings | None = None,
 ) -> PointResult:
-    """``point`` against ``endpoint``: the requests of the measured windows and the point's document."""
+    """``point`` against ``endpoint``: the requests of the measured windows and the point's document.
+
+    ``disturbance`` holds the ``measure:`` limits a point counts as disturbed beyond, as a series does.
+    """
     batch = settings.batch_size
     input_settings, resolution = endpoint.resolve_input(batch, inputs, model_type)
     request, description = endpoint.prepare_request(batch, input_settings)
@@ -182,7 +186,10 @@ def measure_point(
         while generator.answers.covered() < start_ns:
             generator.receive(SLICE_S)
         own = [os.getpid(), *generator.pids]
-        with DisturbanceSampler(trees=[endpoint.pid], processes=own) as disturbance:
+        watch = (disturbance or DisturbanceSettings()).sampler(
+            [endpoint.pid], processes=own, server_seen=endpoint.pid is not None
+        )
+        with watch as machine:
             samplers.start()
             try:
                 settled = False
@@ -262,7 +269,7 @@ def measure_point(
         )
         if len(samplers.pages) > len(final)
         else None,
-        "disturbance": disturbance.summary(),
+        "disturbance": machine.summary(),
         "generator": {
             "processes": processes,
             "pids": pids,

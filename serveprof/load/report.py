@@ -23,6 +23,8 @@ import pandas as pd
 from serveprof.atomic import atomic_write_text
 from serveprof.load.results import read_point
 from serveprof.report.markdown import markdown_table
+from serveprof.report.results import parse_flag
+from serveprof.report.tables import DISTURBED_NOTE
 
 BEST_COLUMNS = (
     "model",
@@ -34,6 +36,7 @@ BEST_COLUMNS = (
     "p50_ms",
     "p99_ms",
     "stable",
+    "disturbed",
     "low_sample_percentiles",
     "parameters_file",
 )
@@ -125,6 +128,8 @@ def best_markdown(table: pd.DataFrame, slo_p99_ms: float | None) -> str:
         "A best batching configuration's file is TF Serving's text-format BatchingParameters: pass it as "
         "`--enable_batching --batching_parameters_file=<file>`, or set it as `server.batching`.",
     ]
+    if "disturbed" in table and table["disturbed"].map(parse_flag).any():
+        lines += ["", DISTURBED_NOTE.replace("§ measured", "A point marked disturbed was measured", 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -137,6 +142,8 @@ def summaries_of(paths: Sequence[Path]) -> dict[str, pd.DataFrame]:
     found = {}
     for path in paths:
         frame = pd.read_csv(path)
+        if "disturbed" in frame:  # empty where a point has no disturbance record: not disturbed
+            frame["disturbed"] = frame["disturbed"].map(parse_flag)
         if not frame.empty:
             found[str(frame["model"].iloc[0])] = frame
     return found

@@ -106,6 +106,7 @@ def repeat_cell(document: Mapping) -> dict:
         "max_cv_pct": block.get("max_cv_pct"),
         "means_ms": [one.get("mean_ms") for one in block.get("series", [])],
         "p50s_ms": [one.get("p50_ms") for one in block.get("series", [])],
+        "disturbed_repeats": [one.get("repeat") for one in block.get("series", []) if one.get("disturbed")],
     }
 
 

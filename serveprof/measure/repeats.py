@@ -15,6 +15,8 @@ files in the same formats as a single series:
   ``measure.max_cv_pct``.
 
 A cell where any repeat's server was killed by its device's memory cap does not fit.
+The cell's ``disturbance`` is flagged when any repeat stayed disturbed (after its own
+``measure.retry_disturbed``), so the report marks the pooled series as it would that repeat.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def repeats_block(documents: Sequence[Mapping], max_cv_pct: float) -> dict:
                 "p99_ms": stats.get("p99_ms"),
                 "rss_peak_mb": (document.get("resources") or {}).get("rss_peak_mb"),
                 "truncated": document.get("truncated"),
+                "disturbed": (document.get("disturbance") or {}).get("flagged"),
                 "fits": fits(document),
             }
         )
@@ -119,6 +122,31 @@ def check_repeats(documents: Sequence[Mapping], latencies: Sequence[Sequence[flo
             )
 
 
+def _worst(values) -> float | None:
+    present = [value for value in values if value is not None]
+    return max(present) if present else None
+
+
+def disturbance_of(documents: Sequence[Mapping]) -> dict | None:
+    """The cell's disturbance record from its repeats': flagged if any was, with that repeat's reasons,
+    the highest foreign CPU and steal of any, and every attempt counted (None where no repeat has one)."""
+    records = [(document.get("repeat"), document.get("disturbance")) for document in documents]
+    records = [(number, record) for number, record in records if record]
+    if not records:
+        return None
+    return {
+        "flagged": any(record.get("flagged") for _, record in records),
+        "reasons": [
+            f"repeat {number}: {reason}" for number, record in records if record.get("flagged")
+            for reason in record.get("reasons") or ["flagged as disturbed"]
+        ],
+        "foreign_cpu_pct": _worst(record.get("foreign_cpu_pct") for _, record in records),
+        "steal_pct": _worst(record.get("steal_pct") for _, record in records),
+        "attempts": sum(record.get("attempts") or 1 for _, record in records),
+        "repeats": [{"repeat": number, **record} for number, record in records],
+    }  # fmt: skip
+
+
 def fold(
     documents: Sequence[Mapping], latencies: Sequence[Sequence[float]], max_cv_pct: float
 ) -> tuple[list[float], dict]:
@@ -129,7 +157,9 @@ def fold(
     latencies = [list(latencies[index]) for index in order]
     first = documents[0]
     block = repeats_block(documents, max_cv_pct)
-    base = {key: value for key, value in first.items() if key not in ("repeat", "stats", "resources")}
+    base = {key: value for key, value in first.items() if key not in ("repeat", "stats", "resources", "disturbance")}
+    if (disturbance := disturbance_of(documents)) is not None:
+        base["disturbance"] = disturbance
     base["started_at"] = min((doc.get("started_at") for doc in documents if doc.get("started_at")), default=None)
     base["finished_at"] = max((doc.get("finished_at") for doc in documents if doc.get("finished_at")), default=None)
     unfit = [document for document in documents if not fits(document)]

@@ -85,6 +85,15 @@ def unfit_table(run: Run) -> tuple[str, list[str], list[list[str]]]:
     )
 
 
+def _flags(cell: dict) -> str:
+    """Why a cell's repeats need care: their spread, and the repeats measured on a busy machine."""
+    flags = [f"CV above {cell.get('max_cv_pct'):g} %"] if cell.get("flagged") else []
+    busy = cell.get("disturbed_repeats") or []
+    if busy:
+        flags.append(f"disturbed: repeat {', '.join(map(str, busy))}")
+    return "; ".join(flags)
+
+
 def repeats_table(run: Run) -> tuple[str, list[str], list[list[str]]]:
     rows = []
     for model in run.profiled:
@@ -98,7 +107,7 @@ def repeats_table(run: Run) -> tuple[str, list[str], list[list[str]]]:
             rows.append([
                 model, str(cell["batch_size"]), str(cell.get("count")), means, _number(cell.get("mean_ms")), interval,
                 _number(cell.get("cv_pct")), _number(cell.get("p50_cv_pct")),
-                f"CV above {cell.get('max_cv_pct'):g} %" if cell.get("flagged") else "",
+                _flags(cell),
             ])  # fmt: skip
     return (
         "Repeats on fresh servers: each repeat's mean, the mean of means with its 95 % interval, and their spread",

@@ -194,21 +194,21 @@ def _model_handle(look: ModelLook, **overrides) -> Line2D:
 def _legend_labels(summary: pd.DataFrame, looks: Mapping[str, ModelLook], extra: list[str]) -> list[str]:
     labels = [looks[model].label for model in summary["model"].unique()] + extra
     labels += [CUT_SHORT_LABEL] if _cut_short(summary).any() else []
-    return labels + [DISTURBED_LABEL] if _disturbed(summary).any() else labels
+    return labels + [DISTURBED_LABEL] if disturbed_rows(summary).any() else labels
 
 
-def _disturbed(rows: pd.DataFrame) -> pd.Series:
+def disturbed_rows(rows: pd.DataFrame) -> pd.Series:
     """Series the disturbance sampler flagged and the retries did not clear (False for runs without it)."""
     return rows["disturbed"].astype(bool) if "disturbed" in rows else pd.Series(False, index=rows.index)
 
 
-def _mark_disturbed(ax: Axes, x, y, mask, gid: str) -> None:
+def mark_disturbed(ax: Axes, x, y, mask, gid: str) -> None:
     if mask.any():
         ax.plot(np.asarray(x)[mask], np.asarray(y)[mask], linestyle="none", marker="x", color="#222222",
                 markersize=9, markeredgewidth=1.6, zorder=5, gid=gid)  # fmt: skip
 
 
-def _disturbed_handle() -> Line2D:
+def disturbed_handle() -> Line2D:
     return Line2D([], [], linestyle="none", marker="x", color="#222222", markersize=8, label=DISTURBED_LABEL)
 
 
@@ -259,14 +259,14 @@ def _lines_per_model(summary: pd.DataFrame, looks: Mapping[str, ModelLook], styl
         ax.plot(batch, rows[column], color=look.colour, marker=look.marker, linestyle=look.linestyle,
                 linewidth=1.8, markersize=5, gid=f"{column}:{model}", label=look.label)  # fmt: skip
         _mark_cut_short(ax, batch, rows[column], _cut_short(rows).to_numpy(), look, f"cut:{model}")
-        _mark_disturbed(ax, batch, rows[column], _disturbed(rows).to_numpy(), f"disturbed:{model}")
+        mark_disturbed(ax, batch, rows[column], disturbed_rows(rows).to_numpy(), f"disturbed:{model}")
         handles.append(_model_handle(look))
     if band:
         handles.append(Patch(facecolor="#555555", alpha=BAND_ALPHA * 2, label=BAND_LABEL))
     if _cut_short(summary).any():
         handles.append(_cut_short_handle())
-    if _disturbed(summary).any():
-        handles.append(_disturbed_handle())
+    if disturbed_rows(summary).any():
+        handles.append(disturbed_handle())
     unit, scale = time_unit(summary[[column, "p99_ms"] if band else [column]].to_numpy().ravel()) if time else ("", 1.0)
     _batch_axis(ax, summary["batch_size"].unique(), style)
     _value_axis(ax, style.log_y, scale=scale)
