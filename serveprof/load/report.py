@@ -120,7 +120,7 @@ def best_markdown(table: pd.DataFrame, slo_p99_ms: float | None) -> str:
     shown = table.copy()
     for column in ("throughput_per_s", "p50_ms", "p99_ms"):
         shown[column] = shown[column].map(lambda value: "" if _missing(value) else f"{float(value):.3f}")
-    shown = shown.fillna("")
+    shown = shown.astype(object).fillna("")  # float columns cannot hold "" as a fill value
     numeric = [column in ("throughput_per_s", "p50_ms", "p99_ms") for column in shown.columns]
     lines.append(markdown_table(list(shown.columns), shown.astype(str).values.tolist(), numeric))
     lines += [
