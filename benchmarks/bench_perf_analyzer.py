@@ -1,22 +1,17 @@
 """serveprof's load generator beside Triton's perf_analyzer (``--service-kind=tfserving``), same server, same model.
 
-    LD_LIBRARY_PATH=<nvidia/cuda_runtime/lib> .venv/bin/python benchmarks/bench_perf_analyzer.py \
-        --perf-analyzer PATH [--seconds 2] [--rounds 2]
+    make perf            # once: the `perf` extra (perf_analyzer in .venv/bin) and a check for libb64-0d
+    .venv/bin/python benchmarks/bench_perf_analyzer.py [--seconds 2] [--rounds 2] [--perf-analyzer PATH]
 
-perf_analyzer is a C++ TF Serving client. It ships in the ``tritonclient`` wheel up to
-2.41 (``tritonclient-2.41.0.data/data/bin/perf_analyzer``; later versions moved it to a
-``perf-analyzer`` package whose PyPI entry here is a 2 kB placeholder) and needs
-``libb64-0d`` (Debian) and ``libcudart.so.12`` (the ``nvidia-cuda-runtime-cu12`` wheel,
-on ``LD_LIBRARY_PATH``) even without a GPU::
+perf_analyzer is a C++ TF Serving client in the ``tritonclient`` wheel (the `perf` extra pins the newest
+wheel that runs on Debian 12 with numpy 2). It needs ``libb64-0d`` (``apt-get install -y libb64-0d``) and
+``libcudart.so.12`` even without a GPU; the latter comes from the ``nvidia-cuda-runtime-cu12`` wheel, whose
+directory this script puts on perf_analyzer's ``LD_LIBRARY_PATH``.
 
-    pip download --no-deps tritonclient==2.41.0 && unzip tritonclient-2.41.0-*.whl '*/bin/perf_analyzer'
-    pip install nvidia-cuda-runtime-cu12 && apt-get install libb64-0d
-
-One ``serveprof serve`` serves the tiny classifier (8x8x3, batch 1, gRPC). At 1, 4 and 8
-concurrent clients, perf_analyzer (``--concurrency-range N:N``, time windows of
-``--seconds``, its 10 % stability rule) and ``serveprof load --address`` (closed loop,
-windows of the same length, the same rule, builtin transport) take turns, each going
-first in alternate rounds. Reported: each tool's throughput and p50 per round and their
+One ``serveprof serve`` serves the tiny classifier (8x8x3, batch 1, gRPC). At 1, 4 and 8 concurrent clients,
+perf_analyzer (``--concurrency-range N:N``, time windows of ``--seconds``, its stability rule) and
+``serveprof load --address`` (closed loop, windows of the same length, the same rule, builtin transport) take
+turns, each going first in alternate rounds. Reported: each tool's throughput and p50 per round and their
 ratio (serveprof / perf_analyzer).
 """
 
@@ -24,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -38,6 +34,18 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_load_generator import embedded_server, table  # noqa: E402
 
 LEVELS = (1, 4, 8)
+
+
+def cuda_runtime_env() -> dict[str, str]:
+    """The environment perf_analyzer needs: libcudart.so.12 from the nvidia-cuda-runtime-cu12 wheel on its path."""
+    spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "perf_analyzer needs libcudart.so.12, and nvidia-cuda-runtime-cu12 is not installed: make perf"
+        )
+    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    path = os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")]))
+    return dict(os.environ, LD_LIBRARY_PATH=path)
 
 
 def perf_analyzer(
@@ -69,6 +77,7 @@ def perf_analyzer(
         capture_output=True,
         text=True,
         timeout=300,
+        env=cuda_runtime_env(),
     )
     if "Failed to obtain stable measurement" in result.stdout + result.stderr:
         return float("nan"), float("nan")
@@ -112,13 +121,20 @@ def serveprof_load(address: str, clients: int, seconds: float, stability: float,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--perf-analyzer", type=Path, required=True, help="the perf_analyzer binary")
+    parser.add_argument(
+        "--perf-analyzer",
+        type=Path,
+        default=Path(sys.executable).parent / "perf_analyzer",
+        help="the perf_analyzer binary (default: the venv's, from `make perf`)",
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="window length for both tools")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--stability-pct", type=float, default=10, help="both tools' stability rule (perf_analyzer: 10)"
     )
     args = parser.parse_args()
+    if not args.perf_analyzer.exists():
+        raise SystemExit(f"no perf_analyzer at {args.perf_analyzer}: run `make perf`, or pass --perf-analyzer PATH")
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} before"
