@@ -1,7 +1,7 @@
 """serveprof's load generator beside Triton's perf_analyzer (``--service-kind=tfserving``), same server, same model.
 
     make perf            # once: the `perf` extra (perf_analyzer in .venv/bin) and a check for libb64-0d
-    .venv/bin/python benchmarks/bench_perf_analyzer.py [--seconds 2] [--rounds 2] [--perf-analyzer PATH]
+    .venv/bin/python benchmarks/bench_perf_analyzer.py [--seconds 3] [--rounds 4] [--pin] [--perf-analyzer PATH]
 
 perf_analyzer is a C++ TF Serving client in the ``tritonclient`` wheel (the `perf` extra pins the newest
 wheel that runs on Debian 12 with numpy 2). It needs ``libb64-0d`` (``apt-get install -y libb64-0d``) and
@@ -11,8 +11,9 @@ directory this script puts on perf_analyzer's ``LD_LIBRARY_PATH``.
 One ``serveprof serve`` serves the tiny classifier (8x8x3, batch 1, gRPC). At 1, 4 and 8 concurrent clients,
 perf_analyzer (``--concurrency-range N:N``, time windows of ``--seconds``, its stability rule) and
 ``serveprof load --address`` (closed loop, windows of the same length, the same rule, builtin transport) take
-turns, each going first in alternate rounds. Reported: each tool's throughput and p50 per round and their
-ratio (serveprof / perf_analyzer).
+turns, each going first in alternate rounds. Reported: each tool's throughput and p50 per round, their ratio
+(serveprof / perf_analyzer) and its median over the rounds, and the foreign CPU during serveprof's windows.
+``--pin`` keeps the server on CPU 0 and both tools on CPU 1, so a tool's own CPU costs the server nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import csv
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,11 +50,17 @@ def cuda_runtime_env() -> dict[str, str]:
     return dict(os.environ, LD_LIBRARY_PATH=path)
 
 
+def pinned(cpus: set[int] | None):
+    """A preexec_fn that keeps a tool (and every thread and process it starts) on ``cpus``."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 def perf_analyzer(
-    binary: Path, address: str, clients: int, seconds: float, stability: float, scratch: Path
+    binary: Path, address: str, clients: int, seconds: float, stability: float, scratch: Path, cpus: set[int] | None
 ) -> tuple[float, float]:
     """perf_analyzer's throughput and p50 (ms); NaN where it found no stable windows (it then reports nothing)."""
     out = scratch / f"pa-{clients}.csv"
+    out.unlink(missing_ok=True)
     result = subprocess.run(
         [
             str(binary),
@@ -78,6 +86,7 @@ def perf_analyzer(
         text=True,
         timeout=300,
         env=cuda_runtime_env(),
+        preexec_fn=pinned(cpus),
     )
     if "Failed to obtain stable measurement" in result.stdout + result.stderr:
         return float("nan"), float("nan")
@@ -87,8 +96,12 @@ def perf_analyzer(
     return float(row["Inferences/Second"]), float(row["p50 latency"]) / 1000.0
 
 
-def serveprof_load(address: str, clients: int, seconds: float, stability: float, scratch: Path) -> tuple[float, float]:
+def serveprof_load(
+    address: str, pid: int, clients: int, seconds: float, stability: float, scratch: Path, cpus: set[int] | None
+) -> tuple[float, float, dict]:
+    """serveprof's throughput, p50 (ms) and the point's JSON (``--pid``: the server's CPU is not foreign load)."""
     summary = scratch / f"sp-{clients}.json"
+    summary.unlink(missing_ok=True)
     subprocess.run(
         [
             str(Path(sys.executable).parent / "serveprof"),
@@ -101,6 +114,8 @@ def serveprof_load(address: str, clients: int, seconds: float, stability: float,
             f"c{clients}",
             "--address",
             address,
+            "--pid",
+            str(pid),
             "--load",
             json.dumps(
                 {"window_s": seconds, "stable_windows": 3, "max_windows": 10, "warmup_s": 1, "stability_pct": stability}
@@ -114,9 +129,14 @@ def serveprof_load(address: str, clients: int, seconds: float, stability: float,
         capture_output=True,
         timeout=300,
         cwd=REPO,
+        preexec_fn=pinned(cpus),
     )
-    stats = json.loads(summary.read_text())["stats"]
-    return stats["throughput_per_s"], stats["p50_ms"]
+    document = json.loads(summary.read_text())
+    return document["stats"]["throughput_per_s"], document["stats"]["p50_ms"], document
+
+
+def ratio(new: float, old: float) -> str:
+    return f"{new / old:.2f}" if old == old and new == new else "n/a"  # NaN: perf_analyzer found no stable windows
 
 
 def main() -> int:
@@ -127,47 +147,68 @@ def main() -> int:
         default=Path(sys.executable).parent / "perf_analyzer",
         help="the perf_analyzer binary (default: the venv's, from `make perf`)",
     )
-    parser.add_argument("--seconds", type=float, default=2.0, help="window length for both tools")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0, help="window length for both tools")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(
         "--stability-pct", type=float, default=10, help="both tools' stability rule (perf_analyzer: 10)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="server on CPU 0, the load tools on CPU 1: the tools' own CPU then costs the server nothing",
     )
     args = parser.parse_args()
     if not args.perf_analyzer.exists():
         raise SystemExit(f"no perf_analyzer at {args.perf_analyzer}: run `make perf`, or pass --perf-analyzer PATH")
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f} before"
+        f"load average {os.getloadavg()[0]:.1f} before, {'pinned' if args.pin else 'not pinned'}, "
+        f"{args.seconds:g} s windows, stability {args.stability_pct:g} %"
     )
+    tools_cpus = {1} if args.pin else None
     rows = []
+    ratios: dict[int, list[tuple[float, float]]] = {clients: [] for clients in LEVELS}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         server, address = embedded_server(scratch)
         try:
+            if args.pin:  # every thread of the running server (-a), and any it starts later
+                subprocess.run(["taskset", "-a", "-cp", "0", str(server.pid)], check=True, capture_output=True)
             for round_ in range(args.rounds):
                 for clients in LEVELS:
-                    tools = [("perf_analyzer", perf_analyzer), ("serveprof", None)]
+                    order = ["perf_analyzer", "serveprof"]
                     if round_ % 2:
-                        tools.reverse()
-                    measured = {}
-                    for name, _ in tools:
+                        order.reverse()
+                    for name in order:
                         if name == "perf_analyzer":
-                            measured[name] = perf_analyzer(
-                                args.perf_analyzer, address, clients, args.seconds, args.stability_pct, scratch
+                            pa_rate, pa_p50 = perf_analyzer(
+                                args.perf_analyzer,
+                                address,
+                                clients,
+                                args.seconds,
+                                args.stability_pct,
+                                scratch,
+                                tools_cpus,
                             )
                         else:
-                            measured[name] = serveprof_load(address, clients, args.seconds, args.stability_pct, scratch)
-                    (pa_rate, pa_p50), (sp_rate, sp_p50) = measured["perf_analyzer"], measured["serveprof"]
+                            sp_rate, sp_p50, document = serveprof_load(
+                                address, server.pid, clients, args.seconds, args.stability_pct, scratch, tools_cpus
+                            )
+                    foreign = (document.get("disturbance") or {}).get("foreign_cpu_pct")
+                    if pa_rate == pa_rate:
+                        ratios[clients].append((sp_rate / pa_rate, sp_p50 / pa_p50))
                     rows.append(
                         [
                             round_,
                             clients,
                             pa_rate,
                             sp_rate,
-                            f"{sp_rate / pa_rate:.2f}",
+                            ratio(sp_rate, pa_rate),
                             f"{pa_p50:.3f}",
                             f"{sp_p50:.3f}",
-                            f"{sp_p50 / pa_p50:.2f}",
+                            ratio(sp_p50, pa_p50),
+                            "yes" if document.get("stable") else "no",
+                            f"{foreign:.0f}" if foreign is not None else "n/a",
                         ]
                     )
         finally:
@@ -185,10 +226,21 @@ def main() -> int:
                 "perf_analyzer p50 ms",
                 "serveprof p50 ms",
                 "ratio",
+                "serveprof stable",
+                "foreign CPU %",
             ],
             rows,
         )
     )
+    print("\nmedian ratio serveprof / perf_analyzer over the rounds perf_analyzer settled in:")
+    for clients, pairs in ratios.items():
+        if pairs:
+            print(
+                f"  {clients} clients: throughput {statistics.median(p[0] for p in pairs):.2f}, "
+                f"p50 {statistics.median(p[1] for p in pairs):.2f} ({len(pairs)} rounds)"
+            )
+        else:
+            print(f"  {clients} clients: perf_analyzer settled in no round")
     print(f"\nload average {os.getloadavg()[0]:.1f} after")
     return 0
 
