@@ -1,14 +1,17 @@
 """serveprof's load generator beside Triton's perf_analyzer (``--service-kind=tfserving``), same server, same model.
 
     make perf            # once: the `perf` extra (perf_analyzer in .venv/bin) and a check for libb64-0d
-    .venv/bin/python benchmarks/bench_perf_analyzer.py [--seconds 3] [--rounds 4] [--pin] [--perf-analyzer PATH]
+    .venv/bin/python benchmarks/bench_perf_analyzer.py [--model tiny|compute] [--seconds 3] [--rounds 4] [--pin]
+                                                       [--perf-analyzer PATH]
 
 perf_analyzer is a C++ TF Serving client in the ``tritonclient`` wheel (the `perf` extra pins the newest
 wheel that runs on Debian 12 with numpy 2). It needs ``libb64-0d`` (``apt-get install -y libb64-0d``) and
 ``libcudart.so.12`` even without a GPU; the latter comes from the ``nvidia-cuda-runtime-cu12`` wheel, whose
 directory this script puts on perf_analyzer's ``LD_LIBRARY_PATH``.
 
-One ``serveprof serve`` serves the tiny classifier (8x8x3, batch 1, gRPC). At 1, 4 and 8 concurrent clients,
+One ``serveprof serve`` serves ``--model`` as model ``tiny`` over gRPC, batch 1: ``tiny`` the tiny classifier
+(8x8x3 image, sub-millisecond requests), ``compute`` the tests' CPU-bound model (``x`` [1, 64], six 2048-wide
+matmuls: milliseconds of TensorFlow work, one core per request as the tests serve it). At 1, 4 and 8 concurrent clients,
 perf_analyzer (``--concurrency-range N:N``, time windows of ``--seconds``, its stability rule) and
 ``serveprof load --address`` (closed loop, windows of the same length, the same rule, builtin transport) take
 turns, each going first in alternate rounds. Reported: each tool's throughput and p50 per round, their ratio
@@ -36,6 +39,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_load_generator import embedded_server, table  # noqa: E402
 
 LEVELS = (1, 4, 8)
+# The tests.fixtures.tiny_models fixture, the server's extra flags, and perf_analyzer's --shape (its tfserving mode
+# sends the shape as given, batch dimension included; it writes float_val, serveprof tensor_content: same floats).
+MODELS = {
+    "tiny": ("classifier", (), "images:1,8,8,3"),
+    "compute": (
+        "cpu-bound",
+        ("--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2"),
+        "x:1,64",
+    ),
+}
 
 
 def cuda_runtime_env() -> dict[str, str]:
@@ -56,7 +69,14 @@ def pinned(cpus: set[int] | None):
 
 
 def perf_analyzer(
-    binary: Path, address: str, clients: int, seconds: float, stability: float, scratch: Path, cpus: set[int] | None
+    binary: Path,
+    address: str,
+    shape: str,
+    clients: int,
+    seconds: float,
+    stability: float,
+    scratch: Path,
+    cpus: set[int] | None,
 ) -> tuple[float, float]:
     """perf_analyzer's throughput and p50 (ms); NaN where it found no stable windows (it then reports nothing)."""
     out = scratch / f"pa-{clients}.csv"
@@ -74,7 +94,7 @@ def perf_analyzer(
             "--concurrency-range",
             f"{clients}:{clients}",
             "--shape",
-            "images:1,8,8,3",  # tfserving mode sends the shape as given, batch dimension included
+            shape,
             "--measurement-interval",
             str(int(seconds * 1000)),
             "--stability-percentage",
@@ -147,6 +167,12 @@ def main() -> int:
         default=Path(sys.executable).parent / "perf_analyzer",
         help="the perf_analyzer binary (default: the venv's, from `make perf`)",
     )
+    parser.add_argument(
+        "--model",
+        choices=sorted(MODELS),
+        default="tiny",
+        help="tiny: sub-millisecond requests (client cost shows); compute: milliseconds of TensorFlow per request",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="window length for both tools")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(
@@ -161,7 +187,7 @@ def main() -> int:
     if not args.perf_analyzer.exists():
         raise SystemExit(f"no perf_analyzer at {args.perf_analyzer}: run `make perf`, or pass --perf-analyzer PATH")
     print(
-        f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+        f"# {args.model} model, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} before, {'pinned' if args.pin else 'not pinned'}, "
         f"{args.seconds:g} s windows, stability {args.stability_pct:g} %"
     )
@@ -170,7 +196,8 @@ def main() -> int:
     ratios: dict[int, list[tuple[float, float]]] = {clients: [] for clients in LEVELS}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        server, address = embedded_server(scratch)
+        fixture, flags, shape = MODELS[args.model]
+        server, address = embedded_server(scratch, fixture, flags)
         try:
             if args.pin:  # every thread of the running server (-a), and any it starts later
                 subprocess.run(["taskset", "-a", "-cp", "0", str(server.pid)], check=True, capture_output=True)
@@ -184,6 +211,7 @@ def main() -> int:
                             pa_rate, pa_p50 = perf_analyzer(
                                 args.perf_analyzer,
                                 address,
+                                shape,
                                 clients,
                                 args.seconds,
                                 args.stability_pct,
@@ -241,7 +269,7 @@ def main() -> int:
             )
         else:
             print(f"  {clients} clients: perf_analyzer settled in no round")
-    print(f"\nload average {os.getloadavg()[0]:.1f} after")
+    print(f"\nload average {os.getloadavg()[0]:.1f} after, {time.strftime('%H:%M UTC', time.gmtime())}")
     return 0
 
 
