@@ -77,6 +77,7 @@ def perf_analyzer(
     stability: float,
     scratch: Path,
     cpus: set[int] | None,
+    zeros: bool = False,
 ) -> tuple[float, float]:
     """perf_analyzer's throughput and p50 (ms); NaN where it found no stable windows (it then reports nothing)."""
     out = scratch / f"pa-{clients}.csv"
@@ -99,6 +100,8 @@ def perf_analyzer(
             str(int(seconds * 1000)),
             "--stability-percentage",
             str(stability),
+            "--input-data",
+            "zero" if zeros else "random",
             "-f",
             str(out),
         ],
@@ -117,7 +120,14 @@ def perf_analyzer(
 
 
 def serveprof_load(
-    address: str, pid: int, clients: int, seconds: float, stability: float, scratch: Path, cpus: set[int] | None
+    address: str,
+    pid: int,
+    clients: int,
+    seconds: float,
+    stability: float,
+    scratch: Path,
+    cpus: set[int] | None,
+    zeros: bool = False,
 ) -> tuple[float, float, dict]:
     """serveprof's throughput, p50 (ms) and the point's JSON (``--pid``: the server's CPU is not foreign load)."""
     summary = scratch / f"sp-{clients}.json"
@@ -140,6 +150,8 @@ def serveprof_load(
             json.dumps(
                 {"window_s": seconds, "stable_windows": 3, "max_windows": 10, "warmup_s": 1, "stability_pct": stability}
             ),
+            "--input",
+            json.dumps({"kind": "zeros" if zeros else "random"}),
             "--requests-out",
             str(scratch / f"sp-{clients}.csv"),
             "--summary-out",
@@ -173,6 +185,12 @@ def main() -> int:
         default="tiny",
         help="tiny: sub-millisecond requests (client cost shows); compute: milliseconds of TensorFlow per request",
     )
+    parser.add_argument(
+        "--zeros", action="store_true", help="both tools send zeros (default: each its own random values)"
+    )
+    parser.add_argument(
+        "--levels", type=lambda text: tuple(int(n) for n in text.split(",")), default=LEVELS, help="e.g. 1,4,8"
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="window length for both tools")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(
@@ -189,11 +207,12 @@ def main() -> int:
     print(
         f"# {args.model} model, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} before, {'pinned' if args.pin else 'not pinned'}, "
-        f"{args.seconds:g} s windows, stability {args.stability_pct:g} %"
+        f"{args.seconds:g} s windows, stability {args.stability_pct:g} %, "
+        f"{'zeros' if args.zeros else 'random values'}"
     )
     tools_cpus = {1} if args.pin else None
     rows = []
-    ratios: dict[int, list[tuple[float, float]]] = {clients: [] for clients in LEVELS}
+    ratios: dict[int, list[tuple[float, float]]] = {clients: [] for clients in args.levels}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         fixture, flags, shape = MODELS[args.model]
@@ -202,7 +221,7 @@ def main() -> int:
             if args.pin:  # every thread of the running server (-a), and any it starts later
                 subprocess.run(["taskset", "-a", "-cp", "0", str(server.pid)], check=True, capture_output=True)
             for round_ in range(args.rounds):
-                for clients in LEVELS:
+                for clients in args.levels:
                     order = ["perf_analyzer", "serveprof"]
                     if round_ % 2:
                         order.reverse()
@@ -217,10 +236,18 @@ def main() -> int:
                                 args.stability_pct,
                                 scratch,
                                 tools_cpus,
+                                args.zeros,
                             )
                         else:
                             sp_rate, sp_p50, document = serveprof_load(
-                                address, server.pid, clients, args.seconds, args.stability_pct, scratch, tools_cpus
+                                address,
+                                server.pid,
+                                clients,
+                                args.seconds,
+                                args.stability_pct,
+                                scratch,
+                                tools_cpus,
+                                args.zeros,
                             )
                     foreign = (document.get("disturbance") or {}).get("foreign_cpu_pct")
                     if pa_rate == pa_rate:
