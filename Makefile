@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # The venv's tools first, so rules and tests find `serveprof` and `snakemake`.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint env
+.PHONY: run test lint env perf
 
 env: $(STAMP)
 
@@ -31,3 +31,9 @@ lint: $(STAMP)
 
 test: lint
 	pytest
+
+# Triton's perf_analyzer for benchmarks/bench_perf_analyzer.py (not needed by the tests): the `perf` extra
+# puts it in the venv's bin/, and it links Debian's libb64-0d.
+perf: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[perf]'
+	@ldconfig -p | grep -q libb64.so.0d || { echo "perf_analyzer needs libb64-0d: apt-get install -y libb64-0d"; exit 1; }

@@ -94,10 +94,13 @@ def run(worker_plans: list[WorkerPlan], seconds: float, warmup_s: float = 0.5) -
     }
 
 
-def embedded_server(scratch: Path) -> tuple[subprocess.Popen, str]:
+def embedded_server(
+    scratch: Path, fixture: str = "classifier", flags: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
+    """``serveprof serve`` of a tests.fixtures.tiny_models ``fixture`` as model ``tiny``, with extra ``flags``."""
     base = scratch / "tiny"
     subprocess.run(
-        [sys.executable, "-m", "tests.fixtures.tiny_models", "classifier", str(base / "1")],
+        [sys.executable, "-m", "tests.fixtures.tiny_models", fixture, str(base / "1")],
         check=True,
         cwd=REPO,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
@@ -113,6 +116,7 @@ def embedded_server(scratch: Path) -> tuple[subprocess.Popen, str]:
             f"--port={port}",
             "--model_name=tiny",
             f"--model_base_path={base}",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

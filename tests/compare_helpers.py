@@ -62,3 +62,52 @@ def write_run(
         (folder / "provenance.json").write_text(json.dumps(document, indent=2))
     (profiling / "all").write_text("profiled: " + " ".join(series) + "\n")
     return profiling
+
+
+LOAD_STATUSES = ["OK", "UNAVAILABLE"]
+
+
+def write_load_point(
+    root: Path,
+    model: str,
+    scenario: str,
+    point: str,
+    windows: list[np.ndarray],
+    summary_windows: int = 3,
+    errors: int = 0,
+) -> dict:
+    """``root/workload/load/<model>/<scenario>/<point>.{csv,json}`` with the load writers, one 1 s window per
+    latency array (``done`` spread over the window, ``due`` = ``done`` - latency); the last ``summary_windows``
+    give the statistics, and each of them also holds ``errors`` failed answers. Returns the point's JSON."""
+    from serveprof.load.results import requests_text, write_point
+    from serveprof.load.windows import Window, point_stats
+
+    start_ns = 10**12
+    final = []
+    for index, values in enumerate(windows):
+        begin = start_ns + index * 10**9
+        failed = errors if index >= len(windows) - summary_windows else 0
+        done = begin + np.linspace(1000, 10**9 - 1000, len(values) + failed).astype(np.int64)
+        latency_ns = np.concatenate([np.round(values * 1e6), np.full(failed, 5e5)]).astype(np.int64)
+        status = np.concatenate([np.zeros(len(values)), np.ones(failed)]).astype(np.int64)
+        due = done - latency_ns
+        rows = np.column_stack([due, due, due, done, status, np.zeros(len(done), np.int64)])
+        final.append(Window(index, begin, begin + 10**9, rows))
+    used = final[-summary_windows:]
+    table = np.concatenate([np.column_stack([w.rows, np.full(len(w.rows), w.index)]) for w in final])
+    document = {
+        "scenario": scenario, "point": point, "mode": "closed", "concurrency": int(point.lstrip("c")),
+        "target_rate_per_s": None, "batch_size": 1, "batching": None, "stable": True,
+        "windows_measured": len(final), "summary_windows": [used[0].index, used[-1].index],
+        "stats": point_stats(used, 1, LOAD_STATUSES), "schedule": None,
+        "resources": {"cpu_util_pct": 150.0, "rss_peak_mb": 420.0},
+        "protocol": "grpc", "transport": "builtin",
+        "server": {"backend": "embedded", "version": "serveprof 0.1.0 (TensorFlow 2.21.0)", "pid": 4242},
+        "provenance": {key: PROVENANCE[key] for key in ("serveprof_version", "cpu_model", "cpu_count", "hostname")},
+    }  # fmt: skip
+    folder = Path(root) / "workload" / "load" / model / scenario
+    folder.mkdir(parents=True, exist_ok=True)
+    write_point(
+        folder / f"{point}.csv", folder / f"{point}.json", requests_text(table, LOAD_STATUSES, start_ns), document
+    )
+    return document

@@ -25,7 +25,7 @@ from serveprof.compare.forest import build_forest_figure
 from serveprof.compare.trees import read_tree
 from serveprof.errors import ServeprofError
 from serveprof.measure.stats import latency_stats
-from tests.compare_helpers import latencies, write_run
+from tests.compare_helpers import latencies, write_load_point, write_run
 from tests.report_helpers import PROFILING
 
 MODELS = {"inception": 34.0, "nasnet": 45.0}
@@ -236,6 +236,49 @@ def test_a_further_layout_is_one_more_walker(tmp_path):
     assert len(found) == 8
     assert found["device=edge nasnet b1"] == REGRESSION and found["nasnet b1"] == NOISE
     assert comparison.dimensions == ["device", "model", "batch"]
+
+
+def write_load_tree(root, seed: int, shift: dict | None = None) -> dict:
+    """Three load points of one model, five 1 s windows each: two slow warm-up windows the statistics leave out,
+    then three whose OK latencies are scaled by ``shift[(scenario, point)]``. Returns {key: expected latencies}."""
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for scenario, point, typical in (
+        ("closed", "c1", 0.5),
+        ("closed", "c4", 1.2),
+        ("closed-mbs8-t2000-th1", "c4", 1.6),
+    ):
+        scale = (shift or {}).get((scenario, point), 1.0)
+        windows = [latencies(rng, typical * 50, 40) for _ in range(2)]
+        windows += [latencies(rng, typical * scale, 400) for _ in range(3)]
+        write_load_point(root, "tiny", scenario, point, windows, errors=2)
+        expected[(("model", "tiny"), ("scenario", scenario), ("point", point))] = np.concatenate(windows[2:])
+    return expected
+
+
+def test_load_points_are_series_of_their_summary_windows_and_a_shift_is_flagged(tmp_path, capsys):
+    """LoadWalker reads workload/load/<model>/<scenario>/<point>: the OK latencies of the windows the statistics
+    come from, keyed by (model, scenario, point); `serveprof compare` flags the one point that slowed down."""
+    expected = write_load_tree(tmp_path / "base", 1)
+    write_load_tree(tmp_path / "new", 2, {("closed", "c4"): 1.25})
+    tree = read_tree(tmp_path / "base")
+    assert set(tree.series) == set(expected)
+    for key, series in tree.series.items():
+        np.testing.assert_allclose(np.sort(series.latencies()), np.sort(expected[key]), atol=1e-4)
+        document = json.loads(
+            (tmp_path / "base" / "workload" / "load" / "tiny" / key[1][1] / f"{key[2][1]}.json").read_text()
+        )
+        assert series.count == document["stats"]["count"] == 1200
+        assert series.throughput_per_s == pytest.approx(400.0)  # 1,200 OK answers in three 1 s windows
+        assert series.batch_size == 1 and series.peak_memory_mb == 420.0
+        assert series.provenance["backend"] == "embedded" and series.provenance["client_transport"] == "builtin"
+    assert tree.series[next(iter(expected))].label == "scenario=closed point=c1 tiny"
+
+    code = serveprof(["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out"),
+                      "--resamples", "1000"])  # fmt: skip
+    assert code == EXIT_REGRESSION, capsys.readouterr()
+    rows = {(row["scenario"], row["point"]): row["verdict"] for row in _csv(tmp_path / "out" / "compare.csv")}
+    assert rows == {("closed", "c1"): NOISE, ("closed", "c4"): REGRESSION, ("closed-mbs8-t2000-th1", "c4"): NOISE}
 
 
 def _csv(path):

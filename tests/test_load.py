@@ -168,3 +168,33 @@ def test_snakemake_refuses_a_bad_load_block_before_any_job(tmp_path):
     assert run.returncode != 0 and run.jobs == [], run.output[-3000:]
     assert "load.max_windows" in run.output and "4 or more" in run.output, run.output[-3000:]
     assert not (tmp_path / "workload").exists()
+
+
+def test_heatmap_labels_contrast_with_their_cells():
+    """Every cell label of the batching heatmap is black or white, whichever reads on that cell (4.5:1 or better)."""
+    from matplotlib.colors import to_rgba
+
+    from serveprof.load.figures import build_heatmap, relative_luminance
+    from serveprof.settings import style
+
+    rows, documents = [], {}
+    for mbs, timeout in [(mbs, timeout) for mbs in (2, 4, 8) for timeout in (0, 500, 2000)]:
+        scenario = f"closed-mbs{mbs}-t{timeout}"
+        documents[scenario] = {"batching": {"max_batch_size": mbs, "batch_timeout_micros": timeout}}
+        rows.append({"scenario": scenario, "mode": "closed", "batching": scenario[7:], "concurrency": 8,
+                     "throughput_per_s": 100.0 * mbs + timeout / 10, "p99_ms": 2.0 + timeout / 100 + 16 / mbs})  # fmt: skip
+    fig = build_heatmap("tiny", pd.DataFrame(rows), documents, style({"formats": ["png"], "dpi": 60}))
+    labels = 0
+    for ax in fig.axes:
+        if not ax.images:
+            continue  # a colour bar
+        image = ax.images[0]
+        cells = image.get_array()
+        for text in ax.texts:
+            column, row = (round(c) for c in text.get_position())
+            cell = relative_luminance(image.cmap(image.norm(cells[row, column])))
+            ink = relative_luminance(to_rgba(text.get_color()))
+            assert (max(cell, ink) + 0.05) / (min(cell, ink) + 0.05) >= 4.5, (text.get_text(), text.get_color())
+            labels += 1
+    assert labels == 18
+    assert {text.get_color() for ax in fig.axes for text in ax.texts} == {"black", "white"}

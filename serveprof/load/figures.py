@@ -28,6 +28,7 @@ from serveprof.report.figures import (
     new_figure,
     styled,
 )
+from serveprof.report.numbers import significant
 from serveprof.report.style import LINESTYLES, MARKERS, Style
 
 KNEE_LABEL = "knee (highest throughput / mean latency)"
@@ -164,7 +165,8 @@ def build_heatmap(model: str, summary: pd.DataFrame, documents: dict[str, dict],
         grid = best.pivot(index="y", columns="x", values=column).reindex(index=ys, columns=xs)
         image = ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, aspect="auto", origin="lower")
         for (i, j), value in pd.DataFrame(grid.to_numpy(dtype=float)).stack().items():
-            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=style.font_size * 0.8, color="white")
+            colour = label_colour(image.cmap(image.norm(value)))
+            ax.text(j, i, significant(value), ha="center", va="center", fontsize=style.font_size * 0.8, color=colour)
         ax.set_xticks(range(len(xs)), xs)
         ax.set_yticks(range(len(ys)), ys)
         ax.set_xlabel(x_key)
@@ -173,6 +175,18 @@ def build_heatmap(model: str, summary: pd.DataFrame, documents: dict[str, dict],
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle(f"{model}: batching grid at {load}")
     return fig
+
+
+def relative_luminance(rgba) -> float:
+    """WCAG 2's relative luminance of an sRGB colour (0 black, 1 white)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def label_colour(rgba) -> str:
+    """Black or white, whichever contrasts more with a cell of colour ``rgba``: the two contrasts,
+    (L + 0.05) / 0.05 and 1.05 / (L + 0.05), are equal at L = 0.179."""
+    return "black" if relative_luminance(rgba) > 0.179 else "white"
 
 
 def _natural(text: str):
