@@ -20,7 +20,9 @@ CAPTIONS = sorted((REPO / "report").glob("*.rst"))
 def render(path: Path, figure: str = "latency") -> str:
     config = load_files([REPO / "config" / "config.yaml"]).config
     snakemake = SimpleNamespace(
-        config=config, wildcards=SimpleNamespace(model="nasnet", figure=figure), params=SimpleNamespace()
+        config=config,
+        wildcards=SimpleNamespace(model="nasnet", figure=figure, variant="fp16", batch="8"),
+        params=SimpleNamespace(),
     )
     text = (
         jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text()).render(snakemake=snakemake)

@@ -249,7 +249,12 @@ def test_ports_open_only_once_the_model_is_available(tiny_classifier_base, tmp_p
                 time.sleep(0.05)
         log_text = log_path.read_text()
         assert refused > 0 and "is AVAILABLE" in log_text, log_text[-2000:]
-        assert log_text.index("is AVAILABLE") < log_text.index("Running gRPC ModelServer")
+        for _ in range(100):  # the port accepts a moment before its log line is written
+            if "Running gRPC ModelServer" in log_text:
+                break
+            time.sleep(0.05)
+            log_text = log_path.read_text()
+        assert log_text.index("is AVAILABLE") < log_text.index("Running gRPC ModelServer"), log_text[-2000:]
         from serveprof.client import GrpcClient
 
         with GrpcClient(f"127.0.0.1:{grpc_port}", "tiny", timeout_s=30) as client:
