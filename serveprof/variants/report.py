@@ -38,22 +38,17 @@ def _read_json(path: Path) -> dict | None:
 def throughput(results: Path, variants: Mapping[str, list[str]]) -> pd.DataFrame:
     """model, variant, batch_size, mean_ms, throughput_per_s, speedup (against fp32 at the same batch)."""
     rows = []
-    for model, names in variants.items():
-        for name in _ordered(names):
-            path = summary_path(results, model, name)
-            if not path.is_file():
-                continue
-            summary = pd.read_csv(path, skipinitialspace=True)
-            for _, row in summary.iterrows():
-                rows.append(
-                    {
-                        "model": model,
-                        "variant": name,
-                        "batch_size": int(row["batch_size"]),
-                        "mean_ms": float(row["mean_ms"]),
-                        "throughput_per_s": float(row["throughput_per_s"]),
-                    }
-                )
+    for model, name, summary in _summaries(results, variants):
+        for _, row in summary.iterrows():
+            rows.append(
+                {
+                    "model": model,
+                    "variant": name,
+                    "batch_size": int(row["batch_size"]),
+                    "mean_ms": float(row["mean_ms"]),
+                    "throughput_per_s": float(row["throughput_per_s"]),
+                }
+            )
     frame = pd.DataFrame(rows, columns=["model", "variant", "batch_size", "mean_ms", "throughput_per_s"])
     reference = frame[frame["variant"] == REFERENCE].set_index(["model", "batch_size"])["throughput_per_s"]
     frame["speedup"] = [
@@ -175,20 +170,24 @@ def _ordered(names: list[str]) -> list[str]:
     return [REFERENCE, *[n for n in names if n != REFERENCE]]
 
 
+def _summaries(results: Path, variants: Mapping[str, list[str]]):
+    """``(model, variant, summary frame)`` for every measured variant, fp32 first; unmeasured ones are skipped."""
+    for model, names in variants.items():
+        for name in _ordered(names):
+            path = summary_path(results, model, name)
+            if path.is_file():
+                yield model, name, pd.read_csv(path, skipinitialspace=True)
+
+
 def resources(results: Path, variants: Mapping[str, list[str]]) -> pd.DataFrame:
     """Every measured variant's resource columns per batch size, as one series ``<model> <variant>``
     (the figures' ``model`` column); a column a summary lacks is empty."""
     frames = []
-    for model, names in variants.items():
-        for name in _ordered(names):
-            path = summary_path(results, model, name)
-            if not path.is_file():
-                continue
-            frame = pd.read_csv(path, skipinitialspace=True)
-            for column in RESOURCE_COLUMNS:
-                frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
-            frame["model"] = f"{model} {name}"
-            frames.append(frame[["model", "batch_size", *RESOURCE_COLUMNS]].sort_values("batch_size"))
+    for model, name, frame in _summaries(results, variants):
+        for column in RESOURCE_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
+        frame["model"] = f"{model} {name}"
+        frames.append(frame[["model", "batch_size", *RESOURCE_COLUMNS]].sort_values("batch_size"))
     columns = ["model", "batch_size", *RESOURCE_COLUMNS]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
