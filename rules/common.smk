@@ -177,6 +177,8 @@ def procedure_settings(wildcards):
         f" --resource-interval {procedure.resource_interval_s}"
         f" {disturbance_settings()}"
         f" --client-cpus {','.join(map(str, cpus)) if cpus else 'none'}"
+        # Only when on: the params of results measured before this key existed stay the same.
+        + (" --keep-awake" if procedure.keep_awake else "")
     )
 
 

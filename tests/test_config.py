@@ -113,6 +113,12 @@ BAD_CONFIGS = [
     ),
     ("negative request floor", {"measure": {"min_requests": 0}}, "measure.min_requests", "at least 1"),
     (
+        "keep_awake as text",
+        {"measure": {"keep_awake": "yes"}},
+        "measure.keep_awake",
+        "set measure.keep_awake to true (keep every CPU awake during a series) or false",
+    ),
+    (
         "negative warm-up cap",
         {"measure": {"warmup_max_seconds": -1}},
         "measure.warmup_max_seconds",

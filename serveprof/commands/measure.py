@@ -43,6 +43,7 @@ PROCEDURE_FLAGS = {
     "warmup_max_seconds": "warmup_max_seconds",
     "resource_interval": "resource_interval_s",
     "client_cpus": "client_cpus",
+    "keep_awake": "keep_awake",
 }
 
 
@@ -102,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults["client_cpus"],
         metavar="N[,N...]",
         help="pin the client to these CPUs and the server to the others; none: the kernel decides (measure.client_cpus)",
+    )
+    parser.add_argument(
+        "--keep-awake",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["keep_awake"],
+        help="a SCHED_IDLE spinner on every CPU during each series, so none halts between requests (measure.keep_awake)",
     )
     parser.add_argument(
         "--keep-gc",

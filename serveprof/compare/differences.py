@@ -15,7 +15,7 @@ from serveprof.compare.trees import ResultTree, Series
 # Shown first, in this order: the likeliest causes of a latency change.
 EXPLAINS = (
     "backend", "backend_version", "tensorflow_version", "image", "image_digest", "cpu_model", "cpu_count", "gpu",
-    "gpu_used", "hostname", "config_hash", "weights", "source", "git_revision", "git_dirty", "protocol",
+    "gpu_used", "keep_awake", "hostname", "config_hash", "weights", "source", "git_revision", "git_dirty", "protocol",
     "client_transport", "serialization", "server_notes", "variant_status", "variant_format", "variant_server_flags",
     "variant_size_bytes", "variant_notes", "serveprof_version", "python_version",
 )  # fmt: skip

@@ -13,7 +13,8 @@ A request is built once (``client.prepare``) and re-sent; the timer
 (``time.perf_counter_ns``) brackets the send call alone. Python's garbage collector is
 off during the timed requests, as ``timeit`` does, so a collection of the client's
 heap never lands inside a request; with ``measure.client_cpus`` the client and the
-server run on separate cores (placement.py).
+server run on separate cores (placement.py), and with ``measure.keep_awake`` no CPU
+halts between requests (awake.py), both from the first request to the last.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from serveprof.measure.awake import awake_if, recorded
 from serveprof.measure.inputs import AUTO, InputSettings
 from serveprof.measure.placement import pinned
 from serveprof.measure.resources import GpuProbe, ResourceSampler
@@ -54,6 +56,7 @@ class ProcedureSettings:
     resource_interval_s: float
     disturbance: DisturbanceSettings = field(default_factory=DisturbanceSettings)
     client_cpus: tuple[int, ...] | None = None  # None: the kernel places client and server
+    keep_awake: bool = False  # a SCHED_IDLE spinner on every CPU during the series (awake.py)
     keep_gc: bool = False  # Python's GC stays on in the timed loop (a benchmark's switch, not a config key)
 
 
@@ -185,12 +188,14 @@ def measure_series(
     log: Callable[[str], None],
     gpu: GpuProbe | None = None,
     window: ServerLatencyWindow | None = None,
+    helpers: tuple[int, ...] = (),
 ) -> tuple[list[float], dict]:
     """Steps 1–4 above; returns the latencies and the stats JSON's measurement fields.
 
     ``pid`` is the server's (None: not visible from here, so the disturbance sampler cannot
     tell its CPU from others' and does not flag foreign CPU); ``window`` reads the
-    server's own latency of the timed requests.
+    server's own latency of the timed requests; ``helpers`` are other processes of ours
+    (the keep-awake spinners), whose CPU is not foreign either.
     """
     log(f"batch {batch_size}: first request (first init)")
     first_init = time_one(send, request, on_error, "first request (first init)")
@@ -208,7 +213,7 @@ def measure_series(
     progress = Progress(f"batch {batch_size}", settings.requests, log)
     if window is not None:
         window.open()
-    watch = settings.disturbance.sampler([pid], server_seen=pid is not None)
+    watch = settings.disturbance.sampler([pid, *helpers], server_seen=pid is not None)
     with ResourceSampler(pid, settings.resource_interval_s, gpu=gpu) as sampler, watch:
         series = run_timed(
             send,
@@ -267,7 +272,8 @@ def measure_batch(
     input_settings, resolution = endpoint.resolve_input(batch_size, input_settings, model_type)
     request, input_description = endpoint.prepare_request(batch_size, input_settings)
     input_description.update(resolution)
-    with pinned(settings.client_cpus, endpoint.pid) as placement:
+    # Awake first: the spinners take the CPUs this process may use before the client is pinned.
+    with awake_if(settings.keep_awake) as awake, pinned(settings.client_cpus, endpoint.pid) as placement:
         latencies, fields = measure_series(
             endpoint.client.send,
             request,
@@ -278,5 +284,6 @@ def measure_batch(
             log=log,
             gpu=gpu,
             window=ServerLatencyWindow(endpoint.metrics_url, endpoint.model, endpoint.protocol),
+            helpers=tuple(awake["pids"]) if awake else (),
         )
-    return latencies, {"input": input_description, **fields, "placement": placement}
+    return latencies, {"input": input_description, **fields, "placement": placement, "keep_awake": recorded(awake)}

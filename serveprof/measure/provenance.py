@@ -103,6 +103,22 @@ def _notes(servers: Sequence[Mapping]) -> list[str] | None:
     return notes or None
 
 
+def kept_awake(stats_docs: Sequence[Mapping]) -> str | None:
+    """Whether the series ran with every CPU kept awake (``measure.keep_awake``), as compare shows it.
+
+    None when none did, so a run from before the key existed reads the same as one without it.
+    """
+    described = []
+    for doc in stats_docs:
+        record = doc.get("keep_awake")
+        if not record:
+            described.append("off")
+            continue
+        cpus = ",".join(map(str, record.get("cpus") or []))
+        described.append(f"on (CPUs {cpus}" + ("; cpu_dma_latency 0)" if record.get("cpu_dma_latency") else ")"))
+    return None if set(described) <= {"off"} else _agreed(described)
+
+
 def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping], config_hash: str) -> dict:
     hosts = [doc.get("provenance") or {} for doc in stats_docs]
     servers = [doc.get("server") or {} for doc in stats_docs]
@@ -119,6 +135,7 @@ def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping
         "gpu_used": _agreed([server.get("gpu_used") for server in servers]),
         "protocol": _agreed([doc.get("protocol") for doc in stats_docs]),
         "client_transport": _agreed([doc.get("transport") for doc in stats_docs]),
+        "keep_awake": kept_awake(stats_docs),
         "serialization": _agreed([server.get("serialization") for server in servers]),
         "server_notes": _notes(servers),
         "serveprof_version": _agreed([host.get("serveprof_version") for host in hosts]) or serveprof.__version__,
