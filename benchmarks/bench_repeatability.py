@@ -8,6 +8,7 @@ within each round, so a machine that gets busier hits them all alike:
 - ``default``: the schema's defaults;
 - ``pinned``: the client on one core, the server on the others (``measure.client_cpus``);
 - ``gc``: Python's garbage collector left on in the timed loop (the default turns it off).
+- ``awake``: every CPU kept awake by a SCHED_IDLE spinner during each series (``measure.keep_awake``).
 
 For each condition it prints, per cell (model, batch size), the p50 of each round, its
 coefficient of variation (sample std / mean), the disturbance flags, and how many
@@ -18,7 +19,7 @@ false alarm. The goal (issue 17): CV under 3 % and no verdicts.
 Run (the models are built once into --work and reused):
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/bench_repeatability.py [--rounds 3]
-        [--conditions default,pinned,gc] [--work /tmp/serveprof-repeatability] [--scale 5 --warmup-requests 200]
+        [--conditions default,pinned,gc,awake] [--work /tmp/serveprof-repeatability] [--scale 5 --warmup-requests 200]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ CONDITIONS = {
     "default": [],
     "pinned": ["--client-cpus", "0"],
     "gc": ["--keep-gc"],
+    "awake": ["--keep-awake"],
 }
 
 

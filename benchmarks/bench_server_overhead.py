@@ -37,6 +37,10 @@ it did for every request before that placement.
 The ``floor`` rows time the same gRPC requests against the embedded server's gRPC
 transport (``serveprof.server.grpc_http2``) answering at once with a canned response:
 what the client, the transport and the loopback cost before any serving work.
+
+``--keep-awake`` keeps every CPU awake (``measure.keep_awake``, serveprof/measure/awake.py)
+for the whole benchmark, baseline and servers alike; the footer says whether it was on (the
+spinners then count in the load average after).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from serveprof.client import GrpcClient  # noqa: E402
+from serveprof.measure.awake import awake_if  # noqa: E402
 from serveprof.server.predict_wire import SMALL_REQUEST_BYTES  # noqa: E402
 from tests.fixtures.embedded_server import running_server  # noqa: E402
 
@@ -343,11 +348,14 @@ def main() -> int:
     parser.add_argument("--rest-every", type=int, default=4, help="REST runs every Nth round of the batch-32 case")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument("--only", choices=["small", "mnv2"], help="run one case")
+    parser.add_argument(
+        "--keep-awake", action="store_true", help="a SCHED_IDLE spinner on every CPU throughout (measure.keep_awake)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     load_before = os.getloadavg()
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="bench_server_") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bench_server_") as scratch, awake_if(args.keep_awake) as awake:
         root = Path(scratch)
         if args.only in (None, "small"):
             export_small(root / "small" / "1")
@@ -365,7 +373,12 @@ def main() -> int:
     print(
         f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {cpu_model()}, {os.cpu_count()} cores; "
         f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
-        f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}"
+        f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; keep awake: "
+        + (
+            f"CPUs {','.join(map(str, awake['cpus']))}, cpu_dma_latency held {awake['cpu_dma_latency']}"
+            if awake
+            else "off"
+        )
     )
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     return 0

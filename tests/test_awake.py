@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from serveprof.measure.awake import MARK, kept_awake
+from serveprof.measure.provenance import keep_awake_of
 from tests.test_measure_cli import MODEL, launch_args, serveprof
 
 GONE_WITHIN_S = 10
@@ -112,3 +113,13 @@ def test_measure_keep_awake_records_it_counts_the_spinners_as_ours_and_leaves_no
     # most of a core on any machine, and the series would be flagged.
     assert disturbance["flagged"] is False, disturbance["reasons"]
     assert disturbance["own_cpu_pct"] > 100 * len(cpus) - 60, disturbance
+
+
+def test_provenance_says_whether_the_cpus_were_kept_awake():
+    """None when no series was (so a run from before the key reads the same), else each distinct setting."""
+    on = {"keep_awake": {"cpus": [0, 1], "cpu_dma_latency": True}}
+    assert keep_awake_of([{}, {"keep_awake": None}]) is None
+    assert keep_awake_of([on, on]) == "on (CPUs 0,1; cpu_dma_latency 0)"
+    assert keep_awake_of([on, {"keep_awake": {"cpus": [1], "cpu_dma_latency": False}}, {}]) == (
+        "on (CPUs 0,1; cpu_dma_latency 0); on (CPUs 1); off"
+    )

@@ -133,7 +133,7 @@ def test_provenance_differences_and_disturbed_series_are_listed(tmp_path):
     reasons = ["other processes used 97 % of a core (limit 25 %): python3 (pid 4242) 96 %"]
     write_run(
         tmp_path / "new", draw(2),
-        provenance={"nasnet": {"tensorflow_version": "2.22.0", "git_revision": "99aa"},
+        provenance={"nasnet": {"tensorflow_version": "2.22.0", "git_revision": "99aa", "keep_awake": "on (CPUs 0,1)"},
                     "inception": {"git_revision": "99aa", "client_transport": "library"}},
         disturbance={("inception", 4): {"flagged": True, "reasons": reasons}, ("nasnet", 1): {"flagged": False, "reasons": []}},
     )  # fmt: skip
@@ -141,11 +141,17 @@ def test_provenance_differences_and_disturbed_series_are_listed(tmp_path):
     found = {(row["key"], row["base"], row["new"]): row["models"] for row in comparison.differences}
     assert found == {
         ("tensorflow_version", "2.21.0", "2.22.0"): ["nasnet"],
+        ("keep_awake", "none", "on (CPUs 0,1)"): ["nasnet"],
         ("git_revision", "05c4221d3b8e", "99aa"): ["inception", "nasnet"],
         ("client_transport", "builtin", "library"): ["inception"],
     }
     # the likeliest explanations first
-    assert [row["key"] for row in comparison.differences] == ["tensorflow_version", "git_revision", "client_transport"]
+    assert [row["key"] for row in comparison.differences] == [
+        "tensorflow_version",
+        "keep_awake",
+        "git_revision",
+        "client_transport",
+    ]
     assert comparison.disturbed == {"base": {}, "new": {"inception b4": reasons}}
     flagged = comparison.rows.set_index("series")
     assert flagged.at["inception b4", "disturbed_new"] and not flagged.at["nasnet b1", "disturbed_new"]

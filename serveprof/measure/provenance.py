@@ -103,7 +103,7 @@ def _notes(servers: Sequence[Mapping]) -> list[str] | None:
     return notes or None
 
 
-def kept_awake(stats_docs: Sequence[Mapping]) -> str | None:
+def keep_awake_of(stats_docs: Sequence[Mapping]) -> str | None:
     """Whether the series ran with every CPU kept awake (``measure.keep_awake``), as compare shows it.
 
     None when none did, so a run from before the key existed reads the same as one without it.
@@ -135,7 +135,7 @@ def build_provenance(model: str, acquired: Mapping, stats_docs: Sequence[Mapping
         "gpu_used": _agreed([server.get("gpu_used") for server in servers]),
         "protocol": _agreed([doc.get("protocol") for doc in stats_docs]),
         "client_transport": _agreed([doc.get("transport") for doc in stats_docs]),
-        "keep_awake": kept_awake(stats_docs),
+        "keep_awake": keep_awake_of(stats_docs),
         "serialization": _agreed([server.get("serialization") for server in servers]),
         "server_notes": _notes(servers),
         "serveprof_version": _agreed([host.get("serveprof_version") for host in hosts]) or serveprof.__version__,
