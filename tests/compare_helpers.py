@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serveprof.measure.repeats import fold
 from serveprof.measure.result_files import latencies_text, write_coldstart, write_durations, write_json, write_summary
 from serveprof.measure.stats import latency_stats
 
@@ -35,13 +36,20 @@ def write_run(
     stats_files: bool = True,
     under: str = "workload/profiling",
 ) -> Path:
-    """``root/<under>/<model>/...`` for ``{model: {batch: latencies}}``; returns that folder."""
+    """``root/<under>/<model>/...`` for ``{model: {batch: latencies}}``; returns that folder.
+
+    A list of arrays for a batch is that cell's repeats, folded as ``serveprof fold`` folds them."""
     profiling = Path(root) / under
     for model, batches in series.items():
         folder = profiling / model
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for batch, values in batches.items():
+            folded = None
+            if isinstance(values, list):
+                documents = [{"model": model, "batch_size": batch, "repeat": number, "stats": latency_stats(part, batch)}
+                             for number, part in enumerate(values, 1)]  # fmt: skip
+                values, folded = fold(documents, values, max_cv_pct=3.0)
             stats = latency_stats(values, batch)
             (folder / f"{model}-b{batch}.csv").write_text(latencies_text(values))
             rss = (rss_mb or {}).get((model, batch), 700.0 + 60 * batch)
@@ -50,7 +58,7 @@ def write_run(
                          "cpu_util_pct": 150.0, "rss_peak_mb": rss, "rss_mean_mb": rss - 20, "gpu_util_pct": None,
                          "gpu_mem_mb": None, "protocol": "grpc", "backend": "embedded"})  # fmt: skip
             if stats_files:
-                document = {"model": model, "batch_size": batch, "stats": stats}
+                document = folded or {"model": model, "batch_size": batch, "stats": stats}
                 if disturbance and (model, batch) in disturbance:
                     document["disturbance"] = disturbance[(model, batch)]
                 write_json(folder / "stats" / f"b{batch}.json", document)

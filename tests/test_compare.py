@@ -336,3 +336,64 @@ def test_variants_are_series_keyed_by_variant_with_their_export_facts(tmp_path):
     assert comparison.differences == [
         {"key": "variant_size_bytes", "base": "40000", "new": "41000", "models": ["variant=fp16 nasnet"]}
     ]
+
+
+def servers(rng: np.random.Generator, typical_ms: float, repeats: int, count: int, server_cv: float = 0.10):
+    """``repeats`` series of ``count`` requests, each on a "fresh server" whose level moves by ``server_cv``:
+    the spread measured between fresh servers here (docs/measurement.md, "Repeatability")."""
+    return [latencies(rng, typical_ms * rng.lognormal(0.0, server_cv), count) for _ in range(repeats)]
+
+
+def test_repeats_carry_the_spread_between_servers_into_the_interval():
+    """With the servers' own spread, requests-only intervals cry wolf; the two-level ones do not, and still
+    find a real +30 %."""
+    pooled_verdicts = two_level_verdicts = found = 0
+    repetitions = 20
+    for seed in range(repetitions):
+        rng = np.random.default_rng(2000 + seed)
+        base, same, slower = (servers(rng, 0.4, 5, 300) for _ in range(3))
+        pooled = compare_latencies(np.concatenate(base), np.concatenate(same), FAST, f"pooled {seed}")
+        two_level = compare_latencies(base, same, FAST, f"two-level {seed}")
+        assert pooled["interval"] == "requests" and two_level["interval"] == "repeats and requests"
+        assert (two_level["base_repeats"], two_level["new_repeats"]) == (5, 5)
+        assert two_level["p50_change_pct"] == pooled["p50_change_pct"]  # the same point estimate, a wider interval
+        assert two_level["p50_change_high_pct"] - two_level["p50_change_low_pct"] > (
+            pooled["p50_change_high_pct"] - pooled["p50_change_low_pct"]
+        )
+        pooled_verdicts += pooled["p50_verdict"] in (REGRESSION, IMPROVEMENT)
+        two_level_verdicts += two_level["p50_verdict"] in (REGRESSION, IMPROVEMENT)
+        slow = [part * 1.3 for part in slower]
+        found += compare_latencies(base, slow, FAST, f"shift {seed}")["p50_verdict"] == REGRESSION
+    assert pooled_verdicts >= repetitions // 4  # the naive interval: a false verdict in many of the pairs
+    assert two_level_verdicts == 0
+    assert found / repetitions >= 0.8
+
+
+def test_a_folded_cell_is_compared_repeat_by_repeat(tmp_path):
+    """A run measured with measure.repeats: the cell's file is split back into its repeats by the counts the fold
+    wrote, and the report says what the intervals cover."""
+    rng = np.random.default_rng(7)
+    base = {"tiny": {1: servers(rng, 0.4, 3, 400), 8: latencies(rng, 2.0, 400)}}
+    new = {"tiny": {1: servers(rng, 0.4, 3, 400), 8: latencies(rng, 2.0, 400)}}
+    write_run(tmp_path / "base", base)
+    write_run(tmp_path / "new", new)
+    base_tree = read_tree(tmp_path / "base")
+    parts = base_tree.series[(("model", "tiny"), ("batch", "1"))].parts()
+    assert [list(part) for part in parts] == [list(part) for part in base["tiny"][1]]
+    comparison = compare_trees(base_tree, read_tree(tmp_path / "new"), FAST)
+    rows = comparison.rows.set_index("series")
+    assert rows.loc["tiny b1", "interval"] == "repeats and requests"
+    assert rows.loc["tiny b8", "interval"] == "requests"
+    assert serveprof(["compare", str(tmp_path / "base"), str(tmp_path / "new"), "--out", str(tmp_path / "out")]) in (
+        0,
+        3,
+    )
+    text = (tmp_path / "out" / "compare.md").read_text()
+    assert "1 of 2 series were measured on one server" in text and "repeats 3 / 3" in text
+
+    stats = tmp_path / "new" / "workload" / "profiling" / "tiny" / "stats" / "b1.json"
+    document = json.loads(stats.read_text())
+    document["repeats"]["series"][0]["count"] += 1  # the stats no longer describe the file
+    stats.write_text(json.dumps(document))
+    with pytest.raises(ServeprofError, match="rerun the fold_repeats step"):
+        read_tree(tmp_path / "new").series[(("model", "tiny"), ("batch", "1"))].parts()

@@ -44,7 +44,7 @@ class Comparison:
 def _row(key: tuple, base: Series, new: Series, settings: Settings, flagged: dict) -> dict:
     label = base.label
     row: dict = {**dict(key), "series": label}
-    row.update(compare_latencies(base.latencies(), new.latencies(), settings, label))
+    row.update(compare_latencies(base.parts(), new.parts(), settings, label))
     row["verdict"] = overall([row[f"{metric}_verdict"] for metric in METRICS])
     row.update({
         "throughput_base_per_s": base.throughput_per_s,

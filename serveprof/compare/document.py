@@ -79,6 +79,24 @@ def summary_sentence(comparison: Comparison) -> str:
     return f"{len(comparison.rows)} series compared: " + ", ".join(counts) + "."
 
 
+def interval_sentence(comparison: Comparison) -> str:
+    """What the intervals cover: with repeats on both sides, the spread between fresh servers too."""
+    rows = comparison.rows
+    both = int(((rows["base_repeats"] > 1) & (rows["new_repeats"] > 1)).sum())
+    if both == len(rows):
+        return (
+            "Every series was measured as repeats on fresh servers in both runs, so its interval resamples the"
+            " repeats and then their requests: it covers the spread between servers as well as between requests."
+        )
+    text = (
+        f"{len(rows) - both} of {len(rows)} series were measured on one server in at least one run, so their"
+        " intervals cover the spread between requests only, not between fresh servers; on a 2-core VM series of"
+        " sub-millisecond requests moved by 10 to 20 % from one server to the next (docs/measurement.md,"
+        ' "Repeatability"). Measure both runs with `measure.repeats` of 3 or more before gating on a verdict.'
+    )
+    return text
+
+
 def blocks(comparison: Comparison, figure: Image | None = None) -> list:
     settings = comparison.settings
     rows = comparison.rows
@@ -90,6 +108,7 @@ def blocks(comparison: Comparison, figure: Image | None = None) -> list:
             f" seed {settings.seed}). A change is a regression (slower) or an improvement (faster) only when its"
             f" interval excludes zero and it exceeds ±{settings.threshold_pct:g} %; anything else is within noise."
         ),
+        Paragraph(interval_sentence(comparison)),
         Paragraph(summary_sentence(comparison)),
     ]
     if figure is not None:
@@ -97,6 +116,8 @@ def blocks(comparison: Comparison, figure: Image | None = None) -> list:
     latency = []
     for _, row in rows.iterrows():
         notes = [f"disturbed in {run}" for run in ("base", "new") if row[f"disturbed_{run}"]]
+        if max(row["base_repeats"], row["new_repeats"]) > 1:
+            notes.append(f"repeats {row['base_repeats']} / {row['new_repeats']}")
         latency.append([
             row["series"],
             *(cell for metric in METRICS for cell in (

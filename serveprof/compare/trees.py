@@ -56,6 +56,22 @@ class Series:
     def disturbance(self) -> dict | None:
         return self.stats.get("disturbance")
 
+    def parts(self) -> list[np.ndarray]:
+        """The latencies split into the repeats they were measured in (``measure.repeats``), or whole.
+
+        A folded cell's file holds its repeats' latencies in repeat order, and its stats
+        JSON's ``repeats.series`` counts each (serveprof/measure/repeats.py)."""
+        latencies = self.latencies()
+        counts = [one.get("count") for one in (self.stats.get("repeats") or {}).get("series") or []]
+        if len(counts) < 2:
+            return [latencies]
+        if any(not isinstance(count, int) or count < 1 for count in counts) or sum(counts) != latencies.size:
+            raise ServeprofError(
+                f"{self.source} holds {latencies.size} latencies, but its stats count repeats of {counts}",
+                "rerun the fold_repeats step of that cell (or the cell), so the two files agree",
+            )
+        return np.split(latencies, np.cumsum(counts)[:-1])
+
 
 def series_label(dims: dict[str, str]) -> str:
     """``nasnet b4``; other dimensions as ``name=value`` before it (``device=edge nasnet b4``)."""
