@@ -28,6 +28,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,23 +80,44 @@ def build_models(work: Path) -> dict[str, Path]:
 
 
 def measure(
-    work: Path, condition: str, round_: int, bases: dict[str, Path], scale: float = 1.0, warmup: int | None = None
+    work: Path,
+    condition: str,
+    round_: int,
+    bases: dict[str, Path],
+    scale: float = 1.0,
+    warmup: int | None = None,
+    repeats: int = 1,
 ) -> Path:
     """One run of the workload under ``condition``: a results folder compare can read. ``scale`` multiplies
-    the timed requests; ``warmup`` sets the warm-up requests (the schema's default when None)."""
+    the timed requests; ``warmup`` sets the warm-up requests (the schema's default when None). With
+    ``repeats`` R > 1 every cell is measured R times, each on a fresh server, and folded as the workflow
+    folds ``measure.repeats`` (``serveprof fold``)."""
     results = work / "runs" / condition / f"r{round_}" / "workload" / "profiling"
+    shutil.rmtree(results, ignore_errors=True)  # an earlier run's files (other repeats) must not mix in
     log = work / "logs" / f"{condition}-r{round_}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for model, (batches, requests) in WORKLOAD.items():
         out = results / model
-        command = [*SERVEPROF, "measure", "--model", model, "--model-base-path", str(bases[model]),
-                   "--requests", str(round(requests * scale)), "--max-seconds", "30", "--out-dir", str(out),
-                   "--server", json.dumps({"backend": "embedded"}), *CONDITIONS[condition]]  # fmt: skip
-        if warmup is not None:
-            command += ["--warmup-requests", str(warmup)]
-        for batch in batches:
-            command += ["--batch-size", str(batch)]
-        run(command, log)
+        numbers = list(range(1, repeats + 1)) if repeats > 1 else [None]
+        for number in numbers:
+            command = [*SERVEPROF, "measure", "--model", model, "--model-base-path", str(bases[model]),
+                       "--requests", str(round(requests * scale)), "--max-seconds", "30",
+                       "--out-dir", str(out if number is None else out / "repeats" / f"r{number}"),
+                       "--server", json.dumps({"backend": "embedded"}), *CONDITIONS[condition]]  # fmt: skip
+            if number is not None:
+                command += ["--repeat", str(number)]
+            if warmup is not None:
+                command += ["--warmup-requests", str(warmup)]
+            for batch in batches:
+                command += ["--batch-size", str(batch)]
+            run(command, log)
+        if repeats > 1:
+            for batch in batches:
+                folder = [out / "repeats" / f"r{number}" for number in numbers]
+                run([*SERVEPROF, "fold", "--stats", *(str(one / "stats" / f"b{batch}.json") for one in folder),
+                     "--latencies", *(str(one / f"{model}-b{batch}.csv") for one in folder),
+                     "--out-latencies", str(out / f"{model}-b{batch}.csv"),
+                     "--out-stats", str(out / "stats" / f"b{batch}.json")], log)  # fmt: skip
         stats = [str(out / "stats" / f"b{batch}.json") for batch in batches]
         run([*SERVEPROF, "aggregate", "--model", model, "--stats", *stats,
              "--acquired", str(work / "models" / f"{model}.json"), "--config-hash", condition, "--out-dir", str(out)],
@@ -103,14 +125,14 @@ def measure(
     return results
 
 
-def p50s(results: Path) -> dict[tuple[str, int], tuple[float, bool]]:
-    """(model, batch) -> (p50 ms, flagged as disturbed)."""
+def p50s(results: Path) -> dict[tuple[str, int], tuple[float, bool, float | None]]:
+    """(model, batch) -> (p50 ms, flagged as disturbed, the CV of its repeats' p50s or None)."""
     cells = {}
     for model, (batches, _) in WORKLOAD.items():
         for batch in batches:
             doc = json.loads((results / model / "stats" / f"b{batch}.json").read_text())
             flagged = bool((doc.get("disturbance") or {}).get("flagged"))
-            cells[(model, batch)] = (doc["stats"]["p50_ms"], flagged)
+            cells[(model, batch)] = (doc["stats"]["p50_ms"], flagged, (doc.get("repeats") or {}).get("p50_cv_pct"))
     return cells
 
 
@@ -139,6 +161,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/serveprof-repeatability"))
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every cell's timed requests")
     parser.add_argument("--warmup-requests", type=int, help="warm-up requests per series (default: the schema's)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="measure every cell this many times, each on a fresh server (measure.repeats)",
+    )
     args = parser.parse_args()
     conditions = args.conditions.split(",")
     unknown = set(conditions) - set(CONDITIONS)
@@ -152,21 +180,33 @@ def main() -> int:
         order = conditions if round_ % 2 else conditions[::-1]
         for condition in order:
             started = time.monotonic()
-            runs[condition].append(measure(args.work, condition, round_, bases, args.scale, args.warmup_requests))
+            runs[condition].append(
+                measure(args.work, condition, round_, bases, args.scale, args.warmup_requests, args.repeats)
+            )
             print(f"round {round_} {condition}: {time.monotonic() - started:.0f} s, load {load()}", flush=True)
     print(f"load average after: {load()}\n")
     for condition in conditions:
         cells = [p50s(results) for results in runs[condition]]
         print(f"## {condition}\n")
-        print("| cell | " + " | ".join(f"p50 r{i} (ms)" for i in range(1, len(cells) + 1)) + " | CV | disturbed |")
-        print("| --- |" + " --- |" * (len(cells) + 2))
+        print(
+            "| cell | "
+            + " | ".join(f"p50 r{i} (ms)" for i in range(1, len(cells) + 1))
+            + " | CV | disturbed | CV of the repeats' p50s within a run, median |"
+        )
+        print("| --- |" + " --- |" * (len(cells) + 3))
         cvs = []
         for key in cells[0]:
             values = [cell[key][0] for cell in cells]
             cv = 100 * statistics.stdev(values) / statistics.fmean(values) if len(values) > 1 else 0.0
             cvs.append(cv)
             flagged = sum(cell[key][1] for cell in cells)
-            print(f"| {key[0]} b{key[1]} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {cv:.1f} % | {flagged} |")
+            within = [cell[key][2] for cell in cells if cell[key][2] is not None]
+            spread = f"{statistics.median(within):.1f} %" if within else "n/a"
+            print(
+                f"| {key[0]} b{key[1]} | "
+                + " | ".join(f"{v:.3f}" for v in values)
+                + f" | {cv:.1f} % | {flagged} | {spread} |"
+            )
         alarms = false_alarms(runs[condition]) if len(cells) > 1 else []
         print(f"\nCV median {statistics.median(cvs):.1f} %, max {max(cvs):.1f} %; cells over 3 %: "
               f"{sum(cv > 3 for cv in cvs)} of {len(cvs)}; compare verdicts between rounds: {len(alarms)}")  # fmt: skip
