@@ -240,14 +240,18 @@ def run_case(
     def in_process() -> np.ndarray:
         return baseline.run()[1]
 
-    # REST's idle keep-alive ends after --rest_api_timeout_in_ms; the warm-up of the other clients can take longer.
+    # REST's idle keep-alive ends after --rest_api_timeout_in_ms, and a connection's first request must come within
+    # --handshake_timeout_ms (10 s); the warm-up of the other clients, before REST's first request, can take longer.
     with (
-        running_server(base, "--rest_api_timeout_in_ms=600000", model_name=model, log_dir=log_dir) as server,
+        running_server(
+            base, "--rest_api_timeout_in_ms=600000", "--handshake_timeout_ms=600000", model_name=model, log_dir=log_dir
+        ) as server,
         running_server(
             base, "--enable_serialization_as_tensor_content", model_name=model, rest=False, log_dir=log_dir
         ) as content_server,
     ):
         senders = make_senders(server.grpc_target, server.rest_url, model, batch, content_server.grpc_target)
+        unaligned = None
         try:
             expected = in_process()
             for name, send in senders.items():  # warm-up, and the answers must be TensorFlow's
@@ -257,7 +261,6 @@ def run_case(
                 outputs = send.client.predict({"images": batch})["probabilities"]
                 np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-6, err_msg=name)
             times: dict[str, list[float]] = {"in-process": [], **{name: [] for name in senders}}
-            unaligned = None
             if batch.nbytes > SMALL_REQUEST_BYTES:
                 # The same request, but with the version in its ModelSpec: its tensor starts 4 bytes later.
                 shifted = GrpcClient(server.grpc_target, model, version=1, timeout_s=300)
