@@ -91,7 +91,7 @@ def interval_sentence(comparison: Comparison) -> str:
     text = (
         f"{len(rows) - both} of {len(rows)} series were measured on one server in at least one run, so their"
         " intervals cover the spread between requests only, not between fresh servers; on a 2-core VM series of"
-        " sub-millisecond requests moved by 10 to 20 % from one server to the next (docs/measurement.md,"
+        " small models moved by 6 to 15 % from one fresh server to the next (docs/measurement.md,"
         ' "Repeatability"). Measure both runs with `measure.repeats` of 3 or more before gating on a verdict.'
     )
     return text
