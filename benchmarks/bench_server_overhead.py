@@ -265,7 +265,7 @@ def run_case(
                 # The same request, but with the version in its ModelSpec: its tensor starts 4 bytes later.
                 shifted = GrpcClient(server.grpc_target, model, version=1, timeout_s=300)
                 shifted.connect()
-                unaligned = (Sender(shifted, shifted.prepare({"images": batch})),)
+                unaligned = Sender(shifted, shifted.prepare({"images": batch}))
                 times[UNALIGNED] = []
             paired: list[float] = []
             for index in range(rounds):
@@ -274,7 +274,7 @@ def run_case(
                 times["gRPC via grpcio"].append(timed(senders["gRPC via grpcio"])[0])
                 times["gRPC, tensor_content"].append(timed(senders["gRPC, tensor_content"])[0])
                 if unaligned is not None:
-                    unaligned[0]()  # its tensor lies 4 bytes further on, so the next request's is placed wrongly
+                    unaligned()  # its tensor lies 4 bytes further on, so the next request's is placed wrongly
                     times[UNALIGNED].append(timed(senders["gRPC"])[0])
                 if index % rest_every == 0:
                     paired.append(times["in-process"][-1])
@@ -283,7 +283,7 @@ def run_case(
             for send in senders.values():
                 send.close()
             if unaligned is not None:
-                unaligned[0].close()
+                unaligned.close()
             baseline.close()
     floors = transport_floor(model, batch, expected, rounds)
     names = {"gRPC": "gRPC, typed fields (TF Serving's default)", "gRPC via grpcio": "gRPC via grpcio, typed fields"}

@@ -25,7 +25,7 @@ from serveprof.commands.arguments import (
 from serveprof.errors import ServeprofError
 from serveprof.launch import terminate_on_sigterm
 from serveprof.launch.spec import METRICS_PATH
-from serveprof.load.point import measure_point
+from serveprof.load.point import PointResult, measure_point
 from serveprof.load.results import requests_text, write_point
 from serveprof.load.scenarios import parse_point
 from serveprof.measure.provenance import host_provenance, now_iso
@@ -67,15 +67,15 @@ def main(argv: list[str]) -> int:
     disturbance = settings.disturbance_settings(disturbance_block(args))
     say = partial(log, "load")
 
-    def attempt() -> dict:
-        """The point on a fresh server (or again on the running one): its document, with the requests."""
+    def attempt() -> tuple[dict, PointResult]:
+        """The point on a fresh server (or again on the running one): its document, and its requests."""
         started_at = now_iso()
         # A point always reads the server's own latency and batching figures from its Prometheus page.
         with endpoint_for(args, server, metrics_path=METRICS_PATH) as endpoint:
             result = measure_point(
                 endpoint, point, measure, input_settings, args.protocol, args.transport, say, args.type, disturbance
             )
-        return {
+        document = {
             "model": args.model,
             "protocol": args.protocol,
             "transport": args.transport,
@@ -85,15 +85,14 @@ def main(argv: list[str]) -> int:
             "provenance": host_provenance(None),
             "started_at": started_at,
             "finished_at": now_iso(),
-            "result": result,
         }
+        return document, result
 
     with terminate_on_sigterm():
         # A disturbed point is measured again, as a disturbed series is (measure.retry_disturbed).
-        document = retried(
-            attempt, lambda doc: doc["disturbance"], disturbance, say, f"{args.model} {args.scenario}/{args.point}"
+        document, result = retried(
+            attempt, lambda kept: kept[0]["disturbance"], disturbance, say, f"{args.model} {args.scenario}/{args.point}"
         )
-    result = document.pop("result")
     # Written only now, whole: a job that dies earlier leaves no result behind.
     write_point(
         args.requests_out, args.summary_out, requests_text(result.rows, result.statuses, result.start_ns), document

@@ -112,9 +112,10 @@ def two_level_resamples(parts: list[np.ndarray], count: int, rng: np.random.Gene
 
 
 def _two_level_interval(
-    base: list[np.ndarray], new: list[np.ndarray], settings: Settings, label: str
+    base: list[np.ndarray], new: list[np.ndarray], point: np.ndarray, settings: Settings, label: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of ``_statistic`` over two-level resamples of both sides."""
+    """Percentile interval of ``_statistic`` over two-level resamples of both sides, expanded about ``point``
+    (the statistic of the pooled latencies)."""
     rng = series_seed(settings.seed, label)
     batch = max(1, MAX_ELEMENTS_PER_BATCH // max(sum(map(len, base)), sum(map(len, new))))
     replicates = []
@@ -124,7 +125,6 @@ def _two_level_interval(
     values = np.concatenate(replicates, axis=1)
     alpha = (1 - settings.confidence) / 2
     low, high = np.quantile(values, alpha, axis=1), np.quantile(values, 1 - alpha, axis=1)
-    point = _statistic(np.concatenate(base), np.concatenate(new))
     scale = expansion(min(len(side) for side in (base, new) if len(side) > 1), settings.confidence)
     return point - scale * (point - low), point + scale * (high - point)
 
@@ -162,7 +162,7 @@ def compare_latencies(base, new, settings: Settings, label: str = "") -> dict:
     low = high = np.full(point.shape, np.nan)
     repeats = max(len(base_parts), len(new_parts)) > 1
     if repeats:
-        low, high = _two_level_interval(base_parts, new_parts, settings, label)
+        low, high = _two_level_interval(base_parts, new_parts, point, settings, label)
     elif min(base.size, new.size) >= 2:
         batch = max(1, MAX_ELEMENTS_PER_BATCH // max(base.size, new.size))
         result = stats.bootstrap(

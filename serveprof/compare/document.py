@@ -88,13 +88,12 @@ def interval_sentence(comparison: Comparison) -> str:
             "Every series was measured as repeats on fresh servers in both runs, so its interval resamples the"
             " repeats and then their requests: it covers the spread between servers as well as between requests."
         )
-    text = (
+    return (
         f"{len(rows) - both} of {len(rows)} series were measured on one server in at least one run, so their"
         " intervals cover the spread between requests only, not between fresh servers; on a 2-core VM series of"
         " small models moved by 6 to 15 % from one fresh server to the next (docs/measurement.md,"
         ' "Repeatability"). Measure both runs with `measure.repeats` of 3 or more before gating on a verdict.'
     )
-    return text
 
 
 def blocks(comparison: Comparison, figure: Image | None = None) -> list:

@@ -122,11 +122,6 @@ def check_repeats(documents: Sequence[Mapping], latencies: Sequence[Sequence[flo
             )
 
 
-def _worst(values) -> float | None:
-    present = [value for value in values if value is not None]
-    return max(present) if present else None
-
-
 def disturbance_of(documents: Sequence[Mapping]) -> dict | None:
     """The cell's disturbance record from its repeats': flagged if any was, with that repeat's reasons,
     the highest foreign CPU and steal of any, and every attempt counted (None where no repeat has one)."""
@@ -140,8 +135,8 @@ def disturbance_of(documents: Sequence[Mapping]) -> dict | None:
             f"repeat {number}: {reason}" for number, record in records if record.get("flagged")
             for reason in record.get("reasons") or ["flagged as disturbed"]
         ],
-        "foreign_cpu_pct": _worst(record.get("foreign_cpu_pct") for _, record in records),
-        "steal_pct": _worst(record.get("steal_pct") for _, record in records),
+        "foreign_cpu_pct": _max([record.get("foreign_cpu_pct") for _, record in records]),
+        "steal_pct": _max([record.get("steal_pct") for _, record in records]),
         "attempts": sum(record.get("attempts") or 1 for _, record in records),
         "repeats": [{"repeat": number, **record} for number, record in records],
     }  # fmt: skip
